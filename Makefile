@@ -1,0 +1,45 @@
+# Keyhouse: make run · make test · make lint · make bench
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DATA := data
+export DO_NOT_TRACK := 1
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/keyhouse: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/keyhouse
+
+install: $(BIN)/keyhouse
+
+run: install
+	@mkdir -p $(DATA)
+	@if [ ! -f $(DATA)/keyhouse.db ]; then \
+		$(BIN)/keyhouse bootstrap --org-name "Demo organization" --email admin@example.com \
+			--name "Demo admin" --json > $(DATA)/.bootstrap.json && \
+		$(BIN)/python -m keyhouse.demo $(DATA)/.bootstrap.json http://$(HOST):$(PORT) && \
+		rm -f $(DATA)/.bootstrap.json; \
+	else \
+		echo "Using the existing demo database $(DATA)/keyhouse.db (its credentials were printed on first run;"; \
+		echo "delete $(DATA)/ to start over)."; \
+	fi
+	$(BIN)/keyhouse serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: install lint
+	$(BIN)/pytest -n auto --dist loadfile
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from keyhouse.activities import service
+from keyhouse.activities.schemas import Activity
+from keyhouse.api.envelope import Envelope, ok
+from keyhouse.auth.dependencies import Context, RequireInOrganization
+from keyhouse.auth.permissions import Permission
+
+router = APIRouter(prefix="/organizations/{organizationId}/activities", tags=["Organization"])
+
+CanView = Annotated[
+    Context, Depends(RequireInOrganization(Permission.ORGANIZATION_VIEW_ACTIVITIES))
+]
+
+
+@router.get("", operation_id="activityGetList", response_model=Envelope[list[Activity]])
+def list_activities(
+    ctx: CanView,
+    from_date: Annotated[dt.datetime | None, Query(description="A starting date")] = None,
+    to_date: Annotated[dt.datetime | None, Query(description="An ending date")] = None,
+) -> Response:
+    rows = service.list_activities(
+        ctx.session, ctx.principal, from_date=_aware(from_date), to_date=_aware(to_date)
+    )
+    return ok([Activity.from_row(row) for row in rows])
+
+
+@router.get("/{activityId}", operation_id="activityGet", response_model=Envelope[Activity])
+def get_activity(ctx: CanView, activityId: str) -> Response:  # noqa: N803
+    return ok(Activity.from_row(service.get_activity(ctx.session, ctx.principal, activityId)))
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value

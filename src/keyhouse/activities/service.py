@@ -1,0 +1,66 @@
+"""Recording and reading activities."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyhouse.api.errors import BadRequest, NotFound
+from keyhouse.auth.principal import Principal
+from keyhouse.models import Activity
+
+
+def record(
+    session: Session,
+    principal: Principal,
+    type: str,
+    *,
+    target_key_id: uuid.UUID | None = None,
+    key_update_type: str | None = None,
+) -> Activity:
+    activity = Activity(
+        organization_id=principal.organization_id,
+        type=type,
+        actor_type=principal.activity_actor_type,
+        actor_id=str(principal.actor_id) if principal.actor_id else None,
+        actor_details=f"{principal.actor_type}: {principal.name}"[:512],
+        actor_ip_address=principal.ip_address,
+        user_agent=principal.user_agent[:512] if principal.user_agent else None,
+        target_key_id=str(target_key_id) if target_key_id else None,
+        key_update_type=key_update_type,
+    )
+    session.add(activity)
+    session.flush()
+    return activity
+
+
+def list_activities(
+    session: Session,
+    principal: Principal,
+    *,
+    from_date: dt.datetime | None = None,
+    to_date: dt.datetime | None = None,
+) -> Sequence[Activity]:
+    if from_date and to_date and from_date > to_date:
+        raise BadRequest("from_date must not be after to_date")
+    query = select(Activity).where(Activity.organization_id == principal.organization_id)
+    if from_date is not None:
+        query = query.where(Activity.created_at >= from_date)
+    if to_date is not None:
+        query = query.where(Activity.created_at <= to_date)
+    return session.scalars(query.order_by(Activity.created_at.desc(), Activity.id)).all()
+
+
+def get_activity(session: Session, principal: Principal, activity_id: str) -> Activity:
+    try:
+        parsed = uuid.UUID(activity_id)
+    except ValueError:
+        raise NotFound("Activity not found") from None
+    activity = session.get(Activity, parsed)
+    if activity is None or activity.organization_id != principal.organization_id:
+        raise NotFound("Activity not found")
+    return activity

@@ -1,0 +1,1 @@
+"""Wire conventions: the official envelope, the error family and the request id."""

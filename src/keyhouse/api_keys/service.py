@@ -1,0 +1,307 @@
+"""API key business rules.
+
+A key never grants more than its creator holds; a key cannot delete itself; an organization
+holds at most ``max_keys`` keys; only peppered hashes of the key id and secret are stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from keyhouse.activities.service import record
+from keyhouse.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from keyhouse.api_keys import schemas
+from keyhouse.auth import credentials
+from keyhouse.auth.policy import Policy, exceeding_grants
+from keyhouse.auth.principal import Principal, RoleRef
+from keyhouse.db import utcnow
+from keyhouse.models import ApiKey, Organization, Role, RoleAssignment
+from keyhouse.roles.service import (
+    assign_roles,
+    legacy_names,
+    resolve_role_ids,
+    unassign_actor,
+)
+
+# Stored when a key is created without an ipAccessList: reachable from anywhere.
+ANYWHERE: list[dict[str, Any]] = [
+    {"source": "0.0.0.0/0", "description": "Anywhere (IPv4)"},
+    {"source": "::/0", "description": "Anywhere (IPv6)"},
+]
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: ApiKey
+    # Present only when the server generated the credentials (no hashData).
+    key_id: str | None
+    key_secret: str | None
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    keys: Sequence[ApiKey]
+    total_count: int
+    next_cursor: str | None
+
+
+def _entries(entries: Sequence[schemas.IpAccessListEntry]) -> list[dict[str, Any]]:
+    return [entry.model_dump(exclude_none=True) for entry in entries]
+
+
+def _check_expiry(expire_at: dt.datetime | None) -> None:
+    if expire_at is not None and expire_at <= utcnow():
+        raise BadRequest("expireAt: must be in the future")
+
+
+def _resolve_roles(
+    session: Session,
+    principal: Principal,
+    *,
+    legacy_roles: Sequence[str] | None,
+    role_ids: Sequence[uuid.UUID] | None,
+) -> list[Role]:
+    roles = resolve_role_ids(
+        session, principal.organization_id, legacy_roles=legacy_roles, role_ids=role_ids
+    )
+    if not roles:
+        raise BadRequest("A key needs at least one role: give roles or assignedRoleIds")
+    return roles
+
+
+def _check_no_escalation(principal: Principal, roles: Sequence[Role]) -> None:
+    granted = [Policy.from_json(p) for role in roles for p in role.policies]
+    missing = exceeding_grants(principal.policies, granted)
+    if missing:
+        permission, resource = missing[0]
+        raise Forbidden(
+            "FORBIDDEN: A key cannot hold permissions its creator does not have "
+            f"({permission} on {resource})"
+        )
+
+
+def _find(session: Session, principal: Principal, key_uuid: uuid.UUID) -> ApiKey:
+    key = session.get(ApiKey, key_uuid)
+    if key is None or key.organization_id != principal.organization_id:
+        raise NotFound("API key not found")
+    return key
+
+
+def get_key(session: Session, principal: Principal, key_uuid: uuid.UUID) -> ApiKey:
+    return _find(session, principal, key_uuid)
+
+
+def _encode_cursor(key: ApiKey) -> str:
+    raw = f"{key.created_at.isoformat()}|{key.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, key_id = raw.partition("|")
+        created_at = dt.datetime.fromisoformat(created)
+        if created_at.tzinfo is None:
+            raise ValueError("naive")
+        return created_at, uuid.UUID(key_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequest("cursor: not a cursor returned by this API") from None
+
+
+def list_keys(session: Session, principal: Principal, *, limit: int, cursor: str | None) -> KeyPage:
+    """Keys of the organization, oldest first, ``limit`` at a time."""
+    in_org = ApiKey.organization_id == principal.organization_id
+    query = select(ApiKey).where(in_org)
+    if cursor:
+        created_at, key_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                ApiKey.created_at > created_at,
+                and_(ApiKey.created_at == created_at, ApiKey.id > key_id),
+            )
+        )
+    keys = session.scalars(query.order_by(ApiKey.created_at, ApiKey.id).limit(limit + 1)).all()
+    total = session.scalar(select(func.count()).select_from(ApiKey).where(in_org)) or 0
+    next_cursor = _encode_cursor(keys[limit - 1]) if len(keys) > limit else None
+    return KeyPage(keys[:limit], total, next_cursor)
+
+
+def create_key(
+    session: Session,
+    principal: Principal,
+    request: schemas.ApiKeyPostRequest,
+    *,
+    pepper: bytes,
+    max_keys: int,
+) -> CreatedKey:
+    _check_expiry(request.expire_at)
+    roles = _resolve_roles(
+        session, principal, legacy_roles=request.roles, role_ids=request.assigned_role_ids
+    )
+    _check_no_escalation(principal, roles)
+    # Lock the organization row so concurrent creates cannot overshoot the quota.
+    session.scalar(
+        select(Organization.id)
+        .where(Organization.id == principal.organization_id)
+        .with_for_update()
+    )
+    count = session.scalar(
+        select(func.count())
+        .select_from(ApiKey)
+        .where(ApiKey.organization_id == principal.organization_id)
+    )
+    if (count or 0) >= max_keys:
+        raise Conflict(
+            f"Quota exceeded (api-keys-per-organization): an organization can hold at most "
+            f"{max_keys} API keys"
+        )
+    key_id = key_secret = None
+    if request.hash_data is not None:
+        hashes = request.hash_data
+        id_hash = credentials.pepper_digest(pepper, hashes.key_id_hash)
+        secret_hash = credentials.pepper_digest(pepper, hashes.key_secret_hash)
+        suffix = hashes.key_id_suffix
+    else:
+        key_id, key_secret = credentials.generate_key_id(), credentials.generate_key_secret()
+        id_hash = credentials.hash_value(pepper, key_id)
+        secret_hash = credentials.hash_value(pepper, key_secret)
+        suffix = key_id[-4:]
+    if session.scalar(select(ApiKey.id).where(ApiKey.key_id_hash == id_hash)) is not None:
+        raise Conflict("hashData: a key with this key id already exists")
+    key = ApiKey(
+        organization_id=principal.organization_id,
+        name=request.name,
+        key_id_hash=id_hash,
+        key_secret_hash=secret_hash,
+        key_suffix=suffix,
+        state=request.state,
+        expire_at=request.expire_at,
+        ip_access_list=(
+            _entries(request.ip_access_list) if request.ip_access_list is not None else ANYWHERE
+        ),
+        created_by_type=principal.actor_type,
+        created_by_id=principal.actor_id,
+        created_by_name=principal.name,
+    )
+    session.add(key)
+    session.flush()
+    assign_roles(session, "apiKey", key.id, roles, organization_id=principal.organization_id)
+    record(session, principal, "key_create", target_key_id=key.id)
+    return CreatedKey(key, key_id, key_secret)
+
+
+def update_key(
+    session: Session,
+    principal: Principal,
+    key_uuid: uuid.UUID,
+    patch: schemas.ApiKeyPatchRequest,
+) -> ApiKey:
+    key = _find(session, principal, key_uuid)
+    given = patch.model_fields_set
+    changes: list[str] = []
+    roles_given = "roles" in given or "assigned_role_ids" in given
+    if roles_given:
+        roles = _resolve_roles(
+            session, principal, legacy_roles=patch.roles, role_ids=patch.assigned_role_ids
+        )
+    else:
+        roles = list(
+            session.scalars(
+                select(Role)
+                .join(RoleAssignment, RoleAssignment.role_id == Role.id)
+                .where(RoleAssignment.actor_type == "apiKey", RoleAssignment.actor_id == key.id)
+            )
+        )
+    # Nobody may update a key that would hold (or already holds) more than they do.
+    _check_no_escalation(principal, roles)
+    if "name" in given and patch.name is not None and patch.name != key.name:
+        key.name = patch.name
+        changes.append("name-changed")
+    if roles_given:
+        before = set(
+            session.scalars(
+                select(RoleAssignment.role_id).where(
+                    RoleAssignment.actor_type == "apiKey", RoleAssignment.actor_id == key.id
+                )
+            )
+        )
+        assign_roles(session, "apiKey", key.id, roles, organization_id=principal.organization_id)
+        if before != {role.id for role in roles}:
+            changes.append("role-changed")
+    if "state" in given and patch.state is not None and patch.state != key.state:
+        key.state = patch.state
+        changes.append("state-changed")
+    if "expire_at" in given and patch.expire_at != key.expire_at:
+        _check_expiry(patch.expire_at)
+        key.expire_at = patch.expire_at
+        changes.append("date-changed")
+    if "ip_access_list" in given and patch.ip_access_list is not None:
+        entries = _entries(patch.ip_access_list)
+        if entries != key.ip_access_list:
+            key.ip_access_list = entries
+            changes.append("ip-access-list-changed")
+    session.flush()
+    for change in changes:
+        record(
+            session, principal, "openapi_key_update", target_key_id=key.id, key_update_type=change
+        )
+    return key
+
+
+def delete_key(session: Session, principal: Principal, key_uuid: uuid.UUID) -> None:
+    key = _find(session, principal, key_uuid)
+    if principal.actor_type == "apiKey" and principal.actor_id == key.id:
+        raise BadRequest("A key cannot delete itself: use another key to delete this one")
+    unassign_actor(session, "apiKey", key.id)
+    session.delete(key)
+    session.flush()
+    record(session, principal, "key_delete", target_key_id=key_uuid)
+
+
+def describe(session: Session, keys: Sequence[ApiKey]) -> list[schemas.ApiKey]:
+    """Wire views of ``keys`` with their roles, loaded in one query."""
+    roles: dict[uuid.UUID, list[RoleRef]] = {key.id: [] for key in keys}
+    if keys:
+        rows = session.execute(
+            select(RoleAssignment.actor_id, Role.id, Role.name, Role.type)
+            .join(Role, Role.id == RoleAssignment.role_id)
+            .where(RoleAssignment.actor_type == "apiKey", RoleAssignment.actor_id.in_(roles))
+            .order_by(Role.name)
+        )
+        for actor_id, role_id, name, role_type in rows:
+            roles[actor_id].append(RoleRef(role_id, name, role_type))
+    return [_view(key, roles[key.id]) for key in keys]
+
+
+def _view(key: ApiKey, roles: Sequence[RoleRef]) -> schemas.ApiKey:
+    creator = None
+    if key.created_by_type is not None:
+        creator = schemas.ApiKeyCreator(
+            type=key.created_by_type,
+            id=key.created_by_id,
+            name=key.created_by_name,
+        )
+    return schemas.ApiKey(
+        id=key.id,
+        name=key.name,
+        state=key.state,
+        roles=legacy_names(roles),
+        assigned_roles=[
+            schemas.AssignedRole(role_id=r.id, role_name=r.name, role_type=r.type) for r in roles
+        ],
+        key_suffix=key.key_suffix,
+        created_at=key.created_at,
+        expire_at=key.expire_at,
+        used_at=key.used_at,
+        ip_access_list=[schemas.IpAccessListEntry(**entry) for entry in key.ip_access_list or []],
+        created_by=creator,
+    )

@@ -1,0 +1,89 @@
+"""``create_app(settings)``: the FastAPI application with ``/v1`` and ``/healthz``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+
+from keyhouse import __version__
+from keyhouse.activities.routes import router as activities_router
+from keyhouse.api import handlers
+from keyhouse.api.middleware import RequestIdMiddleware
+from keyhouse.api_keys.routes import router as keys_router
+from keyhouse.config import Settings
+from keyhouse.organizations.routes import router as organizations_router
+from keyhouse.roles.routes import router as roles_router
+from keyhouse.state import AppState
+
+DESCRIPTION = (
+    "Keyhouse implements the ClickHouse Cloud management API v1 on your own machines. "
+    "Authenticate with HTTP Basic: key ID as the user name, key secret as the password."
+)
+
+
+def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
+    state = state or AppState.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.engine.dispose()
+
+    app = FastAPI(
+        title="Keyhouse: ClickHouse Cloud API v1",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        separate_input_output_schemas=False,
+    )
+    app.state.keyhouse = state
+    handlers.install(app)
+    app.add_middleware(RequestIdMiddleware)
+
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(organizations_router)
+    v1.include_router(keys_router)
+    v1.include_router(roles_router)
+    v1.include_router(activities_router)
+    app.include_router(v1)
+
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(openapi_with_security(app))
+
+    app.add_api_route("/v1", openapi_document, methods=["GET"], include_in_schema=False)
+    app.add_api_route(
+        "/v1/openapi.json", openapi_document, methods=["GET"], include_in_schema=False
+    )
+
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    return app
+
+
+def openapi_with_security(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = app.openapi()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "basicAuth": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "Key ID as the user name, key secret as the password.",
+            }
+        }
+        schema["security"] = [{"basicAuth": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for the ASGI server's workers: settings come from ``KEYHOUSE_*`` variables."""
+    return create_app(Settings())

@@ -1,0 +1,1 @@
+"""Authentication (HTTP Basic with API keys), principals, permissions and policy evaluation."""

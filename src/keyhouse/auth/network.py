@@ -1,0 +1,56 @@
+"""Client addresses and per-key IP access lists."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+from keyhouse.config import IPNetwork
+
+
+def parse_source(source: str) -> IPNetwork:
+    """An IPv4/IPv6 address or CIDR; raises ValueError when it is neither."""
+    return ipaddress.ip_network(source.strip(), strict=False)
+
+
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPNetwork]
+) -> str | None:
+    """The socket peer, or the right-most untrusted X-Forwarded-For hop behind trusted proxies."""
+    if peer is None or not trusted_proxies or not forwarded_for:
+        return peer
+    if not _in_any(peer, trusted_proxies):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _in_any(hop, trusted_proxies):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _in_any(address: str, networks: Sequence[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def ip_allowed(access_list: list[dict[str, Any]] | None, address: str | None) -> bool:
+    """``None`` allows everywhere; an empty list allows nowhere."""
+    if access_list is None:
+        return True
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for entry in access_list:
+        network = parse_source(entry["source"])
+        if ip.version == network.version and ip in network:
+            return True
+    return False

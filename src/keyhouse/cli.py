@@ -1,0 +1,201 @@
+"""The ``keyhouse`` command: serve, bootstrap, db upgrade, and offline recovery commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from keyhouse.config import DEFAULT_DATABASE_URL, Settings, parse_rate_limit
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    if getattr(args, "rate_limit", None):
+        overrides["rate_limit"] = args.rate_limit
+    return Settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    from keyhouse.migrations import upgrade
+
+    settings = _settings(args)
+    settings.pepper_bytes()  # create the pepper file before workers start
+    if not args.no_migrate:
+        upgrade(settings.database_url)
+    # Workers build their app from the environment (keyhouse.app:create_app_from_env).
+    os.environ["KEYHOUSE_DATABASE_URL"] = settings.database_url
+    os.environ["KEYHOUSE_RATE_LIMIT"] = settings.rate_limit
+    if settings.pepper is None:
+        os.environ["KEYHOUSE_PEPPER_FILE"] = str(settings.pepper_file.resolve())
+    server = Server(
+        "keyhouse.app:create_app_from_env",
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        factory=True,
+        log_access=False,
+    )
+    print(f"Keyhouse serving the API on http://{args.host}:{args.port}/v1", flush=True)
+    server.serve()
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from keyhouse.bootstrap import bootstrap
+    from keyhouse.migrations import upgrade
+
+    settings = _settings(args)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = secrets.token_urlsafe(18)
+    upgrade(settings.database_url)
+    result = bootstrap(
+        settings,
+        org_name=args.org_name,
+        email=args.email,
+        user_name=args.name or args.email.split("@")[0],
+        password=password,
+    )
+    output = {
+        "organizationId": str(result.organization_id),
+        "organizationName": args.org_name,
+        "userId": str(result.user_id),
+        "email": result.email,
+        "password": password,
+        "keyId": result.key_id,
+        "keySecret": result.key_secret,
+    }
+    if args.json:
+        print(json.dumps(output))
+    else:
+        print(f"Organization   {args.org_name} ({result.organization_id})")
+        print(f"Admin user     {result.email}")
+        print(f"Password       {password}")
+        print(f"API key ID     {result.key_id}")
+        print(f"API key secret {result.key_secret}")
+        print("The password and the key secret are shown once; store them now.")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from keyhouse.migrations import upgrade
+
+    upgrade(_settings(args).database_url)
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    """Delete a key without the API, e.g. when its secret leaked and no admin key works."""
+    from keyhouse.api_keys.service import delete_key
+    from keyhouse.auth import credentials
+    from keyhouse.auth.principal import Principal
+    from keyhouse.models import ApiKey
+    from keyhouse.state import AppState
+
+    settings = _settings(args)
+    state = AppState.from_settings(settings)
+    with state.sessionmaker.begin() as session:
+        if args.id:
+            key = session.get(ApiKey, uuid.UUID(args.id))
+        else:
+            lookup = credentials.hash_value(state.pepper, args.key_id)
+            key = session.scalar(select(ApiKey).where(ApiKey.key_id_hash == lookup))
+        if key is None:
+            print("error: no such key", file=sys.stderr)
+            return 1
+        system = Principal(
+            actor_type="system",
+            actor_id=None,
+            organization_id=key.organization_id,
+            name="keyhouse keys revoke",
+        )
+        delete_key(session, system, key.id)
+        print(f"revoked key {key.id} ({key.name}, ...{key.key_suffix})")
+    state.engine.dispose()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keyhouse", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    db_help = f"database URL (default: $KEYHOUSE_DATABASE_URL or {DEFAULT_DATABASE_URL})"
+
+    serve = commands.add_parser("serve", help="serve the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--database-url", help=db_help)
+    serve.add_argument(
+        "--rate-limit", type=_rate_limit, help="per-key limit, N/Ss or off (default 10/10s)"
+    )
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema")
+    serve.set_defaults(func=cmd_serve)
+
+    boot = commands.add_parser(
+        "bootstrap", help="create an organization, its first admin user and an admin API key"
+    )
+    boot.add_argument("--org-name", required=True)
+    boot.add_argument("--email", required=True)
+    boot.add_argument("--name", help="the admin's display name")
+    boot.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    boot.add_argument("--database-url", help=db_help)
+    boot.add_argument("--json", action="store_true", help="print one JSON object")
+    boot.set_defaults(func=cmd_bootstrap)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True
+    )
+    db_upgrade = db.add_parser("upgrade", help="upgrade the schema to the latest version")
+    db_upgrade.add_argument("--database-url", help=db_help)
+    db_upgrade.set_defaults(func=cmd_db_upgrade)
+
+    keys = commands.add_parser("keys", help="offline API key commands").add_subparsers(
+        dest="keys_command", required=True
+    )
+    revoke = keys.add_parser("revoke", help="delete a key directly in the database")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--key-id", help="the key ID (the Basic auth user name)")
+    which.add_argument("--id", help="the key's management id (UUID)")
+    revoke.add_argument("--database-url", help=db_help)
+    revoke.set_defaults(func=cmd_keys_revoke)
+    return parser
+
+
+def _rate_limit(value: str) -> str:
+    try:
+        parse_rate_limit(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Exception as exc:  # a clear message, not a traceback, for operator mistakes
+        from keyhouse.api.errors import ApiError
+
+        if isinstance(exc, ApiError):
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Server settings: one object, built from flags or ``KEYHOUSE_*`` variables and passed in."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/keyhouse.db"
+
+_RATE_LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*s\s*$")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYHOUSE_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    # The server-side pepper keys every stored hash; a database dump without it is useless
+    # for testing guesses. Given directly, or read from (and first created in) pepper_file.
+    pepper: SecretStr | None = None
+    pepper_file: Path = Path("./data/keyhouse.pepper")
+    # "N/Ss" (N requests per S seconds, per key) or "off". ClickHouse Cloud: 10 per 10 s.
+    rate_limit: str = "10/10s"
+    # Shared counters for several replicas; in-process memory when unset.
+    redis_url: str | None = None
+    max_keys_per_organization: int = Field(default=100, ge=1)
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        parse_rate_limit(value)
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @property
+    def rate_limit_rule(self) -> tuple[int, int] | None:
+        return parse_rate_limit(self.rate_limit)
+
+    @property
+    def trusted_proxy_networks(self) -> list[IPNetwork]:
+        return [ipaddress.ip_network(entry, strict=False) for entry in self.trusted_proxies]
+
+    def pepper_bytes(self) -> bytes:
+        """The pepper; creates the pepper file (mode 0600) on first use if none is configured."""
+        if self.pepper is not None:
+            return self.pepper.get_secret_value().encode()
+        path = self.pepper_file
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+        return path.read_text().strip().encode()
+
+
+def parse_rate_limit(value: str) -> tuple[int, int] | None:
+    """``"10/10s"`` -> ``(10, 10)``; ``"off"`` -> ``None``."""
+    if value.strip().lower() == "off":
+        return None
+    match = _RATE_LIMIT.match(value)
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise ValueError(f"rate limit must look like '10/10s' or 'off', got {value!r}")
+    return int(match.group(1)), int(match.group(2))

@@ -1,0 +1,1 @@
+"""Organizations: list, get, rename, and creating one with its first admin (bootstrap)."""

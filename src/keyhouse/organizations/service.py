@@ -1,0 +1,71 @@
+"""Organization business rules."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from keyhouse.activities.service import record
+from keyhouse.api.errors import BadRequest, NotFound
+from keyhouse.auth.permissions import ADMIN
+from keyhouse.auth.principal import Principal
+from keyhouse.models import Membership, Organization
+from keyhouse.roles.service import assign_roles, seed_system_roles
+from keyhouse.users.service import get_or_create_user
+
+
+def get_organization(session: Session, principal: Principal) -> Organization:
+    organization = session.get(Organization, principal.organization_id)
+    if organization is None:
+        raise NotFound("Organization not found")
+    return organization
+
+
+def update_organization(
+    session: Session,
+    principal: Principal,
+    *,
+    name: str | None,
+    enable_core_dumps: bool | None,
+    private_endpoints_given: bool,
+) -> Organization:
+    if private_endpoints_given:
+        raise BadRequest("privateEndpoints: private endpoints are not supported by Keyhouse")
+    organization = get_organization(session, principal)
+    if name is not None and name != organization.name:
+        organization.name = name
+        record(session, principal, "organization_update_name")
+    if enable_core_dumps is not None:
+        organization.enable_core_dumps = enable_core_dumps
+    session.flush()
+    return organization
+
+
+@dataclass(frozen=True)
+class Bootstrapped:
+    organization_id: uuid.UUID
+    user_id: uuid.UUID
+    email: str
+
+
+def create_organization(
+    session: Session, *, name: str, email: str, user_name: str, password: str
+) -> Bootstrapped:
+    """A new organization with its system roles and a first member holding Admin."""
+    name = name.strip()
+    if not name:
+        raise BadRequest("name: must not be blank")
+    organization = Organization(name=name)
+    session.add(organization)
+    session.flush()
+    roles = seed_system_roles(session, organization.id)
+    user = get_or_create_user(session, email=email, name=user_name, password=password)
+    session.add(Membership(organization_id=organization.id, user_id=user.id))
+    assign_roles(session, "user", user.id, [roles[ADMIN]], organization_id=organization.id)
+    system = Principal(
+        actor_type="system", actor_id=None, organization_id=organization.id, name="bootstrap"
+    )
+    record(session, system, "create_organization")
+    return Bootstrapped(organization.id, user.id, user.email)

@@ -1,0 +1,1 @@
+"""Roles: the system roles seeded per organization, and role assignments to actors."""

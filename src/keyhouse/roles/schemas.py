@@ -1,0 +1,70 @@
+"""Wire models (official ``RBACRole`` and ``RBACPolicy``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyhouse.models import Role
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class RBACPolicyTags(_Wire):
+    grants: list[str] | None = None
+    role_v2: Literal["sql-console-readonly", "sql-console-admin"] | None = Field(
+        default=None, alias="roleV2"
+    )
+
+
+class RBACPolicy(_Wire):
+    id: str
+    role_id: str = Field(alias="roleId")
+    tenant_id: str = Field(alias="tenantId")
+    allow_deny: Literal["ALLOW", "DENY"] = Field(alias="allowDeny")
+    permissions: list[str]
+    resources: list[str]
+    tags: RBACPolicyTags | None = None
+
+
+class RBACRole(_Wire):
+    id: str
+    tenant_id: str = Field(alias="tenantId")
+    owner_id: str = Field(alias="ownerId")
+    name: str
+    type: Literal["system", "custom"]
+    actors: list[str]
+    policies: list[RBACPolicy]
+    created_at: dt.datetime = Field(alias="createdAt")
+    updated_at: dt.datetime = Field(alias="updatedAt")
+
+    @classmethod
+    def from_row(cls, role: Role, actors: list[str]) -> RBACRole:
+        tenant = f"organization/{role.organization_id}"
+        return cls(
+            id=str(role.id),
+            tenant_id=tenant,
+            owner_id=tenant,
+            name=role.name,
+            type=role.type,
+            actors=actors,
+            policies=[_policy(role, tenant, policy) for policy in role.policies],
+            created_at=role.created_at,
+            updated_at=role.updated_at,
+        )
+
+
+def _policy(role: Role, tenant: str, policy: dict[str, Any]) -> RBACPolicy:
+    return RBACPolicy(
+        id=policy["id"],
+        role_id=str(role.id),
+        tenant_id=tenant,
+        allow_deny=policy["allowDeny"],
+        permissions=policy["permissions"],
+        resources=policy["resources"],
+        tags=RBACPolicyTags.model_validate(policy["tags"]) if policy.get("tags") else None,
+    )

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyhouse.api.errors import BadRequest
+from keyhouse.models import User
+
+_hasher = PasswordHasher()  # argon2id with the library's recommended parameters
+
+MIN_PASSWORD_LENGTH = 12
+
+
+def normalize_email(email: str) -> str:
+    email = email.strip().lower()
+    local, sep, domain = email.partition("@")
+    if not sep or not local or "." not in domain or " " in email:
+        raise BadRequest(f"email: {email!r} is not a valid email address")
+    return email
+
+
+def get_or_create_user(session: Session, *, email: str, name: str, password: str) -> User:
+    """The user with this email, created (with this password) if there is none yet."""
+    email = normalize_email(email)
+    user = session.scalar(select(User).where(User.email == email))
+    if user is not None:
+        return user
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise BadRequest(f"password: must be at least {MIN_PASSWORD_LENGTH} characters")
+    user = User(email=email, name=name.strip() or email, password_hash=_hasher.hash(password))
+    session.add(user)
+    session.flush()
+    return user
+
+
+def verify_password(user: User, password: str) -> bool:
+    try:
+        return _hasher.verify(user.password_hash, password)
+    except Exception:  # argon2 raises VerifyMismatchError / InvalidHashError
+        return False
