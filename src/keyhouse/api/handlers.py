@@ -46,6 +46,10 @@ def describe_validation_error(exc: RequestValidationError) -> str:
             message = message[len("Value error, ") :]
         if error.get("type") == "missing" and not field:
             messages.append("Request body is required")
+        elif error.get("type") in ("model_attributes_type", "dict_type") and not field:
+            messages.append(
+                "Request body must be a JSON object (send Content-Type: application/json)"
+            )
         else:
             messages.append(f"{field}: {message}" if field else message)
     return "Invalid request: " + "; ".join(messages)

@@ -1,0 +1,176 @@
+"""Shared fixtures: every storage test runs on SQLite and on PostgreSQL.
+
+PostgreSQL (127.0.0.1:5432, database ``test``, trust auth) and Redis (127.0.0.1:6379) must be
+running: a missing server fails the run, it is never skipped. Each xdist worker gets its own
+PostgreSQL database and SQLite file, migrated once; tests isolate themselves by creating their
+own organizations.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from keyhouse.app import create_app
+from keyhouse.bootstrap import bootstrap
+from keyhouse.config import Settings
+from keyhouse.migrations import upgrade
+from keyhouse.state import AppState
+
+POSTGRES_ADMIN_DSN = os.environ.get("KEYHOUSE_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("KEYHOUSE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+PEPPER = "test-pepper-not-secret"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _postgres_database(worker: str) -> str:
+    name = f"keyhouse_test_{worker}"
+    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0]
+    return f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@pytest.fixture(scope="session")
+def worker_id_safe(worker_id: str) -> str:
+    return worker_id.replace("-", "_")
+
+
+@pytest.fixture(scope="session")
+def database_urls(tmp_path_factory: pytest.TempPathFactory, worker_id_safe: str) -> dict[str, str]:
+    sqlite_file = tmp_path_factory.mktemp("db") / "keyhouse.db"
+    urls = {
+        "sqlite": f"sqlite:///{sqlite_file}",
+        "postgresql": _postgres_database(worker_id_safe),
+    }
+    for url in urls.values():
+        upgrade(url)
+    return urls
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "pepper": PEPPER,
+        "rate_limit": "off",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(database_urls: dict[str, str], backend: str) -> Settings:
+    return make_settings(database_urls[backend])
+
+
+@pytest.fixture
+def state(settings: Settings) -> Iterator[AppState]:
+    state = AppState.from_settings(settings)
+    yield state
+    state.engine.dispose()
+
+
+@pytest.fixture
+def session(state: AppState) -> Iterator[Session]:
+    with state.sessionmaker() as session:
+        yield session
+
+
+def make_client(state: AppState, ip: str = "127.0.0.1") -> TestClient:
+    return TestClient(create_app(state.settings, state=state), client=(ip, 50000))
+
+
+@pytest.fixture
+def client(state: AppState) -> Iterator[TestClient]:
+    with make_client(state) as client:
+        yield client
+
+
+@dataclass
+class Org:
+    """An organization created through bootstrap, with its admin key's credentials."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    key_uuid: uuid.UUID
+    key_id: str
+    key_secret: str
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (self.key_id, self.key_secret)
+
+    def url(self, path: str = "") -> str:
+        return f"/v1/organizations/{self.id}{path}"
+
+
+def create_org(settings: Settings, name: str = "Test org") -> Org:
+    email = f"admin-{uuid.uuid4().hex[:12]}@example.com"
+    result = bootstrap(
+        settings, org_name=name, email=email, user_name="Admin", password="correct horse battery"
+    )
+    return Org(
+        result.organization_id, result.user_id, result.key_uuid, result.key_id, result.key_secret
+    )
+
+
+@pytest.fixture
+def org(settings: Settings) -> Org:
+    return create_org(settings)
+
+
+def basic(key_id: str, secret: str) -> dict[str, str]:
+    token = base64.b64encode(f"{key_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def create_key(
+    client: TestClient, org: Org, auth: tuple[str, str] | None = None, **body: Any
+) -> dict[str, Any]:
+    """POST a key (default: an admin key from anywhere) and return the result; asserts 200."""
+    body.setdefault("name", "test key")
+    if "roles" not in body and "assignedRoleIds" not in body:
+        body["roles"] = ["admin"]
+    response = client.post(org.url("/keys"), json=body, auth=auth or org.auth)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["result"]
+    return result
+
+
+def key_auth(created: dict[str, Any]) -> tuple[str, str]:
+    return (created["keyId"], created["keySecret"])
+
+
+def role_id(client: TestClient, org: Org, name: str) -> str:
+    roles = client.get(org.url("/roles"), auth=org.auth).json()["result"]
+    return next(role["id"] for role in roles if role["name"] == name)
+
+
+@pytest.fixture(scope="session")
+def official_spec() -> dict[str, Any]:
+    import json
+
+    path = Path(__file__).resolve().parents[2] / "shared/reference/clickhouse-cloud-openapi.json"
+    if not path.exists():
+        path = (
+            Path(__file__).resolve().parents[1]
+            / "../shared/reference/clickhouse-cloud-openapi.json"
+        )
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
