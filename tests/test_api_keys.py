@@ -37,7 +37,8 @@ def test_create_returns_credentials_once(client: TestClient, org: Org) -> None:
     assert re.fullmatch(r"khs_[0-9A-Za-z]{49}", created["keySecret"])
     assert secret_checksum_ok(created["keySecret"])
     assert key["keySuffix"] == created["keyId"][-4:]
-    assert uuid.UUID(key["id"]) and key["id"] != created["keyId"]
+    assert uuid.UUID(key["id"]).version == 4
+    assert key["id"] != created["keyId"]
     assert key["state"] == "enabled"
     assert key["roles"] == ["admin"]
     assert key["assignedRoles"][0]["roleName"] == "Admin"
