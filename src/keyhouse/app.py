@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from keyhouse import __version__
 from keyhouse.activities.routes import router as activities_router
 from keyhouse.api import handlers
+from keyhouse.api.envelope import ErrorEnvelope
 from keyhouse.api.middleware import RequestIdMiddleware
 from keyhouse.api_keys.routes import router as keys_router
 from keyhouse.config import Settings
@@ -69,16 +70,44 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     return app
 
 
+ERROR_STATUSES = {
+    "400": "Malformed JSON, a field of the wrong type or an invalid value.",
+    "401": "Missing, unknown, wrong, disabled, expired or deleted API key.",
+    "403": "The key lacks the permission, or the request comes from outside its IP list.",
+    "404": "No such resource in the caller's organization.",
+    "409": "Quota reached or conflicting state.",
+    "429": "Rate limit reached; see the X-RateLimit-Reset and Retry-After headers.",
+    "500": "Internal error; the body carries no details.",
+}
+
+
 def openapi_with_security(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with Basic auth and our error envelope in place of its 422."""
     if app.openapi_schema is None:
         schema = app.openapi()
-        schema.setdefault("components", {})["securitySchemes"] = {
+        components = schema.setdefault("components", {})
+        components["securitySchemes"] = {
             "basicAuth": {
                 "type": "http",
                 "scheme": "basic",
                 "description": "Key ID as the user name, key secret as the password.",
             }
         }
+        schemas = components.setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["ErrorEnvelope"] = ErrorEnvelope.model_json_schema(by_alias=True)
+        error = {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}
+            }
+        }
+        for methods in schema.get("paths", {}).values():
+            for operation in methods.values():
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                for status, description in ERROR_STATUSES.items():
+                    responses.setdefault(status, {"description": description, **error})
         schema["security"] = [{"basicAuth": []}]
         app.openapi_schema = schema
     return app.openapi_schema

@@ -1,0 +1,153 @@
+"""Keyhouse's own OpenAPI document matches the official one for every implemented operation,
+and every ``/v1`` operation declares the permission it needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from keyhouse.auth.dependencies import Require
+
+# Documented Keyhouse extensions (README, "Compatibility").
+EXTRA_OPERATIONS = {("get", "/v1/whoami")}
+EXTRA_PARAMETERS = {("get", "/v1/organizations/{organizationId}/keys"): {"limit", "cursor"}}
+EXTRA_RESULT_FIELDS = {"ApiKey": {"createdBy"}}
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        schema = spec["components"]["schemas"][name]
+    if "anyOf" in schema:  # Optional[X] renders as anyOf [X, null]
+        options = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        if len(options) == 1:
+            return _resolve(spec, options[0])
+    return schema
+
+
+def _name(schema: dict[str, Any]) -> str | None:
+    ref = schema.get("$ref") or schema.get("items", {}).get("$ref")
+    return ref.rsplit("/", 1)[1] if ref else None
+
+
+def _compare_properties(
+    ours_spec: dict[str, Any],
+    ours: dict[str, Any],
+    official_spec: dict[str, Any],
+    official: dict[str, Any],
+    where: str,
+    *,
+    depth: int = 0,
+) -> None:
+    allowed_extra = EXTRA_RESULT_FIELDS.get(_name(ours) or "", set())
+    ours, official = _resolve(ours_spec, ours), _resolve(official_spec, official)
+    if official.get("type") == "array" or ours.get("type") == "array":
+        assert ours.get("type") == official.get("type") == "array", where
+        _compare_properties(
+            ours_spec,
+            ours["items"],
+            official_spec,
+            official["items"],
+            where + "[]",
+            depth=depth,
+        )
+        return
+    if "enum" in official:
+        assert set(ours.get("enum", official["enum"])) <= set(official["enum"]), where
+    official_props = official.get("properties", {})
+    our_props = ours.get("properties", {})
+    if not official_props:
+        return
+    missing = set(official_props) - set(our_props)
+    extra = set(our_props) - set(official_props) - allowed_extra
+    assert not extra, f"{where}: fields not in the official schema: {sorted(extra)}"
+    if depth == 0:
+        # Top-level wire models carry every official field (nested ones may be partial).
+        assert not missing, f"{where}: official fields missing: {sorted(missing)}"
+    for field in set(official_props) & set(our_props):
+        if depth < 3:
+            _compare_properties(
+                ours_spec,
+                our_props[field],
+                official_spec,
+                official_props[field],
+                f"{where}.{field}",
+                depth=depth + 1,
+            )
+
+
+def test_document_is_served_at_v1_and_openapi_json(client: TestClient) -> None:
+    first = client.get("/v1").json()
+    assert first == client.get("/v1/openapi.json").json()
+    assert first["components"]["securitySchemes"]["basicAuth"]["scheme"] == "basic"
+
+
+def test_operations_match_the_official_spec(
+    client: TestClient, official_spec: dict[str, Any]
+) -> None:
+    ours = client.get("/v1/openapi.json").json()
+    checked = 0
+    for path, methods in ours["paths"].items():
+        for method, operation in methods.items():
+            if (method, path) in EXTRA_OPERATIONS:
+                continue
+            official = official_spec["paths"].get(path, {}).get(method)
+            assert official is not None, f"{method.upper()} {path} is not an official operation"
+            assert operation["operationId"] == official["operationId"]
+            where = f"{method.upper()} {path}"
+            params = {p["name"] for p in operation.get("parameters", [])}
+            official_params = {p["name"] for p in official.get("parameters", [])}
+            extra_params = params - official_params - EXTRA_PARAMETERS.get((method, path), set())
+            assert not extra_params, f"{where}: {extra_params}"
+            assert official_params <= params, f"{where}: missing {official_params - params}"
+            if "requestBody" in official:
+                body = operation["requestBody"]["content"]["application/json"]["schema"]
+                official_body = official["requestBody"]["content"]["application/json"]["schema"]
+                _compare_properties(ours, body, official_spec, official_body, where + " body")
+            result = _resolve(
+                ours, operation["responses"]["200"]["content"]["application/json"]["schema"]
+            )
+            official_result = official["responses"]["200"]["content"]["application/json"]["schema"]
+            if "result" in official_result["properties"]:
+                _compare_properties(
+                    ours,
+                    result["properties"]["result"],
+                    official_spec,
+                    official_result["properties"]["result"],
+                    where + " result",
+                )
+            else:
+                assert "result" not in result["properties"], where
+            checked += 1
+    assert checked == 12
+
+
+def _api_routes(routes: list[Any]) -> list[APIRoute]:
+    """Every APIRoute, descending into included routers."""
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):
+            found += _api_routes(route.original_router.routes)
+    return found
+
+
+def test_every_v1_operation_declares_its_permission(client: TestClient) -> None:
+    app = client.app
+    public = {r.path for r in app.routes if isinstance(r, APIRoute)}  # type: ignore[attr-defined]
+    assert public == {"/v1", "/v1/openapi.json", "/healthz"}
+    routes = [r for r in _api_routes(app.routes) if r.path not in public]  # type: ignore[attr-defined]
+    assert len(routes) == 13  # the 12 official operations and whoami
+    for route in routes:
+        requirements = _requirements(route.dependant)
+        assert requirements, f"{route.methods} {route.path} declares no permission"
+
+
+def _requirements(dependant: Any) -> list[Require]:
+    found = [d.call for d in dependant.dependencies if isinstance(d.call, Require)]
+    for sub in dependant.dependencies:
+        found += _requirements(sub)
+    return found
