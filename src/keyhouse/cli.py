@@ -109,24 +109,26 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     state = AppState.from_settings(settings)
-    with state.sessionmaker.begin() as session:
-        if args.id:
-            key = session.get(ApiKey, uuid.UUID(args.id))
-        else:
-            lookup = credentials.hash_value(state.pepper, args.key_id)
-            key = session.scalar(select(ApiKey).where(ApiKey.key_id_hash == lookup))
-        if key is None:
-            print("error: no such key", file=sys.stderr)
-            return 1
-        system = Principal(
-            actor_type="system",
-            actor_id=None,
-            organization_id=key.organization_id,
-            name="keyhouse keys revoke",
-        )
-        delete_key(session, system, key.id)
-        print(f"revoked key {key.id} ({key.name}, ...{key.key_suffix})")
-    state.engine.dispose()
+    try:
+        with state.sessionmaker.begin() as session:
+            if args.id:
+                key = session.get(ApiKey, uuid.UUID(args.id))
+            else:
+                lookup = credentials.hash_value(state.pepper, args.key_id)
+                key = session.scalar(select(ApiKey).where(ApiKey.key_id_hash == lookup))
+            if key is None:
+                print("error: no such key", file=sys.stderr)
+                return 1
+            system = Principal(
+                actor_type="system",
+                actor_id=None,
+                organization_id=key.organization_id,
+                name="keyhouse keys revoke",
+            )
+            delete_key(session, system, key.id)
+            print(f"revoked key {key.id} ({key.name}, ...{key.key_suffix})")
+    finally:
+        state.engine.dispose()
     return 0
 
 
