@@ -1,0 +1,143 @@
+"""End-to-end fixtures: a real ``keyhouse serve`` process per test module and database."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from tests.conftest import BACKENDS, PEPPER
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    base_url: str
+    database_url: str
+    env: dict[str, str]
+    org_id: str
+    key_id: str
+    key_secret: str
+    password: str
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (self.key_id, self.key_secret)
+
+    def url(self, path: str = "") -> str:
+        return f"{self.base_url}/v1/organizations/{self.org_id}{path}"
+
+
+def server_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYHOUSE_", "CLICKHOUSE"))}
+    env.update({"KEYHOUSE_PEPPER": PEPPER, "DO_NOT_TRACK": "1", "HOME": str(tmp)})
+    return env
+
+
+def bootstrap(database_url: str, env: dict[str, str]) -> dict[str, Any]:
+    output = subprocess.run(
+        [
+            str(BIN / "keyhouse"),
+            "bootstrap",
+            "--org-name",
+            "E2E org",
+            "--email",
+            "e2e@example.com",
+            "--database-url",
+            database_url,
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    data: dict[str, Any] = json.loads(output.stdout)
+    return data
+
+
+def start_server(
+    database_url: str, env: dict[str, str], log: Path, *extra: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    with log.open("wb") as output:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [
+                str(BIN / "keyhouse"),
+                "serve",
+                "--port",
+                str(port),
+                "--database-url",
+                database_url,
+                *extra,
+            ],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"keyhouse serve exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return process, base_url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"keyhouse serve did not become healthy: {log.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest,
+    database_urls: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = server_env(tmp)
+    database_url = database_urls[request.param]
+    boot = bootstrap(database_url, env)
+    process, base_url = start_server(database_url, env, tmp / "server.log", "--rate-limit", "off")
+    try:
+        yield Server(
+            base_url,
+            database_url,
+            env,
+            boot["organizationId"],
+            boot["keyId"],
+            boot["keySecret"],
+            boot["password"],
+        )
+    finally:
+        stop(process)
