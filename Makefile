@@ -39,6 +39,7 @@ test: install lint
 	$(BIN)/pytest -n auto --dist loadfile
 
 bench: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/run.py
 
 clean:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from sqlalchemy.orm import Session
 
 from keyhouse.api.envelope import EmptyEnvelope, Envelope, ok
 from keyhouse.api_keys import service
@@ -15,6 +17,7 @@ from keyhouse.api_keys.schemas import (
 )
 from keyhouse.auth.dependencies import Context, RequireInOrganization
 from keyhouse.auth.permissions import Permission
+from keyhouse.auth.principal import Principal
 from keyhouse.state import AppState
 
 router = APIRouter(prefix="/organizations/{organizationId}/keys", tags=["OpenAPI"])
@@ -27,57 +30,66 @@ def _ctx(permission: Permission) -> object:
 
 
 @router.get("", operation_id="openapiKeyGetList", response_model=Envelope[list[ApiKey]])
-def list_keys(
+async def list_keys(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_VIEW_API_KEYS)],
     limit: Annotated[int, Query(ge=1, le=250, description="Page size (1-250).")] = 250,
     cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
 ) -> Response:
-    page = service.list_keys(ctx.session, ctx.principal, limit=limit, cursor=cursor)
-    return ok(
-        service.describe(ctx.session, page.keys),
-        extra={"limit": limit, "totalCount": page.total_count, "nextCursor": page.next_cursor},
-    )
+    def page(session: Session, principal: Principal) -> tuple[list[ApiKey], int, str | None]:
+        found = service.list_keys(session, principal, limit=limit, cursor=cursor)
+        return service.describe(session, found.keys), found.total_count, found.next_cursor
+
+    keys, total, next_cursor = await ctx.run(page)
+    return ok(keys, extra={"limit": limit, "totalCount": total, "nextCursor": next_cursor})
 
 
 @router.post("", operation_id="openapiKeyCreate", response_model=Envelope[ApiKeyPostResponse])
-def create_key(
+async def create_key(
     request: Request,
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_CREATE_API_KEYS)],
     body: Annotated[ApiKeyPostRequest, Body()],
 ) -> Response:
     state: AppState = request.app.state.keyhouse
-    created = service.create_key(
-        ctx.session,
-        ctx.principal,
-        body,
-        pepper=state.pepper,
-        max_keys=state.settings.max_keys_per_organization,
-    )
-    [view] = service.describe(ctx.session, [created.key])
-    return ok(ApiKeyPostResponse(key=view, key_id=created.key_id, key_secret=created.key_secret))
+
+    def create(session: Session, principal: Principal) -> ApiKeyPostResponse:
+        created = service.create_key(
+            session,
+            principal,
+            body,
+            pepper=state.pepper,
+            max_keys=state.settings.max_keys_per_organization,
+        )
+        [view] = service.describe(session, [created.key])
+        return ApiKeyPostResponse(key=view, key_id=created.key_id, key_secret=created.key_secret)
+
+    return ok(await ctx.run(create))
 
 
 @router.get("/{keyId}", operation_id="openapiKeyGet", response_model=Envelope[ApiKey])
-def get_key(
+async def get_key(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_VIEW_API_KEYS)], key_id: KeyId
 ) -> Response:
-    key = service.get_key(ctx.session, ctx.principal, key_id)
-    return ok(service.describe(ctx.session, [key])[0])
+    return ok(
+        await ctx.run(lambda session, principal: service.get_key_view(session, principal, key_id))
+    )
 
 
 @router.patch("/{keyId}", operation_id="openapiKeyUpdate", response_model=Envelope[ApiKey])
-def update_key(
+async def update_key(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_UPDATE_API_KEYS)],
     key_id: KeyId,
     body: Annotated[ApiKeyPatchRequest, Body()],
 ) -> Response:
-    key = service.update_key(ctx.session, ctx.principal, key_id, body)
-    return ok(service.describe(ctx.session, [key])[0])
+    def update(session: Session, principal: Principal) -> ApiKey:
+        key = service.update_key(session, principal, key_id, body)
+        return service.describe(session, [key])[0]
+
+    return ok(await ctx.run(update))
 
 
 @router.delete("/{keyId}", operation_id="openapiKeyDelete", response_model=EmptyEnvelope)
-def delete_key(
+async def delete_key(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_DELETE_API_KEYS)], key_id: KeyId
 ) -> Response:
-    service.delete_key(ctx.session, ctx.principal, key_id)
+    await ctx.run(partial(service.delete_key, key_uuid=key_id))
     return ok()

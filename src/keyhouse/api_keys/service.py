@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
@@ -23,7 +23,7 @@ from keyhouse.api_keys import schemas
 from keyhouse.auth import credentials
 from keyhouse.auth.policy import Policy, exceeding_grants
 from keyhouse.auth.principal import Principal, RoleRef
-from keyhouse.db import utcnow
+from keyhouse.db import Base, utcnow
 from keyhouse.models import ApiKey, Organization, Role, RoleAssignment
 from keyhouse.roles.service import (
     assign_roles,
@@ -94,10 +94,6 @@ def _find(session: Session, principal: Principal, key_uuid: uuid.UUID) -> ApiKey
     if key is None or key.organization_id != principal.organization_id:
         raise NotFound("API key not found")
     return key
-
-
-def get_key(session: Session, principal: Principal, key_uuid: uuid.UUID) -> ApiKey:
-    return _find(session, principal, key_uuid)
 
 
 def _encode_cursor(key: ApiKey) -> str:
@@ -267,41 +263,97 @@ def delete_key(session: Session, principal: Principal, key_uuid: uuid.UUID) -> N
     record(session, principal, "key_delete", target_key_id=key_uuid)
 
 
+_keys = Base.metadata.tables[ApiKey.__tablename__]
+_assignments = Base.metadata.tables[RoleAssignment.__tablename__]
+_roles = Base.metadata.tables[Role.__tablename__]
+_VIEW_COLUMNS = [
+    _keys.c.id,
+    _keys.c.name,
+    _keys.c.state,
+    _keys.c.key_suffix,
+    _keys.c.created_at,
+    _keys.c.expire_at,
+    _keys.c.used_at,
+    _keys.c.ip_access_list,
+    _keys.c.created_by_type,
+    _keys.c.created_by_id,
+    _keys.c.created_by_name,
+]
+# One key with its roles, in one round trip (reads are the hot path of the key API).
+KEY_VIEW_QUERY = (
+    select(
+        *_VIEW_COLUMNS,
+        _roles.c.id.label("role_id"),
+        _roles.c.name.label("role_name"),
+        _roles.c.type.label("role_type"),
+    )
+    .select_from(_keys)
+    .outerjoin(
+        _assignments,
+        and_(_assignments.c.actor_type == "apiKey", _assignments.c.actor_id == _keys.c.id),
+    )
+    .outerjoin(_roles, _roles.c.id == _assignments.c.role_id)
+    .where(_keys.c.id == bindparam("key_id"), _keys.c.organization_id == bindparam("org_id"))
+    .order_by(_roles.c.name)
+)
+
+
+def get_key_view(session: Session, principal: Principal, key_uuid: uuid.UUID) -> schemas.ApiKey:
+    rows = (
+        session.connection()
+        .execute(KEY_VIEW_QUERY, {"key_id": key_uuid, "org_id": principal.organization_id})
+        .all()
+    )
+    if not rows:
+        raise NotFound("API key not found")
+    roles = [RoleRef(r.role_id, r.role_name, r.role_type) for r in rows if r.role_id is not None]
+    return _view(rows[0], roles)
+
+
 def describe(session: Session, keys: Sequence[ApiKey]) -> list[schemas.ApiKey]:
     """Wire views of ``keys`` with their roles, loaded in one query."""
     roles: dict[uuid.UUID, list[RoleRef]] = {key.id: [] for key in keys}
     if keys:
-        rows = session.execute(
-            select(RoleAssignment.actor_id, Role.id, Role.name, Role.type)
-            .join(Role, Role.id == RoleAssignment.role_id)
-            .where(RoleAssignment.actor_type == "apiKey", RoleAssignment.actor_id.in_(roles))
-            .order_by(Role.name)
+        rows = session.connection().execute(
+            select(_assignments.c.actor_id, _roles.c.id, _roles.c.name, _roles.c.type)
+            .join(_roles, _roles.c.id == _assignments.c.role_id)
+            .where(_assignments.c.actor_type == "apiKey", _assignments.c.actor_id.in_(roles))
+            .order_by(_roles.c.name)
         )
         for actor_id, role_id, name, role_type in rows:
             roles[actor_id].append(RoleRef(role_id, name, role_type))
     return [_view(key, roles[key.id]) for key in keys]
 
 
-def _view(key: ApiKey, roles: Sequence[RoleRef]) -> schemas.ApiKey:
+def _view(key: Any, roles: Sequence[RoleRef]) -> schemas.ApiKey:
+    """The wire model of an ``ApiKey`` object or a row of ``_VIEW_COLUMNS``, built from stored,
+    already validated data without validating it again."""
     creator = None
     if key.created_by_type is not None:
-        creator = schemas.ApiKeyCreator(
+        creator = schemas.ApiKeyCreator.model_construct(
             type=key.created_by_type,
             id=key.created_by_id,
             name=key.created_by_name,
         )
-    return schemas.ApiKey(
+    return schemas.ApiKey.model_construct(
         id=key.id,
         name=key.name,
         state=key.state,
-        roles=legacy_names(roles),
+        roles=legacy_names(roles),  # type: ignore[arg-type]
         assigned_roles=[
-            schemas.AssignedRole(role_id=r.id, role_name=r.name, role_type=r.type) for r in roles
+            schemas.AssignedRole.model_construct(
+                role_id=r.id,
+                role_name=r.name,
+                role_type=r.type,  # type: ignore[arg-type]
+            )
+            for r in roles
         ],
         key_suffix=key.key_suffix,
         created_at=key.created_at,
         expire_at=key.expire_at,
         used_at=key.used_at,
-        ip_access_list=[schemas.IpAccessListEntry(**entry) for entry in key.ip_access_list or []],
+        ip_access_list=[
+            schemas.IpAccessListEntry.model_construct(**entry) for entry in key.ip_access_list or []
+        ],
         created_by=creator,
     )

@@ -1,8 +1,14 @@
-"""FastAPI dependencies: the request context (session + principal) and permission checks.
+"""Request context: authentication, permission checks and the request's transaction.
 
 Every ``/v1`` operation declares what it needs with ``Require(permission)`` (or
 ``Require(AUTHENTICATED)`` for operations any valid key may call); a test walks the route table
 and fails for any operation that declares nothing.
+
+The dependency itself does no I/O. The route hands its service call to ``ctx.run``, which runs,
+in one worker thread: open a session, authenticate the key (reading its current row, so
+revocation is immediate), check the organization (404) and the permission (403), count the
+request against the key's rate limit, call the service, commit (or roll back on error). One
+thread hop per request instead of one per dependency: measured at ~0.2 ms each on this machine.
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, Path, Request
+from fastapi import Path, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from keyhouse.api.errors import Forbidden, NotFound, Unauthorized
 from keyhouse.auth.network import client_address
@@ -28,11 +35,7 @@ from keyhouse.state import AppState
 AUTHENTICATED = "authenticated"
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="keyhouse"'}
 
-
-@dataclass(frozen=True)
-class Context:
-    session: Session
-    principal: Principal
+T = TypeVar("T")
 
 
 def parse_basic(header: str | None) -> tuple[str, str]:
@@ -53,52 +56,81 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     return key_id, secret
 
 
-def api_context(request: Request) -> Iterator[Context]:
-    """One session per request: authenticate, yield, commit on success, roll back on error."""
+@dataclass(frozen=True)
+class Context:
+    """What a route needs to run its service call inside the request's transaction."""
+
+    state: AppState
+    key_id: str
+    key_secret: str
+    ip_address: str | None
+    user_agent: str | None
+    permission: str
+    organization_id: uuid.UUID | None
+
+    async def run(self, call: Callable[[Session, Principal], T]) -> T:
+        """Authenticate, authorize and run ``call(session, principal)`` in one transaction."""
+        return await run_in_threadpool(self._run, call)
+
+    def _run(self, call: Callable[[Session, Principal], T]) -> T:
+        state = self.state
+        with state.sessionmaker() as session:
+            try:
+                principal = authenticate_key(
+                    session,
+                    pepper=state.pepper,
+                    key_id=self.key_id,
+                    key_secret=self.key_secret,
+                    ip_address=self.ip_address,
+                    user_agent=self.user_agent,
+                    now=utcnow(),
+                )
+                self._authorize(principal)
+                state.rate_limiter.check(str(principal.actor_id))
+                result = call(session, principal)
+                session.commit()
+                return result
+            except BaseException:
+                session.rollback()
+                raise
+
+    def _authorize(self, principal: Principal) -> None:
+        if self.organization_id is not None and self.organization_id != principal.organization_id:
+            raise NotFound("Organization not found")
+        if self.permission != AUTHENTICATED and not principal.can(
+            self.permission, organization_resource(principal.organization_id)
+        ):
+            raise Forbidden(f"FORBIDDEN: This operation requires the {self.permission} permission")
+
+
+def _context(request: Request, permission: str, organization_id: uuid.UUID | None) -> Context:
     state: AppState = request.app.state.keyhouse
     key_id, secret = parse_basic(request.headers.get("authorization"))
     peer = request.client.host if request.client else None
-    ip_address = client_address(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
-    session = state.sessionmaker()
-    try:
-        principal = authenticate_key(
-            session,
-            pepper=state.pepper,
-            key_id=key_id,
-            key_secret=secret,
-            ip_address=ip_address,
-            user_agent=request.headers.get("user-agent"),
-            now=utcnow(),
-        )
-        # Commit the usedAt touch even if the request is then refused.
-        session.commit()
-        state.rate_limiter.check(str(principal.actor_id))
-        yield Context(session, principal)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    return Context(
+        state=state,
+        key_id=key_id,
+        key_secret=secret,
+        ip_address=client_address(
+            peer, request.headers.get("x-forwarded-for"), state.trusted_proxies
+        ),
+        user_agent=request.headers.get("user-agent"),
+        permission=permission,
+        organization_id=organization_id,
+    )
 
 
 class Require:
-    """Declares and checks the permission an operation needs on its organization."""
+    """Declares the permission an operation needs on the caller's organization."""
 
     def __init__(self, permission: Permission | str) -> None:
         self.permission = str(permission)
 
     def __repr__(self) -> str:
-        return f"Require({self.permission!r})"
+        return f"{type(self).__name__}({self.permission!r})"
 
-    async def __call__(
-        self, ctx: Annotated[Context, Depends(api_context, scope="function")]
-    ) -> Context:
-        if self.permission != AUTHENTICATED and not ctx.principal.can(
-            self.permission, organization_resource(ctx.principal.organization_id)
-        ):
-            raise Forbidden(f"FORBIDDEN: This operation requires the {self.permission} permission")
-        return ctx
+    async def __call__(self, request: Request) -> Context:
+        return _context(request, self.permission, None)
 
 
 class RequireInOrganization(Require):
@@ -106,11 +138,9 @@ class RequireInOrganization(Require):
 
     async def __call__(  # type: ignore[override]
         self,
+        request: Request,
         organization_id: Annotated[
             uuid.UUID, Path(alias="organizationId", description="ID of the organization.")
         ],
-        ctx: Annotated[Context, Depends(api_context, scope="function")],
     ) -> Context:
-        if organization_id != ctx.principal.organization_id:
-            raise NotFound("Organization not found")
-        return await super().__call__(ctx)
+        return _context(request, self.permission, organization_id)

@@ -5,20 +5,57 @@ disabling, deleting or re-roling a key takes effect on the very next request, on
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from keyhouse.api.errors import Forbidden, Unauthorized
 from keyhouse.auth import credentials
 from keyhouse.auth.network import ip_allowed
-from keyhouse.auth.principal import Principal
-from keyhouse.models import ApiKey
-from keyhouse.roles.service import actor_roles
+from keyhouse.auth.policy import Policy
+from keyhouse.auth.principal import Principal, RoleRef
+from keyhouse.db import Base
+from keyhouse.models import ApiKey, Role, RoleAssignment
 
 KEY_NOT_FOUND = "UNAUTHORIZED: Key is not found"
 KEY_NOT_ACTIVE = "UNAUTHORIZED: Key is not active"
 IP_NOT_ALLOWED = "FORBIDDEN: Requests from this IP address are not allowed for this key"
+
+
+# One round trip per request: the key row by its lookup hash, with its roles' policies.
+_keys = Base.metadata.tables[ApiKey.__tablename__]
+_assignments = Base.metadata.tables[RoleAssignment.__tablename__]
+_roles = Base.metadata.tables[Role.__tablename__]
+AUTH_QUERY = (
+    select(
+        _keys.c.id,
+        _keys.c.organization_id,
+        _keys.c.name,
+        _keys.c.key_secret_hash,
+        _keys.c.state,
+        _keys.c.expire_at,
+        _keys.c.used_at,
+        _keys.c.ip_access_list,
+        _roles.c.id.label("role_id"),
+        _roles.c.name.label("role_name"),
+        _roles.c.type.label("role_type"),
+        _roles.c.policies,
+    )
+    .select_from(_keys)
+    .outerjoin(
+        _assignments,
+        and_(_assignments.c.actor_type == "apiKey", _assignments.c.actor_id == _keys.c.id),
+    )
+    .outerjoin(
+        _roles,
+        and_(
+            _roles.c.id == _assignments.c.role_id,
+            _roles.c.organization_id == _keys.c.organization_id,
+        ),
+    )
+    .where(_keys.c.key_id_hash == bindparam("lookup"))
+)
 
 
 def authenticate_key(
@@ -33,7 +70,8 @@ def authenticate_key(
 ) -> Principal:
     lookup = credentials.hash_value(pepper, key_id)
     offered = credentials.hash_value(pepper, key_secret)
-    key = session.scalar(select(ApiKey).where(ApiKey.key_id_hash == lookup))
+    rows = session.connection().execute(AUTH_QUERY, {"lookup": lookup}).all()
+    key = rows[0] if rows else None
     # Unknown ids do the same comparison against a dummy hash: equal work either way.
     stored = key.key_secret_hash if key is not None else credentials.DUMMY_HASH
     if not credentials.hashes_equal(offered, stored) or key is None:
@@ -42,30 +80,31 @@ def authenticate_key(
         raise Unauthorized(KEY_NOT_ACTIVE)
     if not ip_allowed(key.ip_access_list, ip_address):
         raise Forbidden(IP_NOT_ALLOWED)
-    roles = actor_roles(session, key.organization_id, "apiKey", key.id)
-    touch_used_at(session, key, now)
+    roles = [row for row in rows if row.role_id is not None]
+    touch_used_at(session, key.id, key.used_at, now)
     return Principal(
         actor_type="apiKey",
         actor_id=key.id,
         organization_id=key.organization_id,
         name=key.name,
-        roles=tuple(ref for ref, _ in roles),
-        policies=tuple(policy for _, policies in roles for policy in policies),
+        roles=tuple(RoleRef(r.role_id, r.role_name, r.role_type) for r in roles),
+        policies=tuple(Policy.from_json(p) for r in roles for p in r.policies),
         ip_address=ip_address,
         user_agent=user_agent,
         key_id=key_id,
     )
 
 
-def touch_used_at(session: Session, key: ApiKey, now: dt.datetime) -> None:
+def touch_used_at(
+    session: Session, key_uuid: uuid.UUID, used_at: dt.datetime | None, now: dt.datetime
+) -> bool:
     """Record use with one-minute precision: at most one write per key per minute."""
     minute = now.replace(second=0, microsecond=0)
-    if key.used_at is not None and key.used_at >= minute:
-        return
-    session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key.id, or_(ApiKey.used_at.is_(None), ApiKey.used_at < minute))
+    if used_at is not None and used_at >= minute:
+        return False
+    session.connection().execute(
+        update(_keys)
+        .where(_keys.c.id == key_uuid, or_(_keys.c.used_at.is_(None), _keys.c.used_at < minute))
         .values(used_at=minute)
-        .execution_options(synchronize_session=False)
     )
-    key.used_at = minute
+    return True

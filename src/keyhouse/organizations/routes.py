@@ -4,10 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from keyhouse.api.envelope import Envelope, ok
 from keyhouse.auth.dependencies import AUTHENTICATED, Context, Require, RequireInOrganization
 from keyhouse.auth.permissions import Permission, organization_resource
+from keyhouse.auth.principal import Principal
 from keyhouse.organizations import service
 from keyhouse.organizations.schemas import Organization, OrganizationPatchRequest
 
@@ -19,16 +21,18 @@ router = APIRouter(tags=["Organization"])
     operation_id="organizationGetList",
     response_model=Envelope[list[Organization]],
 )
-def list_organizations(
+async def list_organizations(
     ctx: Annotated[Context, Depends(Require(AUTHENTICATED))],
 ) -> Response:
     """The organizations the caller can view: for a key, its own (if it may view it)."""
-    principal = ctx.principal
-    if not principal.can(
-        Permission.ORGANIZATION_VIEW, organization_resource(principal.organization_id)
-    ):
-        return ok([])
-    return ok([Organization.from_row(service.get_organization(ctx.session, principal))])
+
+    def visible(session: Session, principal: Principal) -> list[Organization]:
+        resource = organization_resource(principal.organization_id)
+        if not principal.can(Permission.ORGANIZATION_VIEW, resource):
+            return []
+        return [Organization.from_row(service.get_organization(session, principal))]
+
+    return ok(await ctx.run(visible))
 
 
 @router.get(
@@ -36,10 +40,13 @@ def list_organizations(
     operation_id="organizationGet",
     response_model=Envelope[Organization],
 )
-def get_organization(
+async def get_organization(
     ctx: Annotated[Context, Depends(RequireInOrganization(Permission.ORGANIZATION_VIEW))],
 ) -> Response:
-    return ok(Organization.from_row(service.get_organization(ctx.session, ctx.principal)))
+    def get(session: Session, principal: Principal) -> Organization:
+        return Organization.from_row(service.get_organization(session, principal))
+
+    return ok(await ctx.run(get))
 
 
 @router.patch(
@@ -47,18 +54,21 @@ def get_organization(
     operation_id="organizationUpdate",
     response_model=Envelope[Organization],
 )
-def update_organization(
+async def update_organization(
     ctx: Annotated[Context, Depends(RequireInOrganization(Permission.ORGANIZATION_MANAGE))],
     body: Annotated[OrganizationPatchRequest, Body()],
 ) -> Response:
-    organization = service.update_organization(
-        ctx.session,
-        ctx.principal,
-        name=body.name,
-        enable_core_dumps=body.enable_core_dumps,
-        private_endpoints_given="private_endpoints" in body.model_fields_set,
-    )
-    return ok(Organization.from_row(organization))
+    def update(session: Session, principal: Principal) -> Organization:
+        organization = service.update_organization(
+            session,
+            principal,
+            name=body.name,
+            enable_core_dumps=body.enable_core_dumps,
+            private_endpoints_given="private_endpoints" in body.model_fields_set,
+        )
+        return Organization.from_row(organization)
+
+    return ok(await ctx.run(update))
 
 
 class WhoAmI(BaseModel):
@@ -73,13 +83,13 @@ class WhoAmI(BaseModel):
 
 
 @router.get("/whoami", operation_id="whoami", response_model=Envelope[WhoAmI], tags=["Auth"])
-def whoami(ctx: Annotated[Context, Depends(Require(AUTHENTICATED))]) -> Response:
-    principal = ctx.principal
-    return ok(
-        WhoAmI(
+async def whoami(ctx: Annotated[Context, Depends(Require(AUTHENTICATED))]) -> Response:
+    def who(_session: Session, principal: Principal) -> WhoAmI:
+        return WhoAmI(
             actor_type=principal.actor_type,
             key_id=principal.key_id,
             name=principal.name,
             organization_id=str(principal.organization_id),
         )
-    )
+
+    return ok(await ctx.run(who))
