@@ -83,7 +83,7 @@ def settings(database_urls: dict[str, str], backend: str) -> Settings:
 def state(settings: Settings) -> Iterator[AppState]:
     state = AppState.from_settings(settings)
     yield state
-    state.engine.dispose()
+    state.close()
 
 
 @pytest.fixture

@@ -179,7 +179,7 @@ def test_quota_of_keys_per_organization(state: AppState, settings: Settings) -> 
         response = client.post(
             org.url("/keys"), json={"name": "one too many", "roles": ["admin"]}, auth=org.auth
         )
-    limited.engine.dispose()
+    limited.close()
     assert response.status_code == 409
     assert "api-keys-per-organization" in response.json()["error"]
 

@@ -136,7 +136,7 @@ def test_forwarded_for_is_used_only_behind_a_trusted_proxy(
             chain = {"X-Forwarded-For": "198.51.100.7, 203.0.113.1"}
             assert via_proxy.get(org.url(), auth=auth, headers=chain).status_code == 403
     finally:
-        proxied.engine.dispose()
+        proxied.close()
 
 
 # --- rate limiting --------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def test_rate_limit_answers_429_with_reset_headers(settings: Settings, org: Org)
             statuses = [client.get(org.url(), auth=org.auth).status_code for _ in range(4)]
             response = client.get(org.url(), auth=org.auth)
     finally:
-        limited.engine.dispose()
+        limited.close()
     assert statuses == [200, 200, 200, 429]
     assert response.status_code == 429
     assert 1 <= int(response.headers["X-RateLimit-Reset"]) <= 10
@@ -167,7 +167,7 @@ def test_rate_limit_is_per_key(settings: Settings, org: Org, client: TestClient)
             assert limited_client.get(org.url(), auth=org.auth).status_code == 429
             assert limited_client.get(org.url(), auth=other).status_code == 200
     finally:
-        limited.engine.dispose()
+        limited.close()
 
 
 def test_rate_limit_is_shared_by_replicas_through_redis(settings: Settings, org: Org) -> None:
@@ -182,7 +182,7 @@ def test_rate_limit_is_shared_by_replicas_through_redis(settings: Settings, org:
             ]
     finally:
         for replica in replicas:
-            replica.engine.dispose()
+            replica.close()
     assert statuses == [200, 200, 200, 200, 429]
 
 
@@ -207,7 +207,7 @@ def test_delete_and_disable_take_effect_on_every_replica(settings: Settings, org
             assert two.get(org.url(), auth=key_auth(second)).status_code == 401
     finally:
         for replica in replicas:
-            replica.engine.dispose()
+            replica.close()
 
 
 def test_a_random_uuid_org_is_404_not_403(client: TestClient, org: Org) -> None:

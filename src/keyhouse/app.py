@@ -32,7 +32,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        state.engine.dispose()
+        state.close()
 
     app = FastAPI(
         title="Keyhouse: ClickHouse Cloud API v1",

@@ -60,4 +60,4 @@ def bootstrap(
                 key.key_secret,
             )
     finally:
-        state.engine.dispose()
+        state.close()

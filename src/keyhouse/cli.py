@@ -128,7 +128,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
             delete_key(session, system, key.id)
             print(f"revoked key {key.id} ({key.name}, ...{key.key_suffix})")
     finally:
-        state.engine.dispose()
+        state.close()
     return 0
 
 

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     max_keys_per_organization: int = Field(default=100, ge=1)
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Threads (and database connections) per server process for requests' database work.
+    worker_threads: int = Field(default=16, ge=1, le=256)
 
     @field_validator("rate_limit")
     @classmethod

@@ -59,7 +59,8 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine whose pool holds ``pool_size`` connections (plus a few for bursts)."""
     url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -68,10 +69,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             from pathlib import Path
 
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(
+            url, connect_args={"timeout": 30}, pool_size=pool_size, max_overflow=4
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=4)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

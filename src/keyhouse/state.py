@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -20,10 +21,12 @@ class AppState:
     pepper: bytes
     rate_limiter: KeyRateLimiter
     trusted_proxies: list[IPNetwork]
+    # Runs each request's database work; as many threads as the engine has connections.
+    executor: ThreadPoolExecutor
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=settings.worker_threads)
         return cls(
             settings=settings,
             engine=engine,
@@ -31,4 +34,9 @@ class AppState:
             pepper=settings.pepper_bytes(),
             rate_limiter=KeyRateLimiter(settings.rate_limit_rule, settings.redis_url),
             trusted_proxies=settings.trusted_proxy_networks,
+            executor=ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="keyhouse-db"),
         )
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.engine.dispose()
