@@ -27,12 +27,14 @@ DESCRIPTION = (
 
 
 def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
+    owns_state = state is None
     state = state or AppState.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        state.close()
+        if owns_state:  # a state handed in belongs to the caller (tests share one)
+            state.close()
 
     app = FastAPI(
         title="Keyhouse: ClickHouse Cloud API v1",
