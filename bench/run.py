@@ -67,7 +67,9 @@ def wrk(url: str, auth: str | None) -> dict[str, float]:
 
 
 def serve(command: list[str], env: dict[str, str], health: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_healthy(health, process)
     return process
 
@@ -82,20 +84,40 @@ def bench_database(name: str, database_url: str) -> dict[str, dict[str, float]]:
     env["PYTHONPATH"] = str(ROOT / "bench")
     boot = json.loads(
         subprocess.run(
-            [str(BIN / "keyhouse"), "bootstrap", "--org-name", "Bench", "--email",
-             "bench@example.com", "--database-url", database_url, "--json"],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                str(BIN / "keyhouse"),
+                "bootstrap",
+                "--org-name",
+                "Bench",
+                "--email",
+                "bench@example.com",
+                "--database-url",
+                database_url,
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
     auth = base64.b64encode(f"{boot['keyId']}:{boot['keySecret']}".encode()).decode()
-    with httpx.Client() as client:
-        pass
     results: dict[str, dict[str, float]] = {}
     port = "18099"
     raw = serve(
-        [str(BIN / "granian"), "--interface", "asgi", "--port", port, "--no-ws",
-         "--log-level", "warning", "raw_app:app"],
-        env, f"http://127.0.0.1:{port}/",
+        [
+            str(BIN / "granian"),
+            "--interface",
+            "asgi",
+            "--port",
+            port,
+            "--no-ws",
+            "--log-level",
+            "warning",
+            "raw_app:app",
+        ],
+        env,
+        f"http://127.0.0.1:{port}/",
     )
     try:
         results["a raw ASGI"] = wrk(f"http://127.0.0.1:{port}/", auth)
@@ -103,9 +125,18 @@ def bench_database(name: str, database_url: str) -> dict[str, dict[str, float]]:
         stop(raw)
     port = "18098"
     server = serve(
-        [str(BIN / "keyhouse"), "serve", "--port", port, "--database-url", database_url,
-         "--rate-limit", "off"],
-        env, f"http://127.0.0.1:{port}/healthz",
+        [
+            str(BIN / "keyhouse"),
+            "serve",
+            "--port",
+            port,
+            "--database-url",
+            database_url,
+            "--rate-limit",
+            "off",
+        ],
+        env,
+        f"http://127.0.0.1:{port}/healthz",
     )
     try:
         base = f"http://127.0.0.1:{port}"
