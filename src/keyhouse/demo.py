@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 
-def main(bootstrap_json: str, base_url: str) -> None:
-    data = json.loads(Path(bootstrap_json).read_text())
+def main(base_url: str) -> None:
+    """Reads ``keyhouse bootstrap --json`` output on stdin (so no secret touches the disk)."""
+    data = json.loads(sys.stdin.read())
     print(
         f"""
 Keyhouse demo organization "{data["organizationName"]}" ({data["organizationId"]})
@@ -26,4 +26,4 @@ These are shown once; store them now. Try:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1])
