@@ -16,6 +16,8 @@ from keyhouse.api.envelope import ErrorEnvelope
 from keyhouse.api.middleware import RequestIdMiddleware
 from keyhouse.api_keys.routes import router as keys_router
 from keyhouse.config import Settings
+from keyhouse.invitations.routes import router as invitations_router
+from keyhouse.members.routes import router as members_router
 from keyhouse.organizations.routes import router as organizations_router
 from keyhouse.roles.routes import router as roles_router
 from keyhouse.state import AppState
@@ -54,6 +56,8 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     v1.include_router(organizations_router)
     v1.include_router(keys_router)
     v1.include_router(roles_router)
+    v1.include_router(members_router)
+    v1.include_router(invitations_router)
     v1.include_router(activities_router)
     app.include_router(v1)
 

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     max_keys_per_organization: int = Field(default=100, ge=1)
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Invitations: lifetime, and where the acceptance link points (default: the request's host).
+    invitation_ttl_days: int = Field(default=30, ge=1, le=365)
+    public_url: str | None = None
+    # smtp://user:password@host:port (STARTTLS when offered) or smtps://...; unset: no email,
+    # the create response carries the link in the acceptUrl extension field instead.
+    smtp_url: SecretStr | None = None
+    smtp_from: str = "keyhouse@localhost"
     # Threads (and database connections) per server process for requests' database work.
     worker_threads: int = Field(default=16, ge=1, le=256)
 

@@ -9,14 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keyhouse.models import Activity as ActivityRow
 
-ActivityType = Literal[
-    "create_organization",
-    "organization_update_name",
-    "key_create",
-    "key_delete",
-    "openapi_key_update",
-]
-
 
 class Activity(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
@@ -33,6 +25,7 @@ class Activity(BaseModel):
     user_agent: str | None = Field(default=None, alias="userAgent")
     target_key_id: str | None = Field(default=None, alias="targetKeyId")
     key_update_type: str | None = Field(default=None, alias="keyUpdateType")
+    details: str | None = Field(default=None, description="Keyhouse extension: what changed.")
 
     @classmethod
     def from_row(cls, row: ActivityRow) -> Activity:
@@ -49,4 +42,5 @@ class Activity(BaseModel):
             user_agent=row.user_agent,
             target_key_id=row.target_key_id,
             key_update_type=row.key_update_type,
+            details=row.details,
         )

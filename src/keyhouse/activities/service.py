@@ -21,6 +21,7 @@ def record(
     *,
     target_key_id: uuid.UUID | None = None,
     key_update_type: str | None = None,
+    details: str | None = None,
 ) -> Activity:
     activity = Activity(
         organization_id=principal.organization_id,
@@ -32,6 +33,7 @@ def record(
         user_agent=principal.user_agent[:512] if principal.user_agent else None,
         target_key_id=str(target_key_id) if target_key_id else None,
         key_update_type=key_update_type,
+        details=details[:512] if details else None,
     )
     session.add(activity)
     session.flush()

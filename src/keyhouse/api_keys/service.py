@@ -18,15 +18,15 @@ from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
-from keyhouse.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from keyhouse.api.errors import BadRequest, Conflict, NotFound
 from keyhouse.api_keys import schemas
 from keyhouse.auth import credentials
-from keyhouse.auth.policy import Policy, exceeding_grants
 from keyhouse.auth.principal import Principal, RoleRef
 from keyhouse.db import Base, utcnow
 from keyhouse.models import ApiKey, Organization, Role, RoleAssignment
 from keyhouse.roles.service import (
     assign_roles,
+    check_grantable,
     legacy_names,
     resolve_role_ids,
     unassign_actor,
@@ -76,17 +76,6 @@ def _resolve_roles(
     if not roles:
         raise BadRequest("A key needs at least one role: give roles or assignedRoleIds")
     return roles
-
-
-def _check_no_escalation(principal: Principal, roles: Sequence[Role]) -> None:
-    granted = [Policy.from_json(p) for role in roles for p in role.policies]
-    missing = exceeding_grants(principal.policies, granted)
-    if missing:
-        permission, resource = missing[0]
-        raise Forbidden(
-            "FORBIDDEN: A key cannot hold permissions its creator does not have "
-            f"({permission} on {resource})"
-        )
 
 
 def _find(session: Session, principal: Principal, key_uuid: uuid.UUID) -> ApiKey:
@@ -143,7 +132,7 @@ def create_key(
     roles = _resolve_roles(
         session, principal, legacy_roles=request.roles, role_ids=request.assigned_role_ids
     )
-    _check_no_escalation(principal, roles)
+    check_grantable(principal, roles)
     # Lock the organization row so concurrent creates cannot overshoot the quota.
     session.scalar(
         select(Organization.id)
@@ -218,7 +207,7 @@ def update_key(
             )
         )
     # Nobody may update a key that would hold (or already holds) more than they do.
-    _check_no_escalation(principal, roles)
+    check_grantable(principal, roles)
     if "name" in given and patch.name is not None and patch.name != key.name:
         key.name = patch.name
         changes.append("name-changed")

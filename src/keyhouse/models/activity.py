@@ -30,3 +30,5 @@ class Activity(Base):
     service_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     target_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     key_update_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Keyhouse extension: what was changed (e.g. the member's email, the role's name).
+    details: Mapped[str | None] = mapped_column(String(512), nullable=True)

@@ -68,3 +68,24 @@ def _policy(role: Role, tenant: str, policy: dict[str, Any]) -> RBACPolicy:
         resources=policy["resources"],
         tags=RBACPolicyTags.model_validate(policy["tags"]) if policy.get("tags") else None,
     )
+
+
+class RBACPolicyCreateRequest(_Wire):
+    allow_deny: Literal["ALLOW", "DENY"] = Field(alias="allowDeny")
+    permissions: list[str] = Field(min_length=1)
+    resources: list[str] = Field(min_length=1)
+    tags: RBACPolicyTags | None = None
+
+
+class RoleCreateRequest(_Wire):
+    name: str = Field(min_length=1, max_length=255)
+    actors: list[str]
+    policies: list[RBACPolicyCreateRequest]
+
+
+class RoleUpdateRequest(_Wire):
+    """Absent fields are left as they are; given lists replace the whole list."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    actors: list[str] | None = None
+    policies: list[RBACPolicyCreateRequest] | None = None

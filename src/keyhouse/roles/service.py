@@ -1,18 +1,34 @@
-"""Role business rules: seeding, lookup, and resolving role ids for an actor."""
+"""Role business rules: seeding, custom roles, assignments, and the no-escalation check."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from keyhouse.api.errors import BadRequest, NotFound
-from keyhouse.auth.permissions import LEGACY_ROLE_TO_SYSTEM, SYSTEM_ROLES, SYSTEM_TO_LEGACY_ROLE
-from keyhouse.auth.policy import Policy
+from keyhouse.activities.service import record
+from keyhouse.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from keyhouse.auth.permissions import (
+    LEGACY_ROLE_TO_SYSTEM,
+    SYSTEM_ROLES,
+    SYSTEM_TO_LEGACY_ROLE,
+    Permission,
+)
+from keyhouse.auth.policy import Policy, exceeding_grants
 from keyhouse.auth.principal import Principal, RoleRef
-from keyhouse.models import Role, RoleAssignment
+from keyhouse.db import utcnow
+from keyhouse.models import ApiKey, Membership, Role, RoleAssignment
+from keyhouse.roles.schemas import RBACPolicyCreateRequest
+
+KNOWN_PERMISSIONS = frozenset(str(p) for p in Permission)
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_INSTANCE = re.compile(rf"^instance/(\*|{_UUID})$")
+_ORGANIZATION = re.compile(rf"^organization/({_UUID})$")
+_ACTOR = re.compile(rf"^(user|apiKey)/({_UUID})$")
 
 
 def seed_system_roles(session: Session, organization_id: uuid.UUID) -> dict[str, Role]:
@@ -154,4 +170,178 @@ def legacy_names(roles: Iterable[RoleRef | Role]) -> list[str]:
         SYSTEM_TO_LEGACY_ROLE[r.name]
         for r in roles
         if r.type == "system" and r.name in SYSTEM_TO_LEGACY_ROLE
+    )
+
+
+def check_grantable(principal: Principal, roles: Iterable[Role], *, what: str = "A key") -> None:
+    """403 unless every permission ``roles`` allow is one ``principal`` holds itself."""
+    granted = [Policy.from_json(p) for role in roles for p in role.policies]
+    missing = exceeding_grants(principal.policies, granted)
+    if missing:
+        permission, resource = missing[0]
+        raise Forbidden(
+            f"FORBIDDEN: {what} cannot hold permissions its creator does not have "
+            f"({permission} on {resource})"
+        )
+
+
+def _check_policies(
+    organization_id: uuid.UUID, policies: Sequence[RBACPolicyCreateRequest]
+) -> list[dict[str, Any]]:
+    checked = []
+    for index, policy in enumerate(policies):
+        where = f"policies[{index}]"
+        for permission in policy.permissions:
+            if permission not in KNOWN_PERMISSIONS:
+                raise BadRequest(f"{where}.permissions: unknown permission {permission!r}")
+        for resource in policy.resources:
+            organization = _ORGANIZATION.match(resource)
+            if organization:
+                if uuid.UUID(organization.group(1)) != organization_id:
+                    raise BadRequest(f"{where}.resources: {resource!r} is not this organization")
+            elif not _INSTANCE.match(resource):
+                raise BadRequest(
+                    f"{where}.resources: malformed resource {resource!r} (expected "
+                    "organization/<uuid>, instance/<uuid> or instance/*)"
+                )
+        checked.append(
+            {
+                "id": str(uuid.uuid4()),
+                "allowDeny": policy.allow_deny,
+                "permissions": list(dict.fromkeys(policy.permissions)),
+                "resources": [r.lower() for r in dict.fromkeys(policy.resources)],
+                "tags": policy.tags.model_dump(by_alias=True, exclude_none=True)
+                if policy.tags
+                else None,
+            }
+        )
+    return checked
+
+
+def _check_actors(
+    session: Session, organization_id: uuid.UUID, actors: Sequence[str]
+) -> list[tuple[str, uuid.UUID]]:
+    parsed = []
+    for actor in dict.fromkeys(actors):
+        match = _ACTOR.match(actor)
+        if not match:
+            raise BadRequest(
+                f"actors: malformed actor {actor!r} (expected user/<uuid> or apiKey/<uuid>)"
+            )
+        kind, actor_id = match.group(1), uuid.UUID(match.group(2))
+        if kind == "user":
+            exists = session.get(Membership, (organization_id, actor_id)) is not None
+        else:
+            key = session.get(ApiKey, actor_id)
+            exists = key is not None and key.organization_id == organization_id
+        if not exists:
+            raise BadRequest(f"actors: {actor!r} is not in this organization")
+        parsed.append((kind, actor_id))
+    return parsed
+
+
+def _set_actors(session: Session, role: Role, actors: Sequence[tuple[str, uuid.UUID]]) -> None:
+    session.execute(delete(RoleAssignment).where(RoleAssignment.role_id == role.id))
+    for kind, actor_id in actors:
+        session.add(RoleAssignment(role_id=role.id, actor_type=kind, actor_id=actor_id))
+    session.flush()
+
+
+def _check_name(
+    session: Session, organization_id: uuid.UUID, name: str, role_id: uuid.UUID | None
+) -> str:
+    name = name.strip()
+    if not name:
+        raise BadRequest("name: must not be blank")
+    existing = session.scalar(
+        select(Role.id).where(Role.organization_id == organization_id, Role.name == name)
+    )
+    if existing is not None and existing != role_id:
+        raise Conflict(f"A role named {name!r} already exists in this organization")
+    return name
+
+
+def create_role(
+    session: Session,
+    principal: Principal,
+    *,
+    name: str,
+    actors: Sequence[str],
+    policies: Sequence[RBACPolicyCreateRequest],
+) -> Role:
+    org = principal.organization_id
+    role = Role(
+        organization_id=org,
+        name=_check_name(session, org, name, None),
+        type="custom",
+        policies=_check_policies(org, policies),
+    )
+    check_grantable(principal, [role], what="A role")
+    parsed_actors = _check_actors(session, org, actors)
+    session.add(role)
+    session.flush()
+    _set_actors(session, role, parsed_actors)
+    record(session, principal, "role_create", details=f"role {role.id} ({role.name})")
+    return role
+
+
+def _custom(session: Session, principal: Principal, role_id: uuid.UUID) -> Role:
+    role = get_role(session, principal, role_id)
+    if role.type == "system":
+        raise Forbidden(f"FORBIDDEN: {role.name} is a system role; system roles cannot be changed")
+    return role
+
+
+def update_role(
+    session: Session,
+    principal: Principal,
+    role_id: uuid.UUID,
+    *,
+    name: str | None,
+    actors: Sequence[str] | None,
+    policies: Sequence[RBACPolicyCreateRequest] | None,
+) -> Role:
+    org = principal.organization_id
+    role = _custom(session, principal, role_id)
+    # Whoever changes a role must hold what it grants, before and after the change.
+    check_grantable(principal, [role], what="A role")
+    if name is not None:
+        role.name = _check_name(session, org, name, role.id)
+    if policies is not None:
+        role.policies = _check_policies(org, policies)
+        check_grantable(principal, [role], what="A role")
+    if actors is not None:
+        _set_actors(session, role, _check_actors(session, org, actors))
+    role.updated_at = utcnow()
+    session.flush()
+    record(session, principal, "role_update", details=f"role {role.id} ({role.name})")
+    return role
+
+
+def delete_role(session: Session, principal: Principal, role_id: uuid.UUID) -> None:
+    role = _custom(session, principal, role_id)
+    check_grantable(principal, [role], what="A role")
+    record(session, principal, "role_delete", details=f"role {role.id} ({role.name})")
+    session.delete(role)
+    session.flush()
+
+
+def system_role(session: Session, organization_id: uuid.UUID, name: str) -> Role:
+    role = session.scalar(
+        select(Role).where(
+            Role.organization_id == organization_id, Role.type == "system", Role.name == name
+        )
+    )
+    if role is None:
+        raise NotFound(f"System role {name} not found")
+    return role
+
+
+def holders_of(session: Session, role_id: uuid.UUID, actor_type: str) -> set[uuid.UUID]:
+    return set(
+        session.scalars(
+            select(RoleAssignment.actor_id).where(
+                RoleAssignment.role_id == role_id, RoleAssignment.actor_type == actor_type
+            )
+        )
     )

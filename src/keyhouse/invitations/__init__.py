@@ -1,0 +1,1 @@
+"""Invitations: ask someone by email to join an organization with given roles."""

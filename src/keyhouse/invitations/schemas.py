@@ -1,0 +1,35 @@
+"""Wire models (official ``Invitation`` and ``InvitationPostRequest``).
+
+``acceptUrl`` is a Keyhouse extension, present only in the create response and only when no
+SMTP server is configured (otherwise the link is emailed and shown nowhere).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyhouse.api_keys.schemas import AssignedRole
+from keyhouse.members.schemas import LegacyMemberRole
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Invitation(_Wire):
+    role: LegacyMemberRole | None = Field(default=None, json_schema_extra={"deprecated": True})
+    id: uuid.UUID
+    email: str
+    created_at: dt.datetime = Field(alias="createdAt")
+    expire_at: dt.datetime = Field(alias="expireAt")
+    assigned_roles: list[AssignedRole] = Field(alias="assignedRoles")
+    accept_url: str | None = Field(default=None, alias="acceptUrl")
+
+
+class InvitationPostRequest(_Wire):
+    email: str = Field(min_length=3, max_length=320)
+    role: LegacyMemberRole | None = Field(default=None, json_schema_extra={"deprecated": True})
+    assigned_role_ids: list[uuid.UUID] | None = Field(default=None, alias="assignedRoleIds")

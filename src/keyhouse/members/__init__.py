@@ -1,0 +1,1 @@
+"""Organization members: the people in an organization and their roles."""

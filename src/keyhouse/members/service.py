@@ -1,0 +1,136 @@
+"""Member business rules. An organization always keeps at least one admin (a member holding
+the system Admin role); removing a member revokes their console sessions at once, while the API
+keys they created stay (they belong to the organization) and keep showing their creator."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from keyhouse.activities.service import record
+from keyhouse.api.errors import BadRequest, Conflict, NotFound
+from keyhouse.auth.permissions import ADMIN
+from keyhouse.auth.principal import Principal, RoleRef
+from keyhouse.models import ConsoleSession, Membership, Role, RoleAssignment, User
+from keyhouse.roles.service import (
+    assign_roles,
+    check_grantable,
+    holders_of,
+    resolve_role_ids,
+    system_role,
+)
+
+LAST_ADMIN = "An organization must keep at least one admin: make another member Admin first"
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    user: User
+    membership: Membership
+    roles: list[RoleRef]
+
+
+def _roles_of(
+    session: Session, organization_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[RoleRef]]:
+    roles: dict[uuid.UUID, list[RoleRef]] = {user_id: [] for user_id in user_ids}
+    if not user_ids:
+        return roles
+    rows = session.execute(
+        select(RoleAssignment.actor_id, Role.id, Role.name, Role.type)
+        .join(Role, Role.id == RoleAssignment.role_id)
+        .where(
+            RoleAssignment.actor_type == "user",
+            RoleAssignment.actor_id.in_(user_ids),
+            Role.organization_id == organization_id,
+        )
+        .order_by(Role.name)
+    )
+    for actor_id, role_id, name, role_type in rows:
+        roles[actor_id].append(RoleRef(role_id, name, role_type))
+    return roles
+
+
+def list_members(session: Session, principal: Principal) -> list[MemberRecord]:
+    rows = session.execute(
+        select(User, Membership)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.organization_id == principal.organization_id)
+        .order_by(Membership.joined_at, User.email)
+    ).all()
+    roles = _roles_of(session, principal.organization_id, [user.id for user, _ in rows])
+    return [MemberRecord(user, membership, roles[user.id]) for user, membership in rows]
+
+
+def get_member(session: Session, principal: Principal, user_id: uuid.UUID) -> MemberRecord:
+    membership = session.get(Membership, (principal.organization_id, user_id))
+    user = session.get(User, user_id) if membership else None
+    if membership is None or user is None:
+        raise NotFound("Member not found")
+    roles = _roles_of(session, principal.organization_id, [user_id])[user_id]
+    return MemberRecord(user, membership, roles)
+
+
+def _ensure_another_admin(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    admin = system_role(session, organization_id, ADMIN)
+    admins = holders_of(session, admin.id, "user")
+    if user_id in admins and not admins - {user_id}:
+        raise Conflict(LAST_ADMIN)
+
+
+def update_member_roles(
+    session: Session,
+    principal: Principal,
+    user_id: uuid.UUID,
+    *,
+    legacy_role: str | None,
+    role_ids: Sequence[uuid.UUID] | None,
+) -> MemberRecord:
+    member = get_member(session, principal, user_id)
+    if legacy_role is None and role_ids is None:
+        return member
+    roles = resolve_role_ids(
+        session,
+        principal.organization_id,
+        legacy_roles=[legacy_role] if legacy_role else None,
+        role_ids=role_ids,
+    )
+    if not roles:
+        raise BadRequest("A member needs at least one role: give role or assignedRoleIds")
+    # Whoever changes a member's roles must hold what the member holds, before and after.
+    current = [
+        role for role in (session.get(Role, ref.id) for ref in member.roles) if role is not None
+    ]
+    check_grantable(principal, current, what="A member")
+    check_grantable(principal, roles, what="A member")
+    if ADMIN not in {role.name for role in roles if role.type == "system"}:
+        _ensure_another_admin(session, principal.organization_id, user_id)
+    assign_roles(session, "user", user_id, roles, organization_id=principal.organization_id)
+    record(
+        session,
+        principal,
+        "organization_member_update_roles",
+        details=f"{member.user.email}: {', '.join(sorted(role.name for role in roles))}",
+    )
+    return get_member(session, principal, user_id)
+
+
+def remove_member(session: Session, principal: Principal, user_id: uuid.UUID) -> None:
+    member = get_member(session, principal, user_id)
+    current = [role for role in (session.get(Role, r.id) for r in member.roles) if role]
+    check_grantable(principal, current, what="A member")
+    _ensure_another_admin(session, principal.organization_id, user_id)
+    assign_roles(session, "user", user_id, [], organization_id=principal.organization_id)
+    session.delete(member.membership)
+    revoke_console_sessions(session, user_id)
+    record(session, principal, "organization_member_delete", details=member.user.email)
+    session.flush()
+
+
+def revoke_console_sessions(session: Session, user_id: uuid.UUID) -> None:
+    """Sign the user out everywhere, at once (sessions are checked server-side)."""
+    session.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user_id))
