@@ -171,3 +171,31 @@ def official_spec() -> dict[str, Any]:
     path = Path(os.environ.get("KEYHOUSE_OFFICIAL_SPEC", default))
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def invite_and_accept(
+    client: TestClient,
+    org: Org,
+    state: AppState,
+    *,
+    email: str | None = None,
+    role_ids: list[str] | None = None,
+    role: str | None = "developer",
+) -> str:
+    """Invite someone through the API and accept through the service; returns the user id."""
+    from keyhouse.invitations.service import accept_invitation
+
+    email = email or f"member-{uuid.uuid4().hex[:10]}@example.com"
+    body: dict[str, Any] = {"email": email}
+    if role_ids is not None:
+        body["assignedRoleIds"] = role_ids
+    elif role is not None:
+        body["role"] = role
+    response = client.post(org.url("/invitations"), json=body, auth=org.auth)
+    assert response.status_code == 200, response.text
+    token = response.json()["result"]["acceptUrl"].split("token=", 1)[1]
+    with state.sessionmaker.begin() as session:
+        accepted = accept_invitation(
+            session, pepper=state.pepper, token=token, name="Member", password="long enough pw"
+        )
+    return str(accepted.user_id)

@@ -132,6 +132,29 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invitations_accept(args: argparse.Namespace) -> int:
+    """Accept an invitation without the console (headless setups)."""
+    from keyhouse.invitations.service import accept_invitation
+    from keyhouse.state import AppState
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = secrets.token_urlsafe(18)
+    state = AppState.from_settings(_settings(args))
+    try:
+        with state.sessionmaker.begin() as session:
+            accepted = accept_invitation(
+                session, pepper=state.pepper, token=args.token, name=args.name, password=password
+            )
+    finally:
+        state.close()
+    print(f"{accepted.email} joined {accepted.organization_name} ({accepted.organization_id})")
+    if not args.password_stdin:
+        print(f"Password {password} (shown once; used only if the account is new)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keyhouse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--id", help="the key's management id (UUID)")
     revoke.add_argument("--database-url", help=db_help)
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    invitations = commands.add_parser("invitations", help="invitation commands").add_subparsers(
+        dest="invitations_command", required=True
+    )
+    accept = invitations.add_parser("accept", help="accept an invitation with its token")
+    accept.add_argument("token", help="the token from the invitation link")
+    accept.add_argument("--name", required=True, help="your display name")
+    accept.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    accept.add_argument("--database-url", help=db_help)
+    accept.set_defaults(func=cmd_invitations_accept)
     return parser
 
 

@@ -94,9 +94,13 @@ BASIC_SERVICE_API_READER = "Basic service API reader"
 MEMBER = "Member"
 
 SYSTEM_ROLES: tuple[SystemRole, ...] = (
+    # Everything, on the organization and on every service, so Admin can grant any role.
     SystemRole(
         ADMIN,
-        ((ORGANIZATION_PERMISSIONS, "organization"), (SERVICE_PERMISSIONS, "instances")),
+        (
+            (frozenset(Permission), "organization"),
+            (frozenset(Permission), "instances"),
+        ),
         legacy_name="admin",
     ),
     # Read-only: sees the organization, its keys, activities and services, changes nothing.
