@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from keyhouse import __version__
 from keyhouse.activities.routes import router as activities_router
@@ -16,6 +18,7 @@ from keyhouse.api.envelope import ErrorEnvelope
 from keyhouse.api.middleware import RequestIdMiddleware
 from keyhouse.api_keys.routes import router as keys_router
 from keyhouse.config import Settings
+from keyhouse.console.routes import router as console_router
 from keyhouse.invitations.routes import router as invitations_router
 from keyhouse.members.routes import router as members_router
 from keyhouse.organizations.routes import router as organizations_router
@@ -67,6 +70,13 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     app.add_api_route("/v1", openapi_document, methods=["GET"], include_in_schema=False)
     app.add_api_route(
         "/v1/openapi.json", openapi_document, methods=["GET"], include_in_schema=False
+    )
+
+    app.include_router(console_router)
+    app.mount(
+        "/console/static",
+        StaticFiles(directory=Path(__file__).parent / "console" / "static"),
+        name="console-static",
     )
 
     async def healthz() -> JSONResponse:

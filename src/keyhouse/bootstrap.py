@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 from keyhouse.api_keys import service as keys
 from keyhouse.api_keys.schemas import ApiKeyPostRequest
-from keyhouse.auth.principal import Principal
+from keyhouse.auth.service import user_principal
 from keyhouse.config import Settings
 from keyhouse.organizations.service import create_organization
-from keyhouse.roles.service import actor_roles
 from keyhouse.state import AppState
 
 
@@ -33,14 +32,11 @@ def bootstrap(
             created = create_organization(
                 session, name=org_name, email=email, user_name=user_name, password=password
             )
-            roles = actor_roles(session, created.organization_id, "user", created.user_id)
-            admin = Principal(
-                actor_type="user",
-                actor_id=created.user_id,
-                organization_id=created.organization_id,
+            admin = user_principal(
+                session,
+                user_id=created.user_id,
                 name=created.email,
-                roles=tuple(ref for ref, _ in roles),
-                policies=tuple(p for _, policies in roles for p in policies),
+                organization_id=created.organization_id,
             )
             key = keys.create_key(
                 session,

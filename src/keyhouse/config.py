@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # the create response carries the link in the acceptUrl extension field instead.
     smtp_url: SecretStr | None = None
     smtp_from: str = "keyhouse@localhost"
+    # Console: sessions end after this much inactivity; failed sign-ins allowed per 15 minutes.
+    session_idle_minutes: int = Field(default=120, ge=1)
+    login_failures_per_account: int = Field(default=5, ge=1)
+    login_failures_per_ip: int = Field(default=30, ge=1)
     # Threads (and database connections) per server process for requests' database work.
     worker_threads: int = Field(default=16, ge=1, le=256)
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from keyhouse.auth.ratelimit import KeyRateLimiter
 from keyhouse.config import IPNetwork, Settings
+from keyhouse.console.sessions import LoginThrottle
 from keyhouse.db import make_engine, make_sessionmaker
 
 
@@ -23,6 +24,7 @@ class AppState:
     trusted_proxies: list[IPNetwork]
     # Runs each request's database work; as many threads as the engine has connections.
     executor: ThreadPoolExecutor
+    login_throttle: LoginThrottle
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
@@ -35,6 +37,11 @@ class AppState:
             rate_limiter=KeyRateLimiter(settings.rate_limit_rule, settings.redis_url),
             trusted_proxies=settings.trusted_proxy_networks,
             executor=ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="keyhouse-db"),
+            login_throttle=LoginThrottle(
+                settings.login_failures_per_account,
+                settings.login_failures_per_ip,
+                settings.redis_url,
+            ),
         )
 
     def close(self) -> None:

@@ -127,7 +127,12 @@ def create_key(
     *,
     pepper: bytes,
     max_keys: int,
+    creation_nonce: str | None = None,
 ) -> CreatedKey:
+    if creation_nonce is not None and session.scalar(
+        select(ApiKey.id).where(ApiKey.creation_nonce == creation_nonce)
+    ):
+        raise Conflict("This key was already created; its secret is shown only once")
     _check_expiry(request.expire_at)
     roles = _resolve_roles(
         session, principal, legacy_roles=request.roles, role_ids=request.assigned_role_ids
@@ -176,6 +181,7 @@ def create_key(
         created_by_type=principal.actor_type,
         created_by_id=principal.actor_id,
         created_by_name=principal.name,
+        creation_nonce=creation_nonce,
     )
     session.add(key)
     session.flush()

@@ -57,6 +57,24 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     return key_id, secret
 
 
+async def run_in_transaction(state: AppState, call: Callable[[Session], T]) -> T:
+    """Run ``call(session)`` on the app's database threads; commit, or roll back on error."""
+
+    def transaction() -> T:
+        with state.sessionmaker() as session:
+            try:
+                result = call(session)
+                session.commit()
+                return result
+            except BaseException:
+                session.rollback()
+                raise
+
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(state.executor, context.run, transaction)
+
+
 @dataclass(frozen=True)
 class Context:
     """What a route needs to run its service call inside the request's transaction."""
@@ -71,31 +89,22 @@ class Context:
 
     async def run(self, call: Callable[[Session, Principal], T]) -> T:
         """Authenticate, authorize and run ``call(session, principal)`` in one transaction."""
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.state.executor, context.run, self._run, call)
 
-    def _run(self, call: Callable[[Session, Principal], T]) -> T:
-        state = self.state
-        with state.sessionmaker() as session:
-            try:
-                principal = authenticate_key(
-                    session,
-                    pepper=state.pepper,
-                    key_id=self.key_id,
-                    key_secret=self.key_secret,
-                    ip_address=self.ip_address,
-                    user_agent=self.user_agent,
-                    now=utcnow(),
-                )
-                self._authorize(principal)
-                state.rate_limiter.check(str(principal.actor_id))
-                result = call(session, principal)
-                session.commit()
-                return result
-            except BaseException:
-                session.rollback()
-                raise
+        def authenticated(session: Session) -> T:
+            principal = authenticate_key(
+                session,
+                pepper=self.state.pepper,
+                key_id=self.key_id,
+                key_secret=self.key_secret,
+                ip_address=self.ip_address,
+                user_agent=self.user_agent,
+                now=utcnow(),
+            )
+            self._authorize(principal)
+            self.state.rate_limiter.check(str(principal.actor_id))
+            return call(session, principal)
+
+        return await run_in_transaction(self.state, authenticated)
 
     def _authorize(self, principal: Principal) -> None:
         if self.organization_id is not None and self.organization_id != principal.organization_id:

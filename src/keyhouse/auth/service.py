@@ -108,3 +108,28 @@ def touch_used_at(
         .values(used_at=minute)
     )
     return True
+
+
+def user_principal(
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    name: str,
+    organization_id: uuid.UUID,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
+) -> Principal:
+    """A signed-in person acting in one organization, with the roles they hold there."""
+    from keyhouse.roles.service import actor_roles
+
+    roles = actor_roles(session, organization_id, "user", user_id)
+    return Principal(
+        actor_type="user",
+        actor_id=user_id,
+        organization_id=organization_id,
+        name=name,
+        roles=tuple(ref for ref, _ in roles),
+        policies=tuple(policy for _, policies in roles for policy in policies),
+        ip_address=ip_address,
+        user_agent=user_agent,
+    )

@@ -34,3 +34,6 @@ class ApiKey(Base):
     created_by_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
     created_by_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # The console's create form carries a one-time nonce: resubmitting it (a reload of the
+    # page that showed the secret) finds this key instead of creating another.
+    creation_nonce: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)

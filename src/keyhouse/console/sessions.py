@@ -1,0 +1,119 @@
+"""Console sign-in: server-side sessions, CSRF tokens and sign-in throttling.
+
+The session cookie holds a random token; the database keeps only its peppered hash, so a session
+is revoked by deleting its row (removing a member does that at once). Sessions end after
+``session_idle_minutes`` without a request. Every form carries a CSRF token that must equal the
+``kh_csrf`` cookie (double submit), and the cookies are ``SameSite=Lax`` and ``HttpOnly``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from limits import RateLimitItemPerMinute, storage, strategies
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from keyhouse.auth import credentials
+from keyhouse.db import utcnow
+from keyhouse.models import ConsoleSession, User
+from keyhouse.users.service import verify_password
+
+SESSION_COOKIE = "kh_session"
+CSRF_COOKIE = "kh_csrf"
+_DUMMY_HASH = PasswordHasher().hash("no such user: equal work for unknown emails")
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user_id: uuid.UUID
+    email: str
+    name: str
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def csrf_ok(cookie: str | None, submitted: str | None) -> bool:
+    if not cookie or not submitted:
+        return False
+    return hmac.compare_digest(cookie.encode(), submitted.encode())
+
+
+def start_session(session: Session, pepper: bytes, user_id: uuid.UUID) -> str:
+    token = secrets.token_urlsafe(32)
+    session.add(ConsoleSession(user_id=user_id, token_hash=credentials.hash_value(pepper, token)))
+    session.flush()
+    return token
+
+
+def current_user(
+    session: Session, pepper: bytes, token: str | None, *, idle: dt.timedelta
+) -> SignedIn | None:
+    if not token:
+        return None
+    row = session.execute(
+        select(ConsoleSession, User)
+        .join(User, User.id == ConsoleSession.user_id)
+        .where(ConsoleSession.token_hash == credentials.hash_value(pepper, token))
+    ).first()
+    if row is None:
+        return None
+    console_session, user = row
+    now = utcnow()
+    if console_session.last_seen_at + idle < now:
+        session.delete(console_session)
+        return None
+    if now - console_session.last_seen_at > dt.timedelta(minutes=1):
+        console_session.last_seen_at = now
+    return SignedIn(user.id, user.email, user.name)
+
+
+def end_session(session: Session, pepper: bytes, token: str | None) -> None:
+    if token:
+        session.execute(
+            delete(ConsoleSession).where(
+                ConsoleSession.token_hash == credentials.hash_value(pepper, token)
+            )
+        )
+
+
+def check_password(session: Session, email: str, password: str) -> User | None:
+    """The user when the password matches; the same argon2 work when the email is unknown."""
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        _verify_dummy(password)
+        return None
+    return user if verify_password(user, password) else None
+
+
+def _verify_dummy(password: str) -> None:
+    try:
+        PasswordHasher().verify(_DUMMY_HASH, password)
+    except Exception:  # noqa: S110 - only the time spent matters here
+        pass
+
+
+class LoginThrottle:
+    """Failed sign-ins per account and per client address, over a moving 15-minute window."""
+
+    def __init__(self, per_account: int, per_ip: int, redis_url: str | None) -> None:
+        backend = storage.storage_from_string(redis_url or "memory://")
+        self._limiter = strategies.MovingWindowRateLimiter(backend)
+        self._account = RateLimitItemPerMinute(per_account, 15)
+        self._ip = RateLimitItemPerMinute(per_ip, 15)
+
+    def blocked(self, email: str, ip: str | None) -> bool:
+        return not self._limiter.test(
+            self._account, "keyhouse-login-account", email.strip().lower()
+        ) or not self._limiter.test(self._ip, "keyhouse-login-ip", ip or "unknown")
+
+    def failed(self, email: str, ip: str | None) -> None:
+        self._limiter.hit(self._account, "keyhouse-login-account", email.strip().lower())
+        self._limiter.hit(self._ip, "keyhouse-login-ip", ip or "unknown")
