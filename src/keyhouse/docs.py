@@ -19,14 +19,15 @@ from keyhouse.auth.dependencies import AUTHENTICATED, Require
 SECTIONS = ("compatibility", "permissions")
 
 
-def api_routes(routes: list[Any]) -> list[APIRoute]:
-    """Every APIRoute of an app, descending into included routers."""
-    found: list[APIRoute] = []
+def api_routes(routes: list[Any], prefix: str = "") -> list[tuple[str, APIRoute]]:
+    """Every APIRoute of an app with its full path, descending into included routers."""
+    found: list[tuple[str, APIRoute]] = []
     for route in routes:
         if isinstance(route, APIRoute):
-            found.append(route)
+            found.append((prefix + route.path, route))
         elif hasattr(route, "original_router"):
-            found += api_routes(route.original_router.routes)
+            include_prefix = getattr(getattr(route, "include_context", None), "prefix", "")
+            found += api_routes(route.original_router.routes, prefix + include_prefix)
     return found
 
 
@@ -50,15 +51,14 @@ def compatibility_table(app: FastAPI, official: dict[str, Any]) -> str:
 def permission_table(app: FastAPI) -> str:
     lines = ["| Operation | Method and path | Permission |", "|---|---|---|"]
     rows = []
-    for route in api_routes(app.routes):
+    for path, route in api_routes(app.routes):
         declared = requirements(route.dependant)
         if not declared:
             continue
         permission = declared[0].permission
         shown = "any valid key" if permission == AUTHENTICATED else f"`{permission}`"
         for method in sorted(route.methods or ()):
-            # Routes are listed as declared in their routers, all mounted under /v1.
-            rows.append(f"| {route.operation_id} | `{method} /v1{route.path}` | {shown} |")
+            rows.append(f"| {route.operation_id} | `{method} {path}` | {shown} |")
     return "\n".join(lines + sorted(rows, key=lambda row: row.split("`")[1].split(" ", 1)[1]))
 
 
