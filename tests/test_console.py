@@ -157,7 +157,7 @@ def test_a_key_created_in_the_console_works_and_reload_shows_no_secret(
     form = client.get(f"/console/o/{org.id}/keys/new").text
     token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
     nonce = re.search(r'name="nonce" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
-    admin_role = re.search(r'value="([0-9a-f-]{36})"[^>]*> Admin', form).group(1)  # type: ignore[union-attr]
+    admin_role = re.search(r'value="([0-9a-f-]{36})"[^>]*>Admin ', form).group(1)  # type: ignore[union-attr]
     data = {
         "csrf_token": token,
         "nonce": nonce,
