@@ -29,8 +29,8 @@ run: install
 	$(BIN)/keyhouse serve --host $(HOST) --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
 # The console's browser tests drive Debian's Chromium (Playwright cannot download browsers here).

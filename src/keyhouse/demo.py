@@ -18,6 +18,8 @@ Keyhouse demo organization "{data["organizationName"]}" ({data["organizationId"]
   API key ID      {data["keyId"]}
   API key secret  {data["keySecret"]}
 
+  Console         {base_url}/console  (sign in with the email and password above)
+
 These are shown once; store them now. Try:
 
   curl --user {data["keyId"]}:{data["keySecret"]} {base_url}/v1/organizations
