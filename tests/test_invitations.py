@@ -93,13 +93,7 @@ def test_accept_creates_the_member_with_the_invited_roles(
     billing = role_id(client, org, "Billing")
     invitation = _invite(client, org, role=None, assignedRoleIds=[billing]).json()["result"]
     with state.sessionmaker.begin() as session:
-        accepted = accept_invitation(
-            session,
-            pepper=state.pepper,
-            token=_token(invitation),
-            name="Ada",
-            password="long password",
-        )
+        accepted = _accept(session, state, _token(invitation), "Ada")
     member = client.get(org.url(f"/members/{accepted.user_id}"), auth=org.auth).json()["result"]
     assert member["name"] == "Ada"
     assert [r["roleName"] for r in member["assignedRoles"]] == ["Billing"]
@@ -115,21 +109,9 @@ def test_a_token_works_once_and_not_after_expiry(
 
     invitation = _invite(client, org).json()["result"]
     with state.sessionmaker.begin() as session:
-        accept_invitation(
-            session,
-            pepper=state.pepper,
-            token=_token(invitation),
-            name="A",
-            password="long password",
-        )
+        _accept(session, state, _token(invitation), "A")
     with pytest.raises(NotFound), state.sessionmaker.begin() as session:
-        accept_invitation(
-            session,
-            pepper=state.pepper,
-            token=_token(invitation),
-            name="A",
-            password="long password",
-        )
+        _accept(session, state, _token(invitation), "A")
     late = _invite(client, org).json()["result"]
     with state.sessionmaker.begin() as session:
         row = session.get(Invitation, uuid.UUID(late["id"]))
@@ -157,13 +139,7 @@ def test_delete_invitation(client: TestClient, org: Org, state: AppState) -> Non
     from keyhouse.api.errors import NotFound
 
     with pytest.raises(NotFound), state.sessionmaker.begin() as session:
-        accept_invitation(
-            session,
-            pepper=state.pepper,
-            token=_token(invitation),
-            name="A",
-            password="long password",
-        )
+        _accept(session, state, _token(invitation), "A")
     types = {a["type"] for a in client.get(org.url("/activities"), auth=org.auth).json()["result"]}
     assert "organization_invite_delete" in types
 

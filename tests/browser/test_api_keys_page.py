@@ -31,6 +31,13 @@ def _setup(page: Page, server: ConsoleServer) -> str:
     return _org_id(page)
 
 
+def _sign_in(page: Page, server: ConsoleServer) -> None:
+    page.goto(f"{server.base_url}/console/login")
+    page.get_by_label("Email").fill("ada@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
 def _create_key(page: Page, name: str, role: str, expiration: str = "90") -> tuple[str, str]:
     page.get_by_role("link", name="New API Key").first.click()
     page.get_by_label("Key name").fill(name)
@@ -116,10 +123,7 @@ def test_api_keys_page_end_to_end(browser: Browser, console_server: ConsoleServe
 def test_invalid_ip_is_a_friendly_error(browser: Browser, console_server: ConsoleServer) -> None:
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{console_server.base_url}/console/login")
-    page.get_by_label("Email").fill("ada@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    _sign_in(page, console_server)
     page.get_by_role("link", name="New API Key").first.click()
     page.get_by_label("Key name").fill("bad-ip")
     page.get_by_label(re.compile(r"^Developer\b")).check()
@@ -133,10 +137,7 @@ def test_invalid_ip_is_a_friendly_error(browser: Browser, console_server: Consol
 def test_a_developer_cannot_grant_admin(browser: Browser, console_server: ConsoleServer) -> None:
     admin = browser.new_context()
     page = admin.new_page()
-    page.goto(f"{console_server.base_url}/console/login")
-    page.get_by_label("Email").fill("ada@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    _sign_in(page, console_server)
     org_id = _org_id(page)
     # Invite a developer; without SMTP the page shows the acceptance link.
     page.get_by_role("link", name="Members").click()
@@ -184,10 +185,7 @@ def test_form_posts_without_csrf_are_refused(
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{console_server.base_url}/console/login")
-    page.get_by_label("Email").fill("ada@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    _sign_in(page, console_server)
     org_id = _org_id(page)
     response = context.request.post(
         f"{console_server.base_url}/console/o/{org_id}/keys",

@@ -9,7 +9,7 @@ from typing import Any
 from tests.e2e.conftest import BIN, Server
 
 
-def ctl(server: Server, *args: str, auth: tuple[str, str] | None = None) -> Any:
+def _run(server: Server, args: tuple[str, ...], auth: tuple[str, str] | None) -> Any:
     key_id, secret = auth or server.auth
     command = [
         str(BIN / "clickhousectl"),
@@ -20,38 +20,25 @@ def ctl(server: Server, *args: str, auth: tuple[str, str] | None = None) -> Any:
         key_id,
         "--api-secret",
         secret,
-        "--json",
         *args,
     ]
-    result = subprocess.run(
+    return subprocess.run(
         command, env=server.env, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def ctl(server: Server, *args: str, auth: tuple[str, str] | None = None) -> Any:
+    """Run clickhousectl with --json; assert success and return the parsed output."""
+    result = _run(server, ("--json", *args), auth)
     assert result.returncode == 0, f"{args}: {result.stdout} {result.stderr}"
     return json.loads(result.stdout) if result.stdout.strip() else None
 
 
 def ctl_fails(server: Server, *args: str, auth: tuple[str, str]) -> str:
-    key_id, secret = auth
-    result = subprocess.run(
-        [
-            str(BIN / "clickhousectl"),
-            "cloud",
-            "--url",
-            f"{server.base_url}/v1",
-            "--api-key",
-            key_id,
-            "--api-secret",
-            secret,
-            *args,
-        ],
-        env=server.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """Run clickhousectl; assert it fails and return what it printed."""
+    result = _run(server, args, auth)
     assert result.returncode != 0
-    return result.stdout + result.stderr
+    return str(result.stdout + result.stderr)
 
 
 def test_org_list_and_get(server: Server) -> None:

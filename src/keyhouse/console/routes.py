@@ -663,12 +663,8 @@ async def edit_key_page(request: Request, org_id: uuid.UUID, key_id: uuid.UUID) 
 
 @router.post("/o/{org_id}/keys/{key_id}/edit")
 async def edit_key(request: Request, org_id: uuid.UUID, key_id: uuid.UUID) -> Response:
-    try:
-        form = await _form(request)
-    except ApiError as error:
-        return _error_page(request, error)
 
-    def work(session: Session, a: Acting) -> None:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         given, expire_at = _expiry(form)
         changes: dict[str, Any] = {
             "name": str(form.get("name") or "").strip(),
@@ -682,21 +678,20 @@ async def edit_key(request: Request, org_id: uuid.UUID, key_id: uuid.UUID) -> Re
             raise BadRequest("Give the key a name") from None
         keys.update_key(session, a.principal, key_id, patch)
 
-    return await _act_then_redirect(request, org_id, work, f"/console/o/{org_id}/keys?msg=updated")
+    return await form_action(request, org_id, f"/console/o/{org_id}/keys?msg=updated", work)
 
 
 @router.post("/o/{org_id}/keys/{key_id}/state")
 async def key_state(request: Request, org_id: uuid.UUID, key_id: uuid.UUID) -> Response:
-    try:
-        form = await _form(request)
-    except ApiError as error:
-        return _error_page(request, error)
-    wanted = "enabled" if form.get("state") == "enabled" else "disabled"
+    def wanted(form: dict[str, Any]) -> str:
+        return "enabled" if form.get("state") == "enabled" else "disabled"
 
-    def work(session: Session, a: Acting) -> None:
-        keys.update_key(session, a.principal, key_id, ApiKeyPatchRequest(state=wanted))
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
+        keys.update_key(session, a.principal, key_id, ApiKeyPatchRequest(state=wanted(form)))
 
-    return await _act_then_redirect(request, org_id, work, f"/console/o/{org_id}/keys?msg={wanted}")
+    return await form_action(
+        request, org_id, lambda form: f"/console/o/{org_id}/keys?msg={wanted(form)}", work
+    )
 
 
 @router.get("/o/{org_id}/keys/{key_id}/delete")
@@ -725,35 +720,35 @@ async def delete_key_page(request: Request, org_id: uuid.UUID, key_id: uuid.UUID
 
 @router.post("/o/{org_id}/keys/{key_id}/delete")
 async def delete_key(request: Request, org_id: uuid.UUID, key_id: uuid.UUID) -> Response:
-    try:
-        await _form(request)
-    except ApiError as error:
-        return _error_page(request, error)
 
-    def work(session: Session, a: Acting) -> None:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         keys.delete_key(session, a.principal, key_id)
 
-    return await _act_then_redirect(request, org_id, work, f"/console/o/{org_id}/keys?msg=deleted")
+    return await form_action(request, org_id, f"/console/o/{org_id}/keys?msg=deleted", work)
 
 
-async def _act_then_redirect(
-    request: Request, org_id: uuid.UUID, work: Callable[[Session, Acting], None], target: str
+async def form_action(
+    request: Request,
+    org_id: uuid.UUID,
+    target: str | Callable[[dict[str, Any]], str],
+    work: Callable[[Session, Acting, dict[str, Any]], None],
 ) -> Response:
+    """A form post that changes something: CSRF check, ``work`` as the signed-in user, then
+    back to ``target`` (or ``target(form)``); a refusal is a friendly page, never a trace."""
     try:
-        await acting(request, org_id, work)
+        form = await _form(request)
+        await acting(request, org_id, lambda session, a: work(session, a, form))
     except SignInRequired:
         return _login_redirect(request)
     except ApiError as error:
-        back = target.split("?", 1)[0]
         return render(
             request,
             "error.html",
             status=error.status,
             title="That did not work",
             message=friendly(error),
-            back=back,
         )
-    return redirect(target)
+    return redirect(target(form) if callable(target) else target)
 
 
 # --- members --------------------------------------------------------------------------------
@@ -844,12 +839,8 @@ async def invite(request: Request, org_id: uuid.UUID) -> Response:
 
 @router.post("/o/{org_id}/members/{user_id}/roles")
 async def change_member_role(request: Request, org_id: uuid.UUID, user_id: uuid.UUID) -> Response:
-    try:
-        form = await _form(request)
-    except ApiError as error:
-        return _error_page(request, error)
 
-    def work(session: Session, a: Acting) -> None:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         try:
             role_id = uuid.UUID(str(form.get("role") or ""))
         except ValueError:
@@ -858,8 +849,8 @@ async def change_member_role(request: Request, org_id: uuid.UUID, user_id: uuid.
             session, a.principal, user_id, legacy_role=None, role_ids=[role_id]
         )
 
-    return await _act_then_redirect(
-        request, org_id, work, f"/console/o/{org_id}/members?msg=member-updated"
+    return await form_action(
+        request, org_id, f"/console/o/{org_id}/members?msg=member-updated", work
     )
 
 
@@ -889,16 +880,12 @@ async def remove_member_page(request: Request, org_id: uuid.UUID, user_id: uuid.
 
 @router.post("/o/{org_id}/members/{user_id}/remove")
 async def remove_member(request: Request, org_id: uuid.UUID, user_id: uuid.UUID) -> Response:
-    try:
-        await _form(request)
-    except ApiError as error:
-        return _error_page(request, error)
 
-    def work(session: Session, a: Acting) -> None:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         members.remove_member(session, a.principal, user_id)
 
-    return await _act_then_redirect(
-        request, org_id, work, f"/console/o/{org_id}/members?msg=member-removed"
+    return await form_action(
+        request, org_id, f"/console/o/{org_id}/members?msg=member-removed", work
     )
 
 
@@ -906,16 +893,12 @@ async def remove_member(request: Request, org_id: uuid.UUID, user_id: uuid.UUID)
 async def delete_invitation(
     request: Request, org_id: uuid.UUID, invitation_id: uuid.UUID
 ) -> Response:
-    try:
-        await _form(request)
-    except ApiError as error:
-        return _error_page(request, error)
 
-    def work(session: Session, a: Acting) -> None:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         invitations.delete_invitation(session, a.principal, invitation_id)
 
-    return await _act_then_redirect(
-        request, org_id, work, f"/console/o/{org_id}/members?msg=invitation-deleted"
+    return await form_action(
+        request, org_id, f"/console/o/{org_id}/members?msg=invitation-deleted", work
     )
 
 
