@@ -55,6 +55,11 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     handlers.install(app)
     app.add_middleware(RequestIdMiddleware)
 
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+
     v1 = APIRouter(prefix="/v1")
     v1.include_router(organizations_router)
     v1.include_router(keys_router)
@@ -79,10 +84,6 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
         name="console-static",
     )
 
-    async def healthz() -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     return app
 
 
