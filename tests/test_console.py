@@ -180,3 +180,43 @@ def test_a_key_created_in_the_console_works_and_reload_shows_no_secret(
     assert listing.count('data-key-row="from the console"') == 1
     keys = client.get(org.url("/keys"), auth=org.auth).json()["result"]
     assert keys[-1]["createdBy"]["type"] == "user"
+
+
+def test_cookies_are_secure_behind_a_trusted_https_proxy(settings: Settings, org: Org) -> None:
+    proxied = AppState.from_settings(
+        settings.model_copy(update={"trusted_proxies": ["10.0.0.0/8"]})
+    )
+    try:
+        with make_client(proxied, ip="10.0.0.5") as via_proxy:
+            https = via_proxy.get("/console/login", headers={"X-Forwarded-Proto": "https"})
+        with make_client(proxied, ip="203.0.113.5") as direct:
+            spoofed = direct.get("/console/login", headers={"X-Forwarded-Proto": "https"})
+    finally:
+        proxied.close()
+    assert "secure" in https.headers["set-cookie"].lower()
+    assert "secure" not in spoofed.headers["set-cookie"].lower()
+
+
+def test_reaching_the_key_quota_is_a_friendly_message(settings: Settings) -> None:
+    limited = AppState.from_settings(settings.model_copy(update={"max_keys_per_organization": 1}))
+    org = create_org(settings)  # its bootstrap key fills the quota
+    try:
+        with make_client(limited) as client:
+            sign_in(client, _email(client, org))
+            form = client.get(f"/console/o/{org.id}/keys/new").text
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+            role = re.search(r'value="([0-9a-f-]{36})"[^>]*>Developer ', form).group(1)  # type: ignore[union-attr]
+            response = client.post(
+                f"/console/o/{org.id}/keys",
+                data={
+                    "csrf_token": token,
+                    "name": "one too many",
+                    "roles": role,
+                    "expiration": "never",
+                },
+            )
+    finally:
+        limited.close()
+    assert response.status_code == 409
+    assert "at most 1 API keys" in response.text
+    assert 'role="alert"' in response.text

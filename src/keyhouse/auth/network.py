@@ -20,16 +20,17 @@ def client_address(
     """The socket peer, or the right-most untrusted X-Forwarded-For hop behind trusted proxies."""
     if peer is None or not trusted_proxies or not forwarded_for:
         return peer
-    if not _in_any(peer, trusted_proxies):
+    if not in_networks(peer, trusted_proxies):
         return peer
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _in_any(hop, trusted_proxies):
+        if not in_networks(hop, trusted_proxies):
             return hop
     return hops[0] if hops else peer
 
 
-def _in_any(address: str, networks: Sequence[IPNetwork]) -> bool:
+def in_networks(address: str, networks: Sequence[IPNetwork]) -> bool:
+    """True when ``address`` is an IP inside one of ``networks``."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -26,7 +26,7 @@ from keyhouse.api.errors import ApiError, BadRequest, Forbidden, NotFound
 from keyhouse.api_keys import service as keys
 from keyhouse.api_keys.schemas import ApiKeyPatchRequest, ApiKeyPostRequest, IpAccessListEntry
 from keyhouse.auth.dependencies import run_in_transaction
-from keyhouse.auth.network import client_address
+from keyhouse.auth.network import client_address, in_networks
 from keyhouse.auth.permissions import Permission, organization_resource
 from keyhouse.auth.principal import Principal
 from keyhouse.auth.service import user_principal
@@ -107,6 +107,19 @@ def _client_ip(request: Request) -> str | None:
     return client_address(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
 
 
+def _served_over_https(request: Request) -> bool:
+    """HTTPS directly, or behind a trusted proxy that says so (X-Forwarded-Proto)."""
+    if request.url.scheme == "https":
+        return True
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return (
+        forwarded == "https"
+        and peer is not None
+        and in_networks(peer, _state(request).trusted_proxies)
+    )
+
+
 def _base_url(request: Request) -> str:
     return (_state(request).settings.public_url or str(request.base_url)).rstrip("/")
 
@@ -134,7 +147,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
             csrf,
             httponly=True,
             samesite="lax",
-            secure=request.url.scheme == "https",
+            secure=_served_over_https(request),
             path="/console",
         )
     return response
@@ -150,7 +163,7 @@ def _session_cookie(request: Request, response: Response, token: str) -> None:
         token,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=_served_over_https(request),
         path="/console",
     )
 
