@@ -676,7 +676,6 @@ async def edit_key_page(request: Request, org_id: uuid.UUID, key_id: uuid.UUID) 
 
 @router.post("/o/{org_id}/keys/{key_id}/edit")
 async def edit_key(request: Request, org_id: uuid.UUID, key_id: uuid.UUID) -> Response:
-
     def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         given, expire_at = _expiry(form)
         changes: dict[str, Any] = {
@@ -733,7 +732,6 @@ async def delete_key_page(request: Request, org_id: uuid.UUID, key_id: uuid.UUID
 
 @router.post("/o/{org_id}/keys/{key_id}/delete")
 async def delete_key(request: Request, org_id: uuid.UUID, key_id: uuid.UUID) -> Response:
-
     def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         keys.delete_key(session, a.principal, key_id)
 
@@ -852,7 +850,6 @@ async def invite(request: Request, org_id: uuid.UUID) -> Response:
 
 @router.post("/o/{org_id}/members/{user_id}/roles")
 async def change_member_role(request: Request, org_id: uuid.UUID, user_id: uuid.UUID) -> Response:
-
     def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         try:
             role_id = uuid.UUID(str(form.get("role") or ""))
@@ -893,7 +890,6 @@ async def remove_member_page(request: Request, org_id: uuid.UUID, user_id: uuid.
 
 @router.post("/o/{org_id}/members/{user_id}/remove")
 async def remove_member(request: Request, org_id: uuid.UUID, user_id: uuid.UUID) -> Response:
-
     def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         members.remove_member(session, a.principal, user_id)
 
@@ -906,7 +902,6 @@ async def remove_member(request: Request, org_id: uuid.UUID, user_id: uuid.UUID)
 async def delete_invitation(
     request: Request, org_id: uuid.UUID, invitation_id: uuid.UUID
 ) -> Response:
-
     def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         invitations.delete_invitation(session, a.principal, invitation_id)
 
