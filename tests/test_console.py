@@ -220,3 +220,21 @@ def test_reaching_the_key_quota_is_a_friendly_message(settings: Settings) -> Non
     assert response.status_code == 409
     assert "at most 1 API keys" in response.text
     assert 'role="alert"' in response.text
+
+
+def test_expiration_on_a_date_and_a_missing_date(client: TestClient, org: Org) -> None:
+    sign_in(client, _email(client, org))
+    form = client.get(f"/console/o/{org.id}/keys/new").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+    role = re.search(r'value="([0-9a-f-]{36})"[^>]*>Developer ', form).group(1)  # type: ignore[union-attr]
+    day = (dt.datetime.now(dt.UTC) + dt.timedelta(days=45)).date().isoformat()
+    base = {"csrf_token": token, "roles": role, "expiration": "date"}
+    created = client.post(
+        f"/console/o/{org.id}/keys", data={**base, "name": "dated", "expire_date": day}
+    )
+    assert created.status_code == 200
+    keys = client.get(org.url("/keys"), auth=org.auth).json()["result"]
+    assert next(k for k in keys if k["name"] == "dated")["expireAt"].startswith(day)
+    missing = client.post(f"/console/o/{org.id}/keys", data={**base, "name": "undated"})
+    assert missing.status_code == 400
+    assert "Choose an expiration date" in missing.text

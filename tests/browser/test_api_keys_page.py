@@ -193,3 +193,24 @@ def test_form_posts_without_csrf_are_refused(
     )
     assert response.status == 403
     context.close()
+
+
+def test_every_key_action_works_with_javascript_off(
+    browser: Browser, console_server: ConsoleServer
+) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    _sign_in(page, console_server)
+    org_id = _org_id(page)
+    api = f"{console_server.base_url}/v1/organizations/{org_id}"
+    key_id, secret = _create_key(page, "no-js", "Developer", expiration="30")
+    assert httpx.get(api, auth=(key_id, secret)).status_code == 200
+    page.get_by_role("link", name="Back to API Keys").click()
+    page.locator("tr", has_text="no-js").get_by_role("button", name="Disable").click()
+    assert httpx.get(api, auth=(key_id, secret)).status_code == 401
+    page.locator("tr", has_text="no-js").get_by_role("link", name="Delete").click()
+    page.get_by_role("button", name="Delete API key").click()
+    expect(page.locator("tr", has_text="no-js")).to_have_count(0)
+    # The organization switcher falls back to a plain submit button.
+    expect(page.get_by_role("button", name="Switch")).to_be_visible()
+    context.close()
