@@ -48,7 +48,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         factory=True,
         log_access=False,
     )
+    if args.workers > 1 and settings.rate_limit_rule and not settings.redis_url:
+        print(
+            "warning: each worker counts the rate limit on its own; set KEYHOUSE_REDIS_URL "
+            "so that the workers share it",
+            file=sys.stderr,
+        )
     print(f"Keyhouse serving the API on http://{args.host}:{args.port}/v1", flush=True)
+    print(f"Console on http://{args.host}:{args.port}/console", flush=True)
     server.serve()
     return 0
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import secrets
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/keyhouse.db"
 
@@ -31,7 +33,8 @@ class Settings(BaseSettings):
     # Shared counters for several replicas; in-process memory when unset.
     redis_url: str | None = None
     max_keys_per_organization: int = Field(default=100, ge=1)
-    trusted_proxies: list[str] = Field(default_factory=list)
+    # Comma-separated in the environment ("10.0.0.0/8, 192.168.0.1"), or a JSON list.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Invitations: lifetime, and where the acceptance link points (default: the request's host).
     invitation_ttl_days: int = Field(default=30, ge=1, le=365)
     public_url: str | None = None
@@ -60,6 +63,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_proxies(cls, value: object) -> object:
         if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
