@@ -454,3 +454,42 @@ def test_refused_change_writes_nothing(client: TestClient, org: Org, state: AppS
         keys = session.scalars(select(ApiKey).where(ApiKey.organization_id == org.id)).all()
     assert len(after) == len(before)
     assert len(keys) == 2
+
+
+def test_concurrent_creates_never_overshoot_the_quota(settings: Settings) -> None:
+    import concurrent.futures
+
+    from keyhouse.api.errors import Conflict
+    from keyhouse.api_keys.schemas import ApiKeyPostRequest
+    from keyhouse.api_keys.service import create_key as create
+    from keyhouse.auth.service import user_principal
+
+    org = create_org(settings)
+    racing = AppState.from_settings(settings)
+
+    def attempt(index: int) -> str:
+        try:
+            with racing.sessionmaker.begin() as session:
+                admin = user_principal(
+                    session, user_id=org.user_id, name="admin", organization_id=org.id
+                )
+                create(
+                    session,
+                    admin,
+                    ApiKeyPostRequest(name=f"race-{index}", roles=["developer"]),
+                    pepper=racing.pepper,
+                    max_keys=5,
+                )
+            return "created"
+        except Conflict:
+            return "refused"
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(attempt, range(12)))
+        with racing.sessionmaker() as session:
+            stored = session.scalars(select(ApiKey).where(ApiKey.organization_id == org.id)).all()
+    finally:
+        racing.close()
+    assert len(stored) == 5  # the bootstrap key and four of the twelve
+    assert outcomes.count("created") == 4

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
@@ -138,22 +139,17 @@ def create_key(
         session, principal, legacy_roles=request.roles, role_ids=request.assigned_role_ids
     )
     check_grantable(principal, roles)
-    # Lock the organization row so concurrent creates cannot overshoot the quota.
+    in_organization = ApiKey.organization_id == principal.organization_id
+    count_keys = select(func.count()).select_from(ApiKey).where(in_organization)
+    if (session.scalar(count_keys) or 0) >= max_keys:
+        raise Conflict(_quota_message(max_keys))
+    # Concurrent creates serialise on the organization row (PostgreSQL) or on the write lock
+    # the insert takes (SQLite); counting again after the insert cannot miss one of them.
     session.scalar(
         select(Organization.id)
         .where(Organization.id == principal.organization_id)
         .with_for_update()
     )
-    count = session.scalar(
-        select(func.count())
-        .select_from(ApiKey)
-        .where(ApiKey.organization_id == principal.organization_id)
-    )
-    if (count or 0) >= max_keys:
-        raise Conflict(
-            f"Quota exceeded (api-keys-per-organization): an organization can hold at most "
-            f"{max_keys} API keys"
-        )
     key_id = key_secret = None
     if request.hash_data is not None:
         hashes = request.hash_data
@@ -184,10 +180,22 @@ def create_key(
         creation_nonce=creation_nonce,
     )
     session.add(key)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent create with the same key id or form nonce
+        raise Conflict("A key with this key id was created at the same time") from None
+    if (session.scalar(count_keys) or 0) > max_keys:
+        raise Conflict(_quota_message(max_keys))
     assign_roles(session, "apiKey", key.id, roles, organization_id=principal.organization_id)
     record(session, principal, "key_create", target_key_id=key.id)
     return CreatedKey(key, key_id, key_secret)
+
+
+def _quota_message(max_keys: int) -> str:
+    return (
+        "Quota exceeded (api-keys-per-organization): an organization can hold at most "
+        f"{max_keys} API keys"
+    )
 
 
 def update_key(
