@@ -238,3 +238,35 @@ def test_when_the_mail_server_refuses_nothing_is_created(
             session.scalars(select(Invitation).where(Invitation.email == "lost@example.com")).all()
             == []
         )
+
+
+def test_concurrent_invitations_for_one_email_are_a_conflict_not_an_error(
+    client: TestClient, org: Org, state: AppState
+) -> None:
+    import asyncio
+
+    from keyhouse.api.errors import Conflict
+    from keyhouse.auth.dependencies import run_in_transaction
+    from keyhouse.auth.service import user_principal
+    from keyhouse.invitations.service import create_invitation
+
+    def invite(session: Any) -> None:
+        admin = user_principal(session, user_id=org.user_id, name="a", organization_id=org.id)
+        create_invitation(
+            session,
+            admin,
+            email="race@example.com",
+            legacy_role="developer",
+            role_ids=None,
+            pepper=state.pepper,
+            ttl_days=30,
+        )
+
+    async def race() -> list[BaseException | None]:
+        return await asyncio.gather(
+            *(run_in_transaction(state, invite) for _ in range(6)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(race())
+    assert outcomes.count(None) == 1
+    assert all(isinstance(o, Conflict) for o in outcomes if o is not None)

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Path, Request
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from keyhouse.api.errors import Forbidden, NotFound, Unauthorized
+from keyhouse.api.errors import Conflict, Forbidden, NotFound, Unauthorized
 from keyhouse.auth.network import client_address
 from keyhouse.auth.permissions import Permission, organization_resource
 from keyhouse.auth.principal import Principal
@@ -66,6 +67,12 @@ async def run_in_transaction(state: AppState, call: Callable[[Session], T]) -> T
                 result = call(session)
                 session.commit()
                 return result
+            except IntegrityError:
+                # A unique constraint lost a race the service's own checks could not see.
+                session.rollback()
+                raise Conflict(
+                    "The request conflicts with a change made at the same time; retry it"
+                ) from None
             except BaseException:
                 session.rollback()
                 raise
