@@ -91,6 +91,7 @@ def test_api_keys_page_end_to_end(browser: Browser, console_server: ConsoleServe
     expect(page.locator("tr", has_text="ci-pipeline")).to_contain_text("Disabled")
     assert httpx.get(api, auth=(key_id, secret)).status_code == 401
     page.locator("tr", has_text="ci-pipeline").get_by_role("button", name="Enable").click()
+    expect(page.locator("tr", has_text="ci-pipeline")).to_contain_text("Enabled")
     assert httpx.get(api, auth=(key_id, secret)).status_code == 200
 
     # Edit: name, permissions, expiration.
@@ -115,6 +116,7 @@ def test_api_keys_page_end_to_end(browser: Browser, console_server: ConsoleServe
     expect(page.get_by_text("permanent")).to_be_visible()
     expect(page.get_by_text("cut off at once")).to_be_visible()
     page.get_by_role("button", name="Delete API key").click()
+    expect(page.get_by_role("status")).to_contain_text("was deleted")
     expect(page.locator("tr", has_text="ci-readonly")).to_have_count(0)
     assert httpx.get(api, auth=(key_id, secret)).status_code == 401
     context.close()
@@ -207,9 +209,11 @@ def test_every_key_action_works_with_javascript_off(
     assert httpx.get(api, auth=(key_id, secret)).status_code == 200
     page.get_by_role("link", name="Back to API Keys").click()
     page.locator("tr", has_text="no-js").get_by_role("button", name="Disable").click()
+    expect(page.locator("tr", has_text="no-js")).to_contain_text("Disabled")
     assert httpx.get(api, auth=(key_id, secret)).status_code == 401
     page.locator("tr", has_text="no-js").get_by_role("link", name="Delete").click()
     page.get_by_role("button", name="Delete API key").click()
+    expect(page.get_by_role("status")).to_contain_text("was deleted")
     expect(page.locator("tr", has_text="no-js")).to_have_count(0)
     # The organization switcher falls back to a plain submit button.
     expect(page.get_by_role("button", name="Switch")).to_be_visible()
