@@ -127,3 +127,18 @@ def test_keys_revoke_offline(
 def test_bad_rate_limit_flag_is_a_usage_error() -> None:
     with pytest.raises(SystemExit):
         cli.main(["serve", "--rate-limit", "fast"])
+
+
+def test_bootstrap_with_an_existing_email_keeps_its_password(
+    env: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("first password here\n"))
+    email = f"twice-{uuid.uuid4().hex[:6]}@example.com"
+    args = ["bootstrap", "--org-name", "A", "--email", email, "--database-url", env.database_url]
+    assert cli.main([*args, "--json", "--password-stdin"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert cli.main([*args, "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert first["password"] == "first password here"
+    assert second["password"] is None
+    assert second["userId"] == first["userId"]

@@ -21,6 +21,7 @@ class BootstrapResult:
     key_uuid: uuid.UUID
     key_id: str
     key_secret: str
+    user_created: bool
 
 
 def bootstrap(
@@ -54,6 +55,7 @@ def bootstrap(
                 key.key.id,
                 key.key_id,
                 key.key_secret,
+                created.user_created,
             )
     finally:
         state.close()

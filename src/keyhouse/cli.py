@@ -82,7 +82,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         "organizationName": args.org_name,
         "userId": str(result.user_id),
         "email": result.email,
-        "password": password,
+        # An existing account keeps its password, which is not known here.
+        "password": password if result.user_created else None,
         "keyId": result.key_id,
         "keySecret": result.key_secret,
     }
@@ -91,7 +92,10 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     else:
         print(f"Organization   {args.org_name} ({result.organization_id})")
         print(f"Admin user     {result.email}")
-        print(f"Password       {password}")
+        if result.user_created:
+            print(f"Password       {password}")
+        else:
+            print("Password       (existing account: its password is unchanged)")
         print(f"API key ID     {result.key_id}")
         print(f"API key secret {result.key_secret}")
         print("The password and the key secret are shown once; store them now.")

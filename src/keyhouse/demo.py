@@ -14,7 +14,7 @@ def main(base_url: str) -> None:
 Keyhouse demo organization "{data["organizationName"]}" ({data["organizationId"]})
 
   Admin user      {data["email"]}
-  Password        {data["password"]}
+  Password        {data["password"] or "(existing account, unchanged)"}
   API key ID      {data["keyId"]}
   API key secret  {data["keySecret"]}
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
 from keyhouse.api.errors import BadRequest, NotFound
 from keyhouse.auth.permissions import ADMIN
 from keyhouse.auth.principal import Principal
-from keyhouse.models import Membership, Organization
+from keyhouse.models import Membership, Organization, User
 from keyhouse.roles.service import assign_roles, seed_system_roles
-from keyhouse.users.service import get_or_create_user
+from keyhouse.users.service import get_or_create_user, normalize_email
 
 
 def get_organization(session: Session, principal: Principal) -> Organization:
@@ -48,6 +49,8 @@ class Bootstrapped:
     organization_id: uuid.UUID
     user_id: uuid.UUID
     email: str
+    # False when the email already had an account: its password is left as it was.
+    user_created: bool
 
 
 def create_organization(
@@ -61,6 +64,7 @@ def create_organization(
     session.add(organization)
     session.flush()
     roles = seed_system_roles(session, organization.id)
+    existing = session.scalar(select(User.id).where(User.email == normalize_email(email)))
     user = get_or_create_user(session, email=email, name=user_name, password=password)
     session.add(Membership(organization_id=organization.id, user_id=user.id))
     assign_roles(session, "user", user.id, [roles[ADMIN]], organization_id=organization.id)
@@ -68,4 +72,4 @@ def create_organization(
         actor_type="system", actor_id=None, organization_id=organization.id, name="bootstrap"
     )
     record(session, system, "create_organization")
-    return Bootstrapped(organization.id, user.id, user.email)
+    return Bootstrapped(organization.id, user.id, user.email, user_created=existing is None)
