@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from keyhouse.auth.credentials import is_sha256_b64
 from keyhouse.auth.network import parse_source
+from keyhouse.auth.principal import RoleRef
 
 KeyState = Literal["enabled", "disabled"]
 LegacyRole = Literal["admin", "developer", "query_endpoints"]
@@ -52,6 +53,15 @@ class AssignedRole(_Wire):
     role_id: uuid.UUID = Field(alias="roleId")
     role_name: str = Field(alias="roleName")
     role_type: Literal["system", "custom"] = Field(alias="roleType")
+
+    @classmethod
+    def from_ref(cls, ref: RoleRef) -> AssignedRole:
+        """Built from stored data, without validating it again."""
+        return cls.model_construct(
+            role_id=ref.id,
+            role_name=ref.name,
+            role_type=ref.type,  # type: ignore[arg-type]
+        )
 
 
 class ApiKeyCreator(_Wire):

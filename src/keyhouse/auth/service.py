@@ -15,8 +15,7 @@ from keyhouse.auth import credentials
 from keyhouse.auth.network import ip_allowed
 from keyhouse.auth.policy import Policy
 from keyhouse.auth.principal import Principal, RoleRef
-from keyhouse.db import Base
-from keyhouse.models import ApiKey, Role, RoleAssignment
+from keyhouse.models import API_KEYS, ROLE_ASSIGNMENTS, ROLES
 
 KEY_NOT_FOUND = "UNAUTHORIZED: Key is not found"
 KEY_NOT_ACTIVE = "UNAUTHORIZED: Key is not active"
@@ -24,37 +23,36 @@ IP_NOT_ALLOWED = "FORBIDDEN: Requests from this IP address are not allowed for t
 
 
 # One round trip per request: the key row by its lookup hash, with its roles' policies.
-_keys = Base.metadata.tables[ApiKey.__tablename__]
-_assignments = Base.metadata.tables[RoleAssignment.__tablename__]
-_roles = Base.metadata.tables[Role.__tablename__]
 AUTH_QUERY = (
     select(
-        _keys.c.id,
-        _keys.c.organization_id,
-        _keys.c.name,
-        _keys.c.key_secret_hash,
-        _keys.c.state,
-        _keys.c.expire_at,
-        _keys.c.used_at,
-        _keys.c.ip_access_list,
-        _roles.c.id.label("role_id"),
-        _roles.c.name.label("role_name"),
-        _roles.c.type.label("role_type"),
-        _roles.c.policies,
+        API_KEYS.c.id,
+        API_KEYS.c.organization_id,
+        API_KEYS.c.name,
+        API_KEYS.c.key_secret_hash,
+        API_KEYS.c.state,
+        API_KEYS.c.expire_at,
+        API_KEYS.c.used_at,
+        API_KEYS.c.ip_access_list,
+        ROLES.c.id.label("role_id"),
+        ROLES.c.name.label("role_name"),
+        ROLES.c.type.label("role_type"),
+        ROLES.c.policies,
     )
-    .select_from(_keys)
+    .select_from(API_KEYS)
     .outerjoin(
-        _assignments,
-        and_(_assignments.c.actor_type == "apiKey", _assignments.c.actor_id == _keys.c.id),
-    )
-    .outerjoin(
-        _roles,
+        ROLE_ASSIGNMENTS,
         and_(
-            _roles.c.id == _assignments.c.role_id,
-            _roles.c.organization_id == _keys.c.organization_id,
+            ROLE_ASSIGNMENTS.c.actor_type == "apiKey", ROLE_ASSIGNMENTS.c.actor_id == API_KEYS.c.id
         ),
     )
-    .where(_keys.c.key_id_hash == bindparam("lookup"))
+    .outerjoin(
+        ROLES,
+        and_(
+            ROLES.c.id == ROLE_ASSIGNMENTS.c.role_id,
+            ROLES.c.organization_id == API_KEYS.c.organization_id,
+        ),
+    )
+    .where(API_KEYS.c.key_id_hash == bindparam("lookup"))
 )
 
 
@@ -103,8 +101,11 @@ def touch_used_at(
     if used_at is not None and used_at >= minute:
         return False
     session.connection().execute(
-        update(_keys)
-        .where(_keys.c.id == key_uuid, or_(_keys.c.used_at.is_(None), _keys.c.used_at < minute))
+        update(API_KEYS)
+        .where(
+            API_KEYS.c.id == key_uuid,
+            or_(API_KEYS.c.used_at.is_(None), API_KEYS.c.used_at < minute),
+        )
         .values(used_at=minute)
     )
     return True

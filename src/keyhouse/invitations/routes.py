@@ -18,7 +18,7 @@ from keyhouse.invitations import service
 from keyhouse.invitations.schemas import Invitation, InvitationPostRequest
 from keyhouse.models import Invitation as InvitationRow
 from keyhouse.models import Organization
-from keyhouse.roles.service import legacy_names
+from keyhouse.roles.service import legacy_member_role
 from keyhouse.state import AppState
 
 router = APIRouter(prefix="/organizations/{organizationId}/invitations", tags=["User management"])
@@ -30,16 +30,13 @@ InvitationId = Annotated[uuid.UUID, Path(alias="invitationId", description="ID o
 
 def _view(session: Session, row: InvitationRow, accept_url: str | None = None) -> Invitation:
     roles = service.roles_of(session, row)
-    legacy = [name for name in legacy_names(roles) if name in ("admin", "developer")]
     return Invitation(
-        role=legacy[0] if legacy else None,
+        role=legacy_member_role(roles),
         id=row.id,
         email=row.email,
         created_at=row.created_at,
         expire_at=row.expire_at,
-        assigned_roles=[
-            AssignedRole(role_id=r.id, role_name=r.name, role_type=r.type) for r in roles
-        ],
+        assigned_roles=[AssignedRole.from_ref(r) for r in roles],
         accept_url=accept_url,
     )
 

@@ -14,7 +14,7 @@ from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
 from keyhouse.members import service
 from keyhouse.members.schemas import Member, MemberPatchRequest
-from keyhouse.roles.service import legacy_names
+from keyhouse.roles.service import legacy_member_role
 
 router = APIRouter(prefix="/organizations/{organizationId}/members", tags=["User management"])
 
@@ -24,16 +24,13 @@ UserId = Annotated[uuid.UUID, Path(alias="userId", description="ID of the user."
 
 
 def _view(member: service.MemberRecord) -> Member:
-    legacy = [name for name in legacy_names(member.roles) if name in ("admin", "developer")]
     return Member(
         user_id=str(member.user.id),
         name=member.user.name,
         email=member.user.email,
-        role=legacy[0] if legacy else None,
+        role=legacy_member_role(member.roles),
         joined_at=member.membership.joined_at,
-        assigned_roles=[
-            AssignedRole(role_id=r.id, role_name=r.name, role_type=r.type) for r in member.roles
-        ],
+        assigned_roles=[AssignedRole.from_ref(r) for r in member.roles],
     )
 
 

@@ -15,12 +15,13 @@ from keyhouse.activities.service import record
 from keyhouse.api.errors import BadRequest, Conflict, NotFound
 from keyhouse.auth.permissions import ADMIN
 from keyhouse.auth.principal import Principal, RoleRef
-from keyhouse.models import ConsoleSession, Membership, Role, RoleAssignment, User
+from keyhouse.models import ConsoleSession, Membership, Role, User
 from keyhouse.roles.service import (
     assign_roles,
     check_grantable,
     holders_of,
     resolve_role_ids,
+    roles_by_actor,
     system_role,
 )
 
@@ -34,27 +35,6 @@ class MemberRecord:
     roles: list[RoleRef]
 
 
-def _roles_of(
-    session: Session, organization_id: uuid.UUID, user_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, list[RoleRef]]:
-    roles: dict[uuid.UUID, list[RoleRef]] = {user_id: [] for user_id in user_ids}
-    if not user_ids:
-        return roles
-    rows = session.execute(
-        select(RoleAssignment.actor_id, Role.id, Role.name, Role.type)
-        .join(Role, Role.id == RoleAssignment.role_id)
-        .where(
-            RoleAssignment.actor_type == "user",
-            RoleAssignment.actor_id.in_(user_ids),
-            Role.organization_id == organization_id,
-        )
-        .order_by(Role.name)
-    )
-    for actor_id, role_id, name, role_type in rows:
-        roles[actor_id].append(RoleRef(role_id, name, role_type))
-    return roles
-
-
 def list_members(session: Session, principal: Principal) -> list[MemberRecord]:
     rows = session.execute(
         select(User, Membership)
@@ -62,7 +42,9 @@ def list_members(session: Session, principal: Principal) -> list[MemberRecord]:
         .where(Membership.organization_id == principal.organization_id)
         .order_by(Membership.joined_at, User.email)
     ).all()
-    roles = _roles_of(session, principal.organization_id, [user.id for user, _ in rows])
+    roles = roles_by_actor(
+        session, "user", [user.id for user, _ in rows], organization_id=principal.organization_id
+    )
     return [MemberRecord(user, membership, roles[user.id]) for user, membership in rows]
 
 
@@ -71,8 +53,15 @@ def get_member(session: Session, principal: Principal, user_id: uuid.UUID) -> Me
     user = session.get(User, user_id) if membership else None
     if membership is None or user is None:
         raise NotFound("Member not found")
-    roles = _roles_of(session, principal.organization_id, [user_id])[user_id]
+    roles = roles_by_actor(session, "user", [user_id], organization_id=principal.organization_id)[
+        user_id
+    ]
     return MemberRecord(user, membership, roles)
+
+
+def _held(session: Session, member: MemberRecord) -> list[Role]:
+    """The member's roles as rows: whoever changes the member must hold what they hold."""
+    return [role for role in (session.get(Role, ref.id) for ref in member.roles) if role]
 
 
 def _ensure_another_admin(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID) -> None:
@@ -102,10 +91,7 @@ def update_member_roles(
     if not roles:
         raise BadRequest("A member needs at least one role: give role or assignedRoleIds")
     # Whoever changes a member's roles must hold what the member holds, before and after.
-    current = [
-        role for role in (session.get(Role, ref.id) for ref in member.roles) if role is not None
-    ]
-    check_grantable(principal, current, what="A member")
+    check_grantable(principal, _held(session, member), what="A member")
     check_grantable(principal, roles, what="A member")
     if ADMIN not in {role.name for role in roles if role.type == "system"}:
         _ensure_another_admin(session, principal.organization_id, user_id)
@@ -121,8 +107,7 @@ def update_member_roles(
 
 def remove_member(session: Session, principal: Principal, user_id: uuid.UUID) -> None:
     member = get_member(session, principal, user_id)
-    current = [role for role in (session.get(Role, r.id) for r in member.roles) if role]
-    check_grantable(principal, current, what="A member")
+    check_grantable(principal, _held(session, member), what="A member")
     _ensure_another_admin(session, principal.organization_id, user_id)
     assign_roles(session, "user", user_id, [], organization_id=principal.organization_id)
     session.delete(member.membership)

@@ -21,7 +21,7 @@ from keyhouse.auth.permissions import (
 from keyhouse.auth.policy import Policy, exceeding_grants
 from keyhouse.auth.principal import Principal, RoleRef
 from keyhouse.db import utcnow
-from keyhouse.models import ApiKey, Membership, Role, RoleAssignment
+from keyhouse.models import ROLE_ASSIGNMENTS, ROLES, ApiKey, Membership, Role, RoleAssignment
 from keyhouse.roles.schemas import RBACPolicyCreateRequest
 
 KNOWN_PERMISSIONS = frozenset(str(p) for p in Permission)
@@ -96,6 +96,33 @@ def actor_roles(
     ]
 
 
+def roles_by_actor(
+    session: Session,
+    actor_type: str,
+    actor_ids: Sequence[uuid.UUID],
+    *,
+    organization_id: uuid.UUID | None = None,
+) -> dict[uuid.UUID, list[RoleRef]]:
+    """The roles each of ``actor_ids`` holds (in one organization, if given), in one query."""
+    roles: dict[uuid.UUID, list[RoleRef]] = {actor_id: [] for actor_id in actor_ids}
+    if not roles:
+        return roles
+    query = (
+        select(ROLE_ASSIGNMENTS.c.actor_id, ROLES.c.id, ROLES.c.name, ROLES.c.type)
+        .join(ROLES, ROLES.c.id == ROLE_ASSIGNMENTS.c.role_id)
+        .where(
+            ROLE_ASSIGNMENTS.c.actor_type == actor_type,
+            ROLE_ASSIGNMENTS.c.actor_id.in_(roles),
+        )
+        .order_by(ROLES.c.name)
+    )
+    if organization_id is not None:
+        query = query.where(ROLES.c.organization_id == organization_id)
+    for actor_id, role_id, name, role_type in session.connection().execute(query):
+        roles[actor_id].append(RoleRef(role_id, name, role_type))
+    return roles
+
+
 def resolve_role_ids(
     session: Session,
     organization_id: uuid.UUID,
@@ -153,6 +180,12 @@ def assign_roles(
     for role in roles:
         session.add(RoleAssignment(role_id=role.id, actor_type=actor_type, actor_id=actor_id))
     session.flush()
+
+
+def legacy_member_role(roles: Iterable[RoleRef | Role]) -> str | None:
+    """The deprecated ``role`` of a member or invitation: admin, developer, or none."""
+    names = [name for name in legacy_names(roles) if name in ("admin", "developer")]
+    return names[0] if names else None
 
 
 def unassign_actor(session: Session, actor_type: str, actor_id: uuid.UUID) -> None:
