@@ -21,6 +21,6 @@ def test_readme_tables_are_generated_from_the_code(
     current = README.read_text()
     assert render(current, app, official_spec) == current, (
         "README is out of date: run `.venv/bin/python -m keyhouse.docs README.md "
-        "../shared/reference/clickhouse-cloud-openapi.json`"
+        "reference/clickhouse-cloud-openapi.json`"
     )
     assert current.count("| yes |") == 23
