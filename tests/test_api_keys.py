@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import re
 import uuid
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -75,10 +76,22 @@ def test_only_peppered_hashes_are_stored(client: TestClient, org: Org, state: Ap
         assert _sha256_b64(value) not in stored
 
 
-def test_create_without_role_is_400(client: TestClient, org: Org) -> None:
-    response = client.post(org.url("/keys"), json={"name": "x"}, auth=org.auth)
-    assert response.status_code == 400
-    assert "role" in response.json()["error"]
+@pytest.mark.parametrize("body", [{"name": "x"}, {"name": "x", "assignedRoleIds": []}])
+def test_a_key_without_roles_can_call_only_what_needs_no_permission(
+    client: TestClient, org: Org, body: dict[str, Any]
+) -> None:
+    # clickhousectl's `key create --name X` sends assignedRoleIds: [] (the spec allows it).
+    response = client.post(org.url("/keys"), json=body, auth=org.auth)
+    assert response.status_code == 200, response.text
+    created = response.json()["result"]
+    assert created["key"]["assignedRoles"] == []
+    assert created["key"]["roles"] == []
+    auth = key_auth(created)
+    assert client.get("/v1/whoami", auth=auth).status_code == 200
+    listed = client.get("/v1/organizations", auth=auth).json()["result"]
+    assert [o["id"] for o in listed] == [str(org.id)]
+    assert client.get(org.url(""), auth=auth).status_code == 403
+    assert client.get(org.url("/keys"), auth=auth).status_code == 403
 
 
 def test_create_without_name_is_400(client: TestClient, org: Org) -> None:
@@ -252,12 +265,16 @@ def test_patch_null_name_is_400(client: TestClient, org: Org) -> None:
     assert "name" in response.json()["error"]
 
 
-def test_patch_empty_roles_is_400(client: TestClient, org: Org) -> None:
-    key = create_key(client, org)["key"]
+def test_patch_with_empty_roles_clears_them(client: TestClient, org: Org) -> None:
+    # clickhousectl's `key update --clear-roles`.
+    created = create_key(client, org)
+    key = created["key"]
     response = client.patch(
         org.url(f"/keys/{key['id']}"), json={"assignedRoleIds": []}, auth=org.auth
     )
-    assert response.status_code == 400
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["assignedRoles"] == []
+    assert client.get(org.url("/keys"), auth=key_auth(created)).status_code == 403
 
 
 def test_patch_replaces_roles_and_ip_list_wholesale(client: TestClient, org: Org) -> None:
@@ -437,7 +454,8 @@ def test_developer_key_is_read_only(client: TestClient, org: Org) -> None:
 
 def test_query_endpoints_key_has_no_management_access(client: TestClient, org: Org) -> None:
     query = key_auth(create_key(client, org, roles=["query_endpoints"]))
-    assert client.get("/v1/organizations", auth=query).json()["result"] == []
+    listed = client.get("/v1/organizations", auth=query).json()["result"]
+    assert [o["id"] for o in listed] == [str(org.id)]
     assert client.get(org.url(), auth=query).status_code == 403
     assert client.get(org.url("/keys"), auth=query).status_code == 403
     assert client.get("/v1/whoami", auth=query).status_code == 200
@@ -448,7 +466,8 @@ def test_refused_change_writes_nothing(client: TestClient, org: Org, state: AppS
     with state.sessionmaker() as session:
         before = session.scalars(select(Activity).where(Activity.organization_id == org.id)).all()
     client.post(org.url("/keys"), json={"name": "x", "roles": ["admin"]}, auth=developer)
-    client.post(org.url("/keys"), json={"name": "x"}, auth=org.auth)
+    past = "2001-01-01T00:00:00Z"
+    client.post(org.url("/keys"), json={"name": "x", "expireAt": past}, auth=org.auth)
     with state.sessionmaker() as session:
         after = session.scalars(select(Activity).where(Activity.organization_id == org.id)).all()
         keys = session.scalars(select(ApiKey).where(ApiKey.organization_id == org.id)).all()

@@ -60,8 +60,7 @@ def test_the_last_admin_cannot_be_demoted_or_removed(
 def test_removing_a_member_revokes_sessions_but_not_their_keys(
     client: TestClient, org: Org, state: AppState
 ) -> None:
-    from keyhouse.auth.principal import Principal
-    from keyhouse.roles.service import actor_roles
+    from keyhouse.auth.service import user_principal
 
     user_id = uuid.UUID(invite_and_accept(client, org, state, role="admin"))
     with state.sessionmaker.begin() as session:
@@ -70,14 +69,8 @@ def test_removing_a_member_revokes_sessions_but_not_their_keys(
         from keyhouse.api_keys.schemas import ApiKeyPostRequest
         from keyhouse.api_keys.service import create_key as create
 
-        roles = actor_roles(session, org.id, "user", user_id)
-        member = Principal(
-            actor_type="user",
-            actor_id=user_id,
-            organization_id=org.id,
-            name="member@example.com",
-            roles=tuple(r for r, _ in roles),
-            policies=tuple(p for _, ps in roles for p in ps),
+        member = user_principal(
+            session, user_id=user_id, name="member@example.com", organization_id=org.id
         )
         created = create(
             session,

@@ -114,7 +114,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     """Delete a key without the API, e.g. when its secret leaked and no admin key works."""
     from keyhouse.api_keys.service import delete_key
     from keyhouse.auth import credentials
-    from keyhouse.auth.principal import Principal
+    from keyhouse.auth.principal import system_principal
     from keyhouse.models import ApiKey
     from keyhouse.state import AppState
 
@@ -130,12 +130,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
             if key is None:
                 print("error: no such key", file=sys.stderr)
                 return 1
-            system = Principal(
-                actor_type="system",
-                actor_id=None,
-                organization_id=key.organization_id,
-                name="keyhouse keys revoke",
-            )
+            system = system_principal(key.organization_id, "keyhouse keys revoke")
             delete_key(session, system, key.id)
             print(f"revoked key {key.id} ({key.name}, ...{key.key_suffix})")
     finally:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from keyhouse.api.wire import Wire
 from keyhouse.models import Activity as ActivityRow
 
 
-class Activity(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
+class Activity(Wire):
     id: str
     created_at: dt.datetime = Field(alias="createdAt")
     type: str = Field(description="Type of the activity.")

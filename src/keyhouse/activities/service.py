@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from keyhouse.api.errors import BadRequest, NotFound
+from keyhouse.api.errors import BadRequest
+from keyhouse.auth.authorize import find_in_organization, require
+from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
 from keyhouse.models import Activity
 
@@ -47,6 +49,7 @@ def list_activities(
     from_date: dt.datetime | None = None,
     to_date: dt.datetime | None = None,
 ) -> Sequence[Activity]:
+    require(principal, Permission.ORGANIZATION_VIEW_ACTIVITIES)
     if from_date and to_date and from_date > to_date:
         raise BadRequest("from_date must not be after to_date")
     query = select(Activity).where(Activity.organization_id == principal.organization_id)
@@ -58,11 +61,6 @@ def list_activities(
 
 
 def get_activity(session: Session, principal: Principal, activity_id: str) -> Activity:
-    try:
-        parsed = uuid.UUID(activity_id)
-    except ValueError:
-        raise NotFound("Activity not found") from None
-    activity = session.get(Activity, parsed)
-    if activity is None or activity.organization_id != principal.organization_id:
-        raise NotFound("Activity not found")
+    activity = find_in_organization(session, principal, Activity, activity_id, "Activity")
+    require(principal, Permission.ORGANIZATION_VIEW_ACTIVITIES)
     return activity

@@ -9,8 +9,14 @@ import datetime as dt
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from keyhouse.api.wire import (
+    MAX_LIST_ITEMS,
+    OptionalUtcDateTime,
+    Wire,
+    WireRequest,
+)
 from keyhouse.auth.credentials import is_sha256_b64
 from keyhouse.auth.network import parse_source
 from keyhouse.auth.principal import RoleRef
@@ -19,11 +25,7 @@ KeyState = Literal["enabled", "disabled"]
 LegacyRole = Literal["admin", "developer", "query_endpoints"]
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class IpAccessListEntry(_Wire):
+class IpAccessListEntry(Wire):
     source: str = Field(description="IP or CIDR")
     description: str | None = Field(default=None, max_length=255)
 
@@ -36,7 +38,7 @@ class IpAccessListEntry(_Wire):
             raise ValueError(f"{value!r} is not an IPv4/IPv6 address or CIDR") from None
 
 
-class ApiKeyHashData(_Wire):
+class ApiKeyHashData(Wire):
     key_id_hash: str = Field(alias="keyIdHash")
     key_id_suffix: str = Field(alias="keyIdSuffix", min_length=4, max_length=4)
     key_secret_hash: str = Field(alias="keySecretHash")
@@ -49,7 +51,7 @@ class ApiKeyHashData(_Wire):
         return value
 
 
-class AssignedRole(_Wire):
+class AssignedRole(Wire):
     role_id: uuid.UUID = Field(alias="roleId")
     role_name: str = Field(alias="roleName")
     role_type: Literal["system", "custom"] = Field(alias="roleType")
@@ -64,7 +66,7 @@ class AssignedRole(_Wire):
         )
 
 
-class ApiKeyCreator(_Wire):
+class ApiKeyCreator(Wire):
     """Keyhouse extension: who created the key."""
 
     type: Literal["user", "apiKey", "system"]
@@ -72,7 +74,7 @@ class ApiKeyCreator(_Wire):
     name: str | None = None
 
 
-class ApiKey(_Wire):
+class ApiKey(Wire):
     id: uuid.UUID
     name: str
     state: KeyState
@@ -86,12 +88,6 @@ class ApiKey(_Wire):
     created_by: ApiKeyCreator | None = Field(default=None, alias="createdBy")
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
-
-
 def _name(value: str | None) -> str | None:
     if value is None:
         return None
@@ -100,37 +96,41 @@ def _name(value: str | None) -> str | None:
     return value.strip()
 
 
-class ApiKeyPostRequest(_Wire):
+class ApiKeyPostRequest(WireRequest):
     name: str = Field(min_length=1, max_length=255)
-    expire_at: dt.datetime | None = Field(default=None, alias="expireAt")
+    expire_at: OptionalUtcDateTime = Field(default=None, alias="expireAt")
     state: KeyState = "enabled"
     hash_data: ApiKeyHashData | None = Field(default=None, alias="hashData")
     roles: list[LegacyRole] | None = Field(default=None, json_schema_extra={"deprecated": True})
-    assigned_role_ids: list[uuid.UUID] | None = Field(default=None, alias="assignedRoleIds")
-    ip_access_list: list[IpAccessListEntry] | None = Field(default=None, alias="ipAccessList")
+    assigned_role_ids: list[uuid.UUID] | None = Field(
+        default=None, alias="assignedRoleIds", max_length=MAX_LIST_ITEMS
+    )
+    ip_access_list: list[IpAccessListEntry] | None = Field(
+        default=None, alias="ipAccessList", max_length=MAX_LIST_ITEMS
+    )
 
     _check_name = field_validator("name")(_name)
-    _check_expire_at = field_validator("expire_at")(_aware)
 
 
-class ApiKeyPostResponse(_Wire):
+class ApiKeyPostResponse(Wire):
     key: ApiKey
     key_id: str | None = Field(default=None, alias="keyId")
     key_secret: str | None = Field(default=None, alias="keySecret")
 
 
-class ApiKeyPatchRequest(_Wire):
+class ApiKeyPatchRequest(WireRequest):
     """Absent fields are left as they are; ``"expireAt": null`` clears the expiry."""
 
     name: str | None = Field(default=None, min_length=1, max_length=255)
     roles: list[LegacyRole] | None = Field(default=None, json_schema_extra={"deprecated": True})
-    assigned_role_ids: list[uuid.UUID] | None = Field(default=None, alias="assignedRoleIds")
-    expire_at: dt.datetime | None = Field(default=None, alias="expireAt")
+    assigned_role_ids: list[uuid.UUID] | None = Field(
+        default=None, alias="assignedRoleIds", max_length=MAX_LIST_ITEMS
+    )
+    expire_at: OptionalUtcDateTime = Field(default=None, alias="expireAt")
     state: KeyState | None = None
     ip_access_list: list[IpAccessListEntry] | None = Field(default=None, alias="ipAccessList")
 
     _check_name = field_validator("name")(_name)
-    _check_expire_at = field_validator("expire_at")(_aware)
 
     @field_validator("name", "state", "roles", "assigned_role_ids", "ip_access_list", mode="wrap")
     @classmethod

@@ -1,7 +1,9 @@
 """API key business rules.
 
-A key never grants more than its creator holds; a key cannot delete itself; an organization
-holds at most ``max_keys`` keys; only peppered hashes of the key id and secret are stored.
+Every function checks the caller's permission first. A key never grants more than its creator
+holds, and nobody changes or deletes a key holding more than they do (the no-escalation rule);
+a key cannot delete itself; an organization holds at most ``max_keys`` keys; only peppered
+hashes of the key id and secret are stored.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from keyhouse.activities.service import record
 from keyhouse.api.errors import BadRequest, Conflict, NotFound
 from keyhouse.api_keys import schemas
 from keyhouse.auth import credentials
+from keyhouse.auth.authorize import find_in_organization, require
+from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal, RoleRef
 from keyhouse.db import utcnow
 from keyhouse.models import (
@@ -34,7 +38,10 @@ from keyhouse.models import (
     RoleAssignment,
 )
 from keyhouse.roles.service import (
+    Actor,
+    access_of,
     assign_roles,
+    check_access_change,
     check_grantable,
     legacy_names,
     resolve_role_ids,
@@ -80,19 +87,14 @@ def _resolve_roles(
     legacy_roles: Sequence[str] | None,
     role_ids: Sequence[uuid.UUID] | None,
 ) -> list[Role]:
-    roles = resolve_role_ids(
+    """The roles asked for; none is valid (such a key can call only what needs no permission)."""
+    return resolve_role_ids(
         session, principal.organization_id, legacy_roles=legacy_roles, role_ids=role_ids
     )
-    if not roles:
-        raise BadRequest("A key needs at least one role: give roles or assignedRoleIds")
-    return roles
 
 
 def _find(session: Session, principal: Principal, key_uuid: uuid.UUID) -> ApiKey:
-    key = session.get(ApiKey, key_uuid)
-    if key is None or key.organization_id != principal.organization_id:
-        raise NotFound("API key not found")
-    return key
+    return find_in_organization(session, principal, ApiKey, key_uuid, "API key")
 
 
 def _encode_cursor(key: ApiKey) -> str:
@@ -114,6 +116,7 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
 
 def list_keys(session: Session, principal: Principal, *, limit: int, cursor: str | None) -> KeyPage:
     """Keys of the organization, oldest first, ``limit`` at a time."""
+    require(principal, Permission.ORGANIZATION_VIEW_API_KEYS)
     in_org = ApiKey.organization_id == principal.organization_id
     query = select(ApiKey).where(in_org)
     if cursor:
@@ -139,6 +142,7 @@ def create_key(
     max_keys: int,
     creation_nonce: str | None = None,
 ) -> CreatedKey:
+    require(principal, Permission.ORGANIZATION_CREATE_API_KEYS)
     if creation_nonce is not None and session.scalar(
         select(ApiKey.id).where(ApiKey.creation_nonce == creation_nonce)
     ):
@@ -214,28 +218,24 @@ def update_key(
     patch: schemas.ApiKeyPatchRequest,
 ) -> ApiKey:
     key = _find(session, principal, key_uuid)
+    require(principal, Permission.ORGANIZATION_UPDATE_API_KEYS)
+    # Nobody may update a key that holds (or would hold) more than they do.
+    actor: Actor = ("apiKey", key.id)
+    before = access_of(session, principal.organization_id, [actor])
+    check_access_change(principal, before, before)
     given = patch.model_fields_set
     changes: list[str] = []
     roles_given = "roles" in given or "assigned_role_ids" in given
+    roles: list[Role] = []
     if roles_given:
         roles = _resolve_roles(
             session, principal, legacy_roles=patch.roles, role_ids=patch.assigned_role_ids
         )
-    else:
-        roles = list(
-            session.scalars(
-                select(Role)
-                .join(RoleAssignment, RoleAssignment.role_id == Role.id)
-                .where(RoleAssignment.actor_type == "apiKey", RoleAssignment.actor_id == key.id)
-            )
-        )
-    # Nobody may update a key that would hold (or already holds) more than they do.
-    check_grantable(principal, roles)
     if "name" in given and patch.name is not None and patch.name != key.name:
         key.name = patch.name
         changes.append("name-changed")
     if roles_given:
-        before = set(
+        held = set(
             session.scalars(
                 select(RoleAssignment.role_id).where(
                     RoleAssignment.actor_type == "apiKey", RoleAssignment.actor_id == key.id
@@ -243,7 +243,7 @@ def update_key(
             )
         )
         assign_roles(session, "apiKey", key.id, roles, organization_id=principal.organization_id)
-        if before != {role.id for role in roles}:
+        if held != {role.id for role in roles}:
             changes.append("role-changed")
     if "state" in given and patch.state is not None and patch.state != key.state:
         key.state = patch.state
@@ -258,6 +258,10 @@ def update_key(
             key.ip_access_list = entries
             changes.append("ip-access-list-changed")
     session.flush()
+    if roles_given:
+        check_access_change(
+            principal, before, access_of(session, principal.organization_id, [actor])
+        )
     for change in changes:
         record(
             session, principal, "openapi_key_update", target_key_id=key.id, key_update_type=change
@@ -267,8 +271,11 @@ def update_key(
 
 def delete_key(session: Session, principal: Principal, key_uuid: uuid.UUID) -> None:
     key = _find(session, principal, key_uuid)
+    require(principal, Permission.ORGANIZATION_DELETE_API_KEYS)
     if principal.actor_type == "apiKey" and principal.actor_id == key.id:
         raise BadRequest("A key cannot delete itself: use another key to delete this one")
+    before = access_of(session, principal.organization_id, [("apiKey", key.id)])
+    check_access_change(principal, before, {})
     unassign_actor(session, "apiKey", key.id)
     session.delete(key)
     session.flush()
@@ -310,6 +317,7 @@ KEY_VIEW_QUERY = (
 
 
 def get_key_view(session: Session, principal: Principal, key_uuid: uuid.UUID) -> schemas.ApiKey:
+    require(principal, Permission.ORGANIZATION_VIEW_API_KEYS)
     rows = (
         session.connection()
         .execute(KEY_VIEW_QUERY, {"key_id": key_uuid, "org_id": principal.organization_id})

@@ -1,8 +1,17 @@
-"""The one policy evaluator: a matching DENY wins over any ALLOW; no match is a refusal."""
+"""The one policy evaluator (a matching DENY wins over any ALLOW; no match is a refusal) and
+the no-escalation rule built on it.
+
+The rule: an actor may change another actor's access only if, after the change, no one gains a
+permission the caller lacks, no DENY that restricts the caller is weakened, and the target's
+effective permissions before the change are a subset of the caller's. Since a weakened DENY
+means someone gains what the caller is denied, it reads as one check per affected actor:
+``before <= caller`` and ``after <= caller``, compared as effective permissions, DENY included.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,3 +65,35 @@ def exceeding_grants(actor: Iterable[Policy], granted: Iterable[Policy]) -> list
                 if not is_allowed(actor, permission, resource):
                     missing.append((permission, resource))
     return missing
+
+
+def _probes(policy_sets: Iterable[Sequence[Policy]], resources: Iterable[str]) -> list[str]:
+    """Resources that decide every question about these policies: each one they name, the given
+    ones, and one instance that none of them names (all such instances are answered alike)."""
+    named = {r for policies in policy_sets for policy in policies for r in policy.resources}
+    return sorted({*named, *resources, "instance/*", f"instance/{uuid.uuid4()}"})
+
+
+def escalation(
+    caller: Sequence[Policy],
+    before: Sequence[Policy],
+    after: Sequence[Policy],
+    *,
+    resources: Iterable[str] = (),
+) -> tuple[str, str, str] | None:
+    """Why changing an actor's policies from ``before`` to ``after`` exceeds ``caller``:
+    ``("holds" | "gains", permission, resource)``, or None when the change is within the rule.
+    ``resources`` adds resources to compare on (the caller's organization)."""
+    sets = (caller, before, after)
+    probes = _probes(sets, resources)
+    permissions = sorted(
+        {p for policies in sets for policy in policies for p in policy.permissions}
+    )
+    for kind, policies in (("holds", before), ("gains", after)):
+        for permission in permissions:
+            for resource in probes:
+                if is_allowed(policies, permission, resource) and not is_allowed(
+                    caller, permission, resource
+                ):
+                    return kind, permission, resource
+    return None

@@ -36,3 +36,18 @@ class Principal:
     def activity_actor_type(self) -> str:
         """The activity log's actor type: 'api' for keys, 'user', or 'system'."""
         return {"apiKey": "api", "user": "user"}.get(self.actor_type, "system")
+
+
+def system_principal(organization_id: uuid.UUID, name: str) -> Principal:
+    """The operator acting offline (``keyhouse`` CLI commands with database access): holds
+    everything in the organization, as Admin does, and is recorded as the ``system`` actor."""
+    from keyhouse.auth.permissions import ADMIN, SYSTEM_ROLES_BY_NAME
+
+    policies = SYSTEM_ROLES_BY_NAME[ADMIN].policies(organization_id)
+    return Principal(
+        actor_type="system",
+        actor_id=None,
+        organization_id=organization_id,
+        name=name,
+        policies=tuple(Policy.from_json(p) for p in policies),
+    )

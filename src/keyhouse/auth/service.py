@@ -121,16 +121,16 @@ def user_principal(
     user_agent: str | None = None,
 ) -> Principal:
     """A signed-in person acting in one organization, with the roles they hold there."""
-    from keyhouse.roles.service import actor_roles
+    from keyhouse.roles.service import held_roles
 
-    roles = actor_roles(session, organization_id, "user", user_id)
+    roles = held_roles(session, "user", [user_id], organization_id=organization_id)[user_id]
     return Principal(
         actor_type="user",
         actor_id=user_id,
         organization_id=organization_id,
         name=name,
-        roles=tuple(ref for ref, _ in roles),
-        policies=tuple(policy for _, policies in roles for policy in policies),
+        roles=tuple(role.ref for role in roles),
+        policies=tuple(policy for role in roles for policy in role.policies()),
         ip_address=ip_address,
         user_agent=user_agent,
     )

@@ -486,14 +486,7 @@ def _can(acting_as: Acting, permission: Permission) -> bool:
 
 
 def _grantable(session: Session, acting_as: Acting) -> list[Role]:
-    grantable = []
-    for role in roles.list_roles(session, acting_as.principal):
-        try:
-            roles.check_grantable(acting_as.principal, [role])
-        except Forbidden:
-            continue
-        grantable.append(role)
-    return grantable
+    return roles.grantable_roles(session, acting_as.principal)
 
 
 @router.get("/o/{org_id}/keys")

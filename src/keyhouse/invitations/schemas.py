@@ -9,17 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from keyhouse.api.wire import MAX_LIST_ITEMS, Wire, WireRequest
 from keyhouse.api_keys.schemas import AssignedRole
 from keyhouse.members.schemas import LegacyMemberRole
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class Invitation(_Wire):
+class Invitation(Wire):
     role: LegacyMemberRole | None = Field(default=None, json_schema_extra={"deprecated": True})
     id: uuid.UUID
     email: str
@@ -29,7 +26,9 @@ class Invitation(_Wire):
     accept_url: str | None = Field(default=None, alias="acceptUrl")
 
 
-class InvitationPostRequest(_Wire):
+class InvitationPostRequest(WireRequest):
     email: str = Field(min_length=3, max_length=320)
     role: LegacyMemberRole | None = Field(default=None, json_schema_extra={"deprecated": True})
-    assigned_role_ids: list[uuid.UUID] | None = Field(default=None, alias="assignedRoleIds")
+    assigned_role_ids: list[uuid.UUID] | None = Field(
+        default=None, alias="assignedRoleIds", max_length=MAX_LIST_ITEMS
+    )

@@ -18,12 +18,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
-from keyhouse.api.errors import BadRequest, Conflict, NotFound
+from keyhouse.api.errors import Conflict, NotFound
 from keyhouse.auth import credentials
+from keyhouse.auth.authorize import find_in_organization, require
+from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal, RoleRef
 from keyhouse.db import utcnow
 from keyhouse.models import Invitation, Membership, Organization, Role, User
-from keyhouse.roles.service import assign_roles, check_grantable, resolve_role_ids
+from keyhouse.roles.service import (
+    assign_roles,
+    check_access_change,
+    check_grantable,
+    policies_of,
+    resolve_role_ids,
+)
 from keyhouse.users.service import get_or_create_user, normalize_email
 
 ACCEPT_PATH = "/console/invitations/accept"
@@ -40,14 +48,21 @@ def _hash(pepper: bytes, token: str) -> str:
 
 
 def roles_of(session: Session, invitation: Invitation) -> list[RoleRef]:
-    ids = [uuid.UUID(role_id) for role_id in invitation.role_ids]
-    roles = session.scalars(
-        select(Role).where(Role.id.in_(ids), Role.organization_id == invitation.organization_id)
-    ).all()
+    roles = _roles(session, invitation)
     return sorted((RoleRef(r.id, r.name, r.type) for r in roles), key=lambda r: r.name)
 
 
+def _roles(session: Session, invitation: Invitation) -> list[Role]:
+    ids = [uuid.UUID(role_id) for role_id in invitation.role_ids]
+    return list(
+        session.scalars(
+            select(Role).where(Role.id.in_(ids), Role.organization_id == invitation.organization_id)
+        )
+    )
+
+
 def list_invitations(session: Session, principal: Principal) -> Sequence[Invitation]:
+    require(principal, Permission.ORGANIZATION_VIEW)
     return session.scalars(
         select(Invitation)
         .where(Invitation.organization_id == principal.organization_id)
@@ -56,9 +71,8 @@ def list_invitations(session: Session, principal: Principal) -> Sequence[Invitat
 
 
 def get_invitation(session: Session, principal: Principal, invitation_id: uuid.UUID) -> Invitation:
-    invitation = session.get(Invitation, invitation_id)
-    if invitation is None or invitation.organization_id != principal.organization_id:
-        raise NotFound("Invitation not found")
+    invitation = find_in_organization(session, principal, Invitation, invitation_id, "Invitation")
+    require(principal, Permission.ORGANIZATION_VIEW)
     return invitation
 
 
@@ -72,13 +86,12 @@ def create_invitation(
     pepper: bytes,
     ttl_days: int,
 ) -> CreatedInvitation:
+    require(principal, Permission.ORGANIZATION_MANAGE)
     email = normalize_email(email)
     org = principal.organization_id
     roles = resolve_role_ids(
         session, org, legacy_roles=[legacy_role] if legacy_role else None, role_ids=role_ids
     )
-    if not roles:
-        raise BadRequest("An invitation needs at least one role: give role or assignedRoleIds")
     check_grantable(principal, roles, what="An invitation")
     member = session.scalar(
         select(User.id)
@@ -114,7 +127,11 @@ def create_invitation(
 
 
 def delete_invitation(session: Session, principal: Principal, invitation_id: uuid.UUID) -> None:
-    invitation = get_invitation(session, principal, invitation_id)
+    invitation = find_in_organization(session, principal, Invitation, invitation_id, "Invitation")
+    require(principal, Permission.ORGANIZATION_MANAGE)
+    # Withdrawing an invitation changes the access someone was offered: the rule applies.
+    offered = {("invitation", invitation.id): policies_of(_roles(session, invitation))}
+    check_access_change(principal, offered, {})
     record(session, principal, "organization_invite_delete", details=invitation.email)
     session.delete(invitation)
     session.flush()
@@ -146,12 +163,7 @@ def accept_invitation(
     user = get_or_create_user(session, email=invitation.email, name=name, password=password)
     if session.get(Membership, (org.id, user.id)) is not None:
         raise Conflict(f"{user.email} is already a member of this organization")
-    roles = session.scalars(
-        select(Role).where(
-            Role.id.in_([uuid.UUID(r) for r in invitation.role_ids]),
-            Role.organization_id == org.id,
-        )
-    ).all()
+    roles = _roles(session, invitation)
     session.add(Membership(organization_id=org.id, user_id=user.id))
     assign_roles(session, "user", user.id, roles, organization_id=org.id)
     session.delete(invitation)

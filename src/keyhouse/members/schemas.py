@@ -6,18 +6,15 @@ import datetime as dt
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from keyhouse.api.wire import MAX_LIST_ITEMS, Wire, WireRequest
 from keyhouse.api_keys.schemas import AssignedRole
 
 LegacyMemberRole = Literal["admin", "developer"]
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class Member(_Wire):
+class Member(Wire):
     user_id: str = Field(alias="userId")
     name: str
     email: str
@@ -26,6 +23,8 @@ class Member(_Wire):
     assigned_roles: list[AssignedRole] = Field(alias="assignedRoles")
 
 
-class MemberPatchRequest(_Wire):
+class MemberPatchRequest(WireRequest):
     role: LegacyMemberRole | None = Field(default=None, json_schema_extra={"deprecated": True})
-    assigned_role_ids: list[uuid.UUID] | None = Field(default=None, alias="assignedRoleIds")
+    assigned_role_ids: list[uuid.UUID] | None = Field(
+        default=None, alias="assignedRoleIds", max_length=MAX_LIST_ITEMS
+    )

@@ -12,13 +12,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
-from keyhouse.api.errors import BadRequest, Conflict, NotFound
-from keyhouse.auth.permissions import ADMIN
+from keyhouse.api.errors import Conflict, NotFound
+from keyhouse.auth.authorize import require
+from keyhouse.auth.permissions import ADMIN, Permission
 from keyhouse.auth.principal import Principal, RoleRef
-from keyhouse.models import ConsoleSession, Membership, Role, User
+from keyhouse.models import ConsoleSession, Membership, User
 from keyhouse.roles.service import (
+    Actor,
+    access_of,
     assign_roles,
-    check_grantable,
+    check_access_change,
     holders_of,
     resolve_role_ids,
     roles_by_actor,
@@ -36,6 +39,7 @@ class MemberRecord:
 
 
 def list_members(session: Session, principal: Principal) -> list[MemberRecord]:
+    require(principal, Permission.ORGANIZATION_VIEW)
     rows = session.execute(
         select(User, Membership)
         .join(Membership, Membership.user_id == User.id)
@@ -48,7 +52,7 @@ def list_members(session: Session, principal: Principal) -> list[MemberRecord]:
     return [MemberRecord(user, membership, roles[user.id]) for user, membership in rows]
 
 
-def get_member(session: Session, principal: Principal, user_id: uuid.UUID) -> MemberRecord:
+def _find_member(session: Session, principal: Principal, user_id: uuid.UUID) -> MemberRecord:
     membership = session.get(Membership, (principal.organization_id, user_id))
     user = session.get(User, user_id) if membership else None
     if membership is None or user is None:
@@ -59,9 +63,10 @@ def get_member(session: Session, principal: Principal, user_id: uuid.UUID) -> Me
     return MemberRecord(user, membership, roles)
 
 
-def _held(session: Session, member: MemberRecord) -> list[Role]:
-    """The member's roles as rows: whoever changes the member must hold what they hold."""
-    return [role for role in (session.get(Role, ref.id) for ref in member.roles) if role]
+def get_member(session: Session, principal: Principal, user_id: uuid.UUID) -> MemberRecord:
+    member = _find_member(session, principal, user_id)
+    require(principal, Permission.ORGANIZATION_VIEW)
+    return member
 
 
 def _ensure_another_admin(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID) -> None:
@@ -79,37 +84,40 @@ def update_member_roles(
     legacy_role: str | None,
     role_ids: Sequence[uuid.UUID] | None,
 ) -> MemberRecord:
-    member = get_member(session, principal, user_id)
+    """Replace the member's roles; an empty list leaves them a member with no permission."""
+    member = _find_member(session, principal, user_id)
+    require(principal, Permission.ORGANIZATION_MANAGE)
     if legacy_role is None and role_ids is None:
         return member
+    org = principal.organization_id
     roles = resolve_role_ids(
-        session,
-        principal.organization_id,
-        legacy_roles=[legacy_role] if legacy_role else None,
-        role_ids=role_ids,
+        session, org, legacy_roles=[legacy_role] if legacy_role else None, role_ids=role_ids
     )
-    if not roles:
-        raise BadRequest("A member needs at least one role: give role or assignedRoleIds")
     # Whoever changes a member's roles must hold what the member holds, before and after.
-    check_grantable(principal, _held(session, member), what="A member")
-    check_grantable(principal, roles, what="A member")
+    actor: Actor = ("user", user_id)
+    before = access_of(session, org, [actor])
+    check_access_change(principal, before, before)
     if ADMIN not in {role.name for role in roles if role.type == "system"}:
-        _ensure_another_admin(session, principal.organization_id, user_id)
-    assign_roles(session, "user", user_id, roles, organization_id=principal.organization_id)
+        _ensure_another_admin(session, org, user_id)
+    assign_roles(session, "user", user_id, roles, organization_id=org)
+    check_access_change(principal, before, access_of(session, org, [actor]))
     record(
         session,
         principal,
         "organization_member_update_roles",
-        details=f"{member.user.email}: {', '.join(sorted(role.name for role in roles))}",
+        details=f"{member.user.email}: {', '.join(sorted(role.name for role in roles)) or '-'}",
     )
-    return get_member(session, principal, user_id)
+    return _find_member(session, principal, user_id)
 
 
 def remove_member(session: Session, principal: Principal, user_id: uuid.UUID) -> None:
-    member = get_member(session, principal, user_id)
-    check_grantable(principal, _held(session, member), what="A member")
-    _ensure_another_admin(session, principal.organization_id, user_id)
-    assign_roles(session, "user", user_id, [], organization_id=principal.organization_id)
+    member = _find_member(session, principal, user_id)
+    require(principal, Permission.ORGANIZATION_MANAGE)
+    org = principal.organization_id
+    before = access_of(session, org, [("user", user_id)])
+    check_access_change(principal, before, {})
+    _ensure_another_admin(session, org, user_id)
+    assign_roles(session, "user", user_id, [], organization_id=org)
     session.delete(member.membership)
     revoke_console_sessions(session, user_id)
     record(session, principal, "organization_member_delete", details=member.user.email)

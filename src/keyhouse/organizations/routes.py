@@ -3,12 +3,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from keyhouse.api.envelope import Envelope, ok
+from keyhouse.api.wire import Wire
 from keyhouse.auth.dependencies import AUTHENTICATED, Context, Require, RequireInOrganization
-from keyhouse.auth.permissions import Permission, organization_resource
+from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
 from keyhouse.organizations import service
 from keyhouse.organizations.schemas import Organization, OrganizationPatchRequest
@@ -24,13 +25,10 @@ router = APIRouter(tags=["Organization"])
 async def list_organizations(
     ctx: Annotated[Context, Depends(Require(AUTHENTICATED))],
 ) -> Response:
-    """The organizations the caller can view: for a key, its own (if it may view it)."""
+    """The caller's organization: any valid key may list its own, even one with no role."""
 
     def visible(session: Session, principal: Principal) -> list[Organization]:
-        resource = organization_resource(principal.organization_id)
-        if not principal.can(Permission.ORGANIZATION_VIEW, resource):
-            return []
-        return [Organization.from_row(service.get_organization(session, principal))]
+        return [Organization.from_row(service.own_organization(session, principal))]
 
     return ok(await ctx.run(visible))
 
@@ -71,10 +69,8 @@ async def update_organization(
     return ok(await ctx.run(update))
 
 
-class WhoAmI(BaseModel):
+class WhoAmI(Wire):
     """Keyhouse follows the newer official spec's ``GET /v1/whoami`` for API keys."""
-
-    model_config = ConfigDict(populate_by_name=True)
 
     actor_type: str = Field(alias="actorType")
     key_id: str | None = Field(default=None, alias="keyId")

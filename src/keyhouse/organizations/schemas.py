@@ -5,14 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from keyhouse.api.wire import Wire, WireRequest
 from keyhouse.models import Organization as OrganizationRow
 
 
-class Organization(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
+class Organization(Wire):
     id: str
     created_at: dt.datetime = Field(alias="createdAt")
     name: str
@@ -30,9 +29,7 @@ class Organization(BaseModel):
         )
 
 
-class OrganizationPatchRequest(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
+class OrganizationPatchRequest(WireRequest):
     name: str | None = Field(default=None, min_length=1, max_length=255)
     private_endpoints: dict[str, Any] | None = Field(default=None, alias="privateEndpoints")
     enable_core_dumps: bool | None = Field(default=None, alias="enableCoreDumps")

@@ -10,17 +10,25 @@ from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
 from keyhouse.api.errors import BadRequest, NotFound
-from keyhouse.auth.permissions import ADMIN
-from keyhouse.auth.principal import Principal
+from keyhouse.auth.authorize import require
+from keyhouse.auth.permissions import ADMIN, Permission
+from keyhouse.auth.principal import Principal, system_principal
 from keyhouse.models import Membership, Organization, User
 from keyhouse.roles.service import assign_roles, seed_system_roles
 from keyhouse.users.service import get_or_create_user, normalize_email
 
 
-def get_organization(session: Session, principal: Principal) -> Organization:
+def own_organization(session: Session, principal: Principal) -> Organization:
+    """The caller's own organization, which any authenticated caller may list."""
     organization = session.get(Organization, principal.organization_id)
     if organization is None:
         raise NotFound("Organization not found")
+    return organization
+
+
+def get_organization(session: Session, principal: Principal) -> Organization:
+    organization = own_organization(session, principal)
+    require(principal, Permission.ORGANIZATION_VIEW)
     return organization
 
 
@@ -32,6 +40,7 @@ def update_organization(
     enable_core_dumps: bool | None,
     private_endpoints_given: bool,
 ) -> Organization:
+    require(principal, Permission.ORGANIZATION_MANAGE)
     if private_endpoints_given:
         raise BadRequest("privateEndpoints: private endpoints are not supported by Keyhouse")
     organization = get_organization(session, principal)
@@ -68,8 +77,6 @@ def create_organization(
     user = get_or_create_user(session, email=email, name=user_name, password=password)
     session.add(Membership(organization_id=organization.id, user_id=user.id))
     assign_roles(session, "user", user.id, [roles[ADMIN]], organization_id=organization.id)
-    system = Principal(
-        actor_type="system", actor_id=None, organization_id=organization.id, name="bootstrap"
-    )
+    system = system_principal(organization.id, "bootstrap")
     record(session, system, "create_organization")
     return Bootstrapped(organization.id, user.id, user.email, user_created=existing is None)

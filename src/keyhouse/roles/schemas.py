@@ -5,23 +5,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from keyhouse.api.wire import MAX_LIST_ITEMS, Wire, WireRequest
 from keyhouse.models import Role
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class RBACPolicyTags(_Wire):
+class RBACPolicyTags(Wire):
     grants: list[str] | None = None
     role_v2: Literal["sql-console-readonly", "sql-console-admin"] | None = Field(
         default=None, alias="roleV2"
     )
 
 
-class RBACPolicy(_Wire):
+class RBACPolicy(Wire):
     id: str
     role_id: str = Field(alias="roleId")
     tenant_id: str = Field(alias="tenantId")
@@ -31,7 +28,7 @@ class RBACPolicy(_Wire):
     tags: RBACPolicyTags | None = None
 
 
-class RBACRole(_Wire):
+class RBACRole(Wire):
     id: str
     tenant_id: str = Field(alias="tenantId")
     owner_id: str = Field(alias="ownerId")
@@ -70,22 +67,22 @@ def _policy(role: Role, tenant: str, policy: dict[str, Any]) -> RBACPolicy:
     )
 
 
-class RBACPolicyCreateRequest(_Wire):
+class RBACPolicyCreateRequest(Wire):
     allow_deny: Literal["ALLOW", "DENY"] = Field(alias="allowDeny")
-    permissions: list[str] = Field(min_length=1)
-    resources: list[str] = Field(min_length=1)
+    permissions: list[str] = Field(min_length=1, max_length=MAX_LIST_ITEMS)
+    resources: list[str] = Field(min_length=1, max_length=MAX_LIST_ITEMS)
     tags: RBACPolicyTags | None = None
 
 
-class RoleCreateRequest(_Wire):
+class RoleCreateRequest(WireRequest):
     name: str = Field(min_length=1, max_length=255)
-    actors: list[str]
-    policies: list[RBACPolicyCreateRequest]
+    actors: list[str] = Field(max_length=MAX_LIST_ITEMS)
+    policies: list[RBACPolicyCreateRequest] = Field(max_length=MAX_LIST_ITEMS)
 
 
-class RoleUpdateRequest(_Wire):
+class RoleUpdateRequest(WireRequest):
     """Absent fields are left as they are; given lists replace the whole list."""
 
     name: str | None = Field(default=None, min_length=1, max_length=255)
-    actors: list[str] | None = None
-    policies: list[RBACPolicyCreateRequest] | None = None
+    actors: list[str] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
+    policies: list[RBACPolicyCreateRequest] | None = Field(default=None, max_length=MAX_LIST_ITEMS)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -12,13 +13,15 @@ from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
 from keyhouse.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from keyhouse.auth.authorize import find_in_organization, require
 from keyhouse.auth.permissions import (
     LEGACY_ROLE_TO_SYSTEM,
     SYSTEM_ROLES,
     SYSTEM_TO_LEGACY_ROLE,
     Permission,
+    organization_resource,
 )
-from keyhouse.auth.policy import Policy, exceeding_grants
+from keyhouse.auth.policy import Policy, escalation, exceeding_grants
 from keyhouse.auth.principal import Principal, RoleRef
 from keyhouse.db import utcnow
 from keyhouse.models import ROLE_ASSIGNMENTS, ROLES, ApiKey, Membership, Role, RoleAssignment
@@ -47,6 +50,11 @@ def seed_system_roles(session: Session, organization_id: uuid.UUID) -> dict[str,
 
 
 def list_roles(session: Session, principal: Principal) -> Sequence[Role]:
+    require(principal, Permission.ORGANIZATION_VIEW)
+    return _roles_of_organization(session, principal)
+
+
+def _roles_of_organization(session: Session, principal: Principal) -> Sequence[Role]:
     return session.scalars(
         select(Role)
         .where(Role.organization_id == principal.organization_id)
@@ -55,10 +63,20 @@ def list_roles(session: Session, principal: Principal) -> Sequence[Role]:
 
 
 def get_role(session: Session, principal: Principal, role_id: uuid.UUID) -> Role:
-    role = session.get(Role, role_id)
-    if role is None or role.organization_id != principal.organization_id:
-        raise NotFound("Role not found")
+    role = find_in_organization(session, principal, Role, role_id, "Role")
+    require(principal, Permission.ORGANIZATION_VIEW)
     return role
+
+
+def grantable_roles(session: Session, principal: Principal) -> list[Role]:
+    """The roles ``principal`` may give a key, a member or an invitation (those granting
+    nothing it lacks), for the console's forms: listing them needs no view permission, as
+    the caller holds all they grant."""
+    return [
+        role
+        for role in _roles_of_organization(session, principal)
+        if not exceeding_grants(principal.policies, policies_of([role]))
+    ]
 
 
 def role_actors(session: Session, role_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
@@ -76,24 +94,43 @@ def role_actors(session: Session, role_ids: Iterable[uuid.UUID]) -> dict[uuid.UU
     return actors
 
 
-def actor_roles(
-    session: Session, organization_id: uuid.UUID, actor_type: str, actor_id: uuid.UUID
-) -> list[tuple[RoleRef, list[Policy]]]:
-    """The roles held by one actor in one organization, with their parsed policies."""
-    rows = session.execute(
-        select(Role.id, Role.name, Role.type, Role.policies)
-        .join(RoleAssignment, RoleAssignment.role_id == Role.id)
-        .where(
-            RoleAssignment.actor_type == actor_type,
-            RoleAssignment.actor_id == actor_id,
-            Role.organization_id == organization_id,
+@dataclass(frozen=True)
+class HeldRole:
+    ref: RoleRef
+    policies_json: list[dict[str, Any]]
+
+    def policies(self) -> list[Policy]:
+        return [Policy.from_json(p) for p in self.policies_json]
+
+
+def held_roles(
+    session: Session,
+    actor_type: str,
+    actor_ids: Iterable[uuid.UUID],
+    *,
+    organization_id: uuid.UUID | None = None,
+) -> dict[uuid.UUID, list[HeldRole]]:
+    """The roles each actor holds (in one organization, if given), by name: the one query for
+    the roles of actors, used by key and member views, principals and the no-escalation rule."""
+    held: dict[uuid.UUID, list[HeldRole]] = {actor_id: [] for actor_id in actor_ids}
+    if not held:
+        return held
+    query = (
+        select(
+            ROLE_ASSIGNMENTS.c.actor_id, ROLES.c.id, ROLES.c.name, ROLES.c.type, ROLES.c.policies
         )
-        .order_by(Role.name)
+        .join(ROLES, ROLES.c.id == ROLE_ASSIGNMENTS.c.role_id)
+        .where(
+            ROLE_ASSIGNMENTS.c.actor_type == actor_type,
+            ROLE_ASSIGNMENTS.c.actor_id.in_(held),
+        )
+        .order_by(ROLES.c.name)
     )
-    return [
-        (RoleRef(role_id, name, type_), [Policy.from_json(p) for p in policies])
-        for role_id, name, type_, policies in rows
-    ]
+    if organization_id is not None:
+        query = query.where(ROLES.c.organization_id == organization_id)
+    for actor_id, role_id, name, role_type, policies in session.connection().execute(query):
+        held[actor_id].append(HeldRole(RoleRef(role_id, name, role_type), policies))
+    return held
 
 
 def roles_by_actor(
@@ -103,24 +140,62 @@ def roles_by_actor(
     *,
     organization_id: uuid.UUID | None = None,
 ) -> dict[uuid.UUID, list[RoleRef]]:
-    """The roles each of ``actor_ids`` holds (in one organization, if given), in one query."""
-    roles: dict[uuid.UUID, list[RoleRef]] = {actor_id: [] for actor_id in actor_ids}
-    if not roles:
-        return roles
-    query = (
-        select(ROLE_ASSIGNMENTS.c.actor_id, ROLES.c.id, ROLES.c.name, ROLES.c.type)
-        .join(ROLES, ROLES.c.id == ROLE_ASSIGNMENTS.c.role_id)
-        .where(
-            ROLE_ASSIGNMENTS.c.actor_type == actor_type,
-            ROLE_ASSIGNMENTS.c.actor_id.in_(roles),
+    """The roles each of ``actor_ids`` holds, as references (for wire views)."""
+    held = held_roles(session, actor_type, actor_ids, organization_id=organization_id)
+    return {actor_id: [role.ref for role in roles] for actor_id, roles in held.items()}
+
+
+# An actor whose access can change: ("apiKey" | "user" | "invitation", id).
+Actor = tuple[str, uuid.UUID]
+
+
+def access_of(
+    session: Session, organization_id: uuid.UUID, actors: Iterable[Actor]
+) -> dict[Actor, list[Policy]]:
+    """The policies each actor holds in the organization now (none for an actor with no roles
+    or that no longer exists)."""
+    access: dict[Actor, list[Policy]] = {}
+    by_type: dict[str, list[uuid.UUID]] = {}
+    for actor_type, actor_id in actors:
+        by_type.setdefault(actor_type, []).append(actor_id)
+    for actor_type, ids in by_type.items():
+        held = held_roles(session, actor_type, ids, organization_id=organization_id)
+        for actor_id, roles in held.items():
+            access[(actor_type, actor_id)] = [p for role in roles for p in role.policies()]
+    return access
+
+
+def check_access_change(
+    principal: Principal,
+    before: Mapping[Actor, Sequence[Policy]],
+    after: Mapping[Actor, Sequence[Policy]],
+) -> None:
+    """403 unless changing every actor's access from ``before`` to ``after`` obeys the
+    no-escalation rule (``keyhouse.auth.policy``) for ``principal``. Called after the change
+    is flushed: the refusal rolls the whole transaction back, so nothing of it remains."""
+    org = organization_resource(principal.organization_id)
+    for actor in sorted(before.keys() | after.keys()):
+        why = escalation(
+            principal.policies, before.get(actor, ()), after.get(actor, ()), resources=[org]
         )
-        .order_by(ROLES.c.name)
-    )
-    if organization_id is not None:
-        query = query.where(ROLES.c.organization_id == organization_id)
-    for actor_id, role_id, name, role_type in session.connection().execute(query):
-        roles[actor_id].append(RoleRef(role_id, name, role_type))
-    return roles
+        if why is None:
+            continue
+        kind, permission, resource = why
+        you = actor == (principal.actor_type, principal.actor_id)
+        who = "you" if you else f"{actor[0]}/{actor[1]}"
+        if kind == "holds":
+            raise Forbidden(
+                f"FORBIDDEN: {who} holds {permission} on {resource}, which you do not hold: "
+                "you cannot change its access"
+            )
+        raise Forbidden(
+            f"FORBIDDEN: this change would give {who} {permission} on {resource}, which you "
+            "do not hold" + (" (a DENY that restricts you cannot be lifted by you)" if you else "")
+        )
+
+
+def policies_of(roles: Iterable[Role]) -> list[Policy]:
+    return [Policy.from_json(p) for role in roles for p in role.policies]
 
 
 def resolve_role_ids(
@@ -302,6 +377,7 @@ def create_role(
     actors: Sequence[str],
     policies: Sequence[RBACPolicyCreateRequest],
 ) -> Role:
+    require(principal, Permission.ORGANIZATION_MANAGE)
     org = principal.organization_id
     role = Role(
         organization_id=org,
@@ -311,18 +387,30 @@ def create_role(
     )
     check_grantable(principal, [role], what="A role")
     parsed_actors = _check_actors(session, org, actors)
+    before = access_of(session, org, parsed_actors)
     session.add(role)
     session.flush()
     _set_actors(session, role, parsed_actors)
+    check_access_change(principal, before, access_of(session, org, parsed_actors))
     record(session, principal, "role_create", details=f"role {role.id} ({role.name})")
     return role
 
 
 def _custom(session: Session, principal: Principal, role_id: uuid.UUID) -> Role:
-    role = get_role(session, principal, role_id)
+    role = find_in_organization(session, principal, Role, role_id, "Role")
+    require(principal, Permission.ORGANIZATION_MANAGE)
     if role.type == "system":
         raise Forbidden(f"FORBIDDEN: {role.name} is a system role; system roles cannot be changed")
     return role
+
+
+def _actors_of(session: Session, role: Role) -> list[Actor]:
+    rows = session.execute(
+        select(RoleAssignment.actor_type, RoleAssignment.actor_id).where(
+            RoleAssignment.role_id == role.id
+        )
+    )
+    return [(actor_type, actor_id) for actor_type, actor_id in rows]
 
 
 def update_role(
@@ -336,17 +424,22 @@ def update_role(
 ) -> Role:
     org = principal.organization_id
     role = _custom(session, principal, role_id)
-    # Whoever changes a role must hold what it grants, before and after the change.
+    # Whoever changes a role must hold what it grants, before and after the change ...
     check_grantable(principal, [role], what="A role")
+    new_actors = _check_actors(session, org, actors) if actors is not None else []
+    # ... and the access of everyone who holds it, before or after, follows the rule.
+    affected = list(dict.fromkeys([*_actors_of(session, role), *new_actors]))
+    before = access_of(session, org, affected)
     if name is not None:
         role.name = _check_name(session, org, name, role.id)
     if policies is not None:
         role.policies = _check_policies(org, policies)
         check_grantable(principal, [role], what="A role")
     if actors is not None:
-        _set_actors(session, role, _check_actors(session, org, actors))
+        _set_actors(session, role, new_actors)
     role.updated_at = utcnow()
     session.flush()
+    check_access_change(principal, before, access_of(session, org, affected))
     record(session, principal, "role_update", details=f"role {role.id} ({role.name})")
     return role
 
@@ -354,9 +447,13 @@ def update_role(
 def delete_role(session: Session, principal: Principal, role_id: uuid.UUID) -> None:
     role = _custom(session, principal, role_id)
     check_grantable(principal, [role], what="A role")
+    affected = _actors_of(session, role)
+    before = access_of(session, principal.organization_id, affected)
     record(session, principal, "role_delete", details=f"role {role.id} ({role.name})")
+    session.execute(delete(RoleAssignment).where(RoleAssignment.role_id == role.id))
     session.delete(role)
     session.flush()
+    check_access_change(principal, before, access_of(session, principal.organization_id, affected))
 
 
 def system_role(session: Session, organization_id: uuid.UUID, name: str) -> Role:
