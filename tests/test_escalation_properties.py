@@ -90,3 +90,105 @@ def test_keys_and_roles_never_grant_more_than_their_creator(
             for resource in [org_resource, *INSTANCES]:
                 if is_allowed(target_parsed, permission, resource):
                     assert is_allowed(actor_parsed, permission, resource)
+
+
+def _access(client: TestClient, org: Org) -> dict[str, list[Policy]]:
+    """Each actor's policies, read back through the Role Management API."""
+    access: dict[str, list[Policy]] = {}
+    for role in client.get(org.url("/roles"), auth=org.auth).json()["result"]:
+        for actor in role["actors"]:
+            access.setdefault(actor, []).extend(Policy.from_json(p) for p in role["policies"])
+    return access
+
+
+def _effective(policies: list[Policy], resources: list[str]) -> set[tuple[str, str]]:
+    return {
+        (permission, resource)
+        for permission in [*PERMISSIONS, *BASE]
+        for resource in resources
+        if is_allowed(policies, permission, resource)
+    }
+
+
+@HYPOTHESIS
+@given(data=st.data())
+def test_no_change_by_anyone_lifts_a_deny_or_reaches_past_the_caller(
+    client: TestClient, org: Org, data: st.DataObject
+) -> None:
+    """Random role graphs with DENY policies; the caller changes actors, policies, key roles, or
+    deletes a role or a key. Accepted: every actor whose access changed held, and now holds,
+    nothing the caller lacks (so the caller lifted no DENY on itself). Refused: nothing changed."""
+    org_resource = f"organization/{org.id}"
+    resources = [org_resource, *INSTANCES, f"instance/{uuid.UUID(int=3)}"]
+    base = {
+        "allowDeny": "ALLOW",
+        "permissions": [
+            *BASE,
+            "control-plane:organization:view-api-keys",
+            "control-plane:organization:update-api-keys",
+            "control-plane:organization:delete-api-keys",
+        ],
+        "resources": [org_resource],
+    }
+    caller_role = _role(client, org, [base, *data.draw(policy_sets(org_resource))]).json()
+    caller_key = create_key(
+        client, org, name="caller", assignedRoleIds=[caller_role["result"]["id"]]
+    )
+    others = [create_key(client, org, name=f"k{i}", roles=["developer"])["key"] for i in range(2)]
+    actors = [f"apiKey/{caller_key['key']['id']}", *(f"apiKey/{k['id']}" for k in others)]
+    roles = []
+    for index in range(2):
+        body = {
+            "name": f"g{index}-{uuid.uuid4().hex[:6]}",
+            "actors": data.draw(st.lists(st.sampled_from(actors), unique=True), label="actors"),
+            "policies": data.draw(policy_sets(org_resource), label="policies"),
+        }
+        roles.append(client.post(org.url("/roles"), json=body, auth=org.auth).json()["result"])
+    role_ids = [role["id"] for role in roles]
+
+    before = _access(client, org)
+    caller_policies = before[actors[0]]
+    op = data.draw(
+        st.sampled_from(["actors", "policies", "delete-role", "key-roles", "delete-key"])
+    )
+    auth = key_auth(caller_key)
+    if op == "actors":
+        new = data.draw(st.lists(st.sampled_from(actors), unique=True), label="new actors")
+        response = client.patch(
+            org.url(f"/roles/{data.draw(st.sampled_from(role_ids))}"),
+            json={"actors": new},
+            auth=auth,
+        )
+    elif op == "policies":
+        new_policies = data.draw(policy_sets(org_resource), label="new policies")
+        response = client.patch(
+            org.url(f"/roles/{data.draw(st.sampled_from(role_ids))}"),
+            json={"policies": new_policies},
+            auth=auth,
+        )
+    elif op == "delete-role":
+        response = client.delete(
+            org.url(f"/roles/{data.draw(st.sampled_from(role_ids))}"), auth=auth
+        )
+    elif op == "key-roles":
+        target = data.draw(st.sampled_from([caller_key["key"], *others]))
+        chosen = data.draw(st.lists(st.sampled_from(role_ids), unique=True), label="key roles")
+        response = client.patch(
+            org.url(f"/keys/{target['id']}"), json={"assignedRoleIds": chosen}, auth=auth
+        )
+    else:
+        target = data.draw(st.sampled_from(others))
+        response = client.delete(org.url(f"/keys/{target['id']}"), auth=auth)
+    after = _access(client, org)
+
+    if response.status_code != 200:
+        assert response.status_code == 403, response.text
+        assert after == before
+        return
+    caller = _effective(caller_policies, resources)
+    for actor in set(before) | set(after):
+        held = _effective(before.get(actor, []), resources)
+        holds = _effective(after.get(actor, []), resources)
+        if held != holds:
+            assert held <= caller, (actor, held - caller)
+            assert holds <= caller, (actor, holds - caller)
