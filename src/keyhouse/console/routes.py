@@ -237,6 +237,7 @@ async def page(
     work: Callable[[Session, Acting], dict[str, Any]],
     template: str,
     nav: str,
+    status: int = 200,
     **extra: Any,
 ) -> Response:
     """A GET page: the user's data, rendered; sign-in and errors handled alike everywhere."""
@@ -251,6 +252,7 @@ async def page(
     return render(
         request,
         template,
+        status=status,
         user=who.user,
         org=who.org,
         orgs=who.orgs,
@@ -703,6 +705,8 @@ async def key_state(request: Request, org_id: uuid.UUID, key_id: uuid.UUID) -> R
 async def delete_key_page(request: Request, org_id: uuid.UUID, key_id: uuid.UUID) -> Response:
     def work(session: Session, a: Acting) -> dict[str, Any]:
         key = keys.get_key_view(session, a.principal, key_id)
+        if not _can(a, Permission.ORGANIZATION_DELETE_API_KEYS):
+            raise Forbidden("Your role cannot delete API keys")
         return {
             "title": f"Delete API key “{key.name}”",
             "warning": (
@@ -826,7 +830,13 @@ async def invite(request: Request, org_id: uuid.UUID) -> Response:
         return _login_redirect(request)
     except ApiError as error:
         return await page(
-            request, org_id, _members_context, "members.html", "members", error=friendly(error)
+            request,
+            org_id,
+            _members_context,
+            "members.html",
+            "members",
+            status=error.status,
+            error=friendly(error),
         )
     if not result["link"]:
         return redirect(f"/console/o/{org_id}/members?msg=invited")
@@ -861,6 +871,8 @@ async def change_member_role(request: Request, org_id: uuid.UUID, user_id: uuid.
 async def remove_member_page(request: Request, org_id: uuid.UUID, user_id: uuid.UUID) -> Response:
     def work(session: Session, a: Acting) -> dict[str, Any]:
         member = members.get_member(session, a.principal, user_id)
+        if not _can(a, Permission.ORGANIZATION_MANAGE):
+            raise Forbidden("Your role cannot remove members")
         return {
             "title": f"Remove {member.user.email}",
             "warning": (
