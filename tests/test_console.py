@@ -92,7 +92,7 @@ def test_sign_in_is_throttled_per_account(settings: Settings, org: Org) -> None:
         throttled.close()
     assert codes == [401, 401, 429]
     assert right.status_code == 429  # type: ignore[attr-defined]
-    assert "Too many failed sign-ins" in right.text  # type: ignore[attr-defined]
+    assert "Too many sign-in attempts" in right.text  # type: ignore[attr-defined]
 
 
 def test_idle_sessions_expire(client: TestClient, org: Org, state: AppState) -> None:

@@ -245,9 +245,9 @@ def test_concurrent_invitations_for_one_email_are_a_conflict_not_an_error(
     import asyncio
 
     from keyhouse.api.errors import Conflict
-    from keyhouse.auth.dependencies import run_in_transaction
     from keyhouse.auth.service import user_principal
     from keyhouse.invitations.service import create_invitation
+    from keyhouse.transactions import run_in_transaction
 
     def invite(session: Any) -> None:
         admin = user_principal(session, user_id=org.user_id, name="a", organization_id=org.id)

@@ -11,7 +11,11 @@ from keyhouse.docs import api_routes, requirements
 
 # Documented Keyhouse extensions (README, "Compatibility").
 EXTRA_OPERATIONS = {("get", "/v1/whoami")}
-EXTRA_PARAMETERS = {("get", "/v1/organizations/{organizationId}/keys"): {"limit", "cursor"}}
+EXTRA_PARAMETERS = {
+    ("get", "/v1/organizations/{organizationId}/keys"): {"limit", "cursor"},
+    ("get", "/v1/organizations/{organizationId}/activities"): {"extensions"},
+    ("get", "/v1/organizations/{organizationId}/activities/{activityId}"): {"extensions"},
+}
 EXTRA_RESULT_FIELDS = {
     "ApiKey": {"createdBy"},
     "Invitation": {"acceptUrl"},

@@ -7,15 +7,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
 
 from keyhouse import __version__
 from keyhouse.activities.routes import router as activities_router
 from keyhouse.api import handlers
 from keyhouse.api.envelope import ErrorEnvelope
-from keyhouse.api.middleware import RequestIdMiddleware
+from keyhouse.api.errors import ServiceUnavailable
+from keyhouse.api.handlers import error_response
+from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from keyhouse.api_keys.routes import router as keys_router
 from keyhouse.config import Settings
 from keyhouse.console.routes import router as console_router
@@ -24,6 +27,7 @@ from keyhouse.members.routes import router as members_router
 from keyhouse.organizations.routes import router as organizations_router
 from keyhouse.roles.routes import router as roles_router
 from keyhouse.state import AppState
+from keyhouse.transactions import run_in_transaction
 
 DESCRIPTION = (
     "Keyhouse implements the ClickHouse Cloud management API v1 on your own machines. "
@@ -53,12 +57,24 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     )
     app.state.keyhouse = state
     handlers.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
 
     async def healthz() -> JSONResponse:
+        """Liveness: the process answers. It touches nothing else, so an outage of the
+        database does not get a healthy process restarted."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz() -> Response:
+        """Readiness: the database answers (503 in the envelope when it does not)."""
+        try:
+            await run_in_transaction(state, lambda session: session.execute(text("SELECT 1")))
+        except ServiceUnavailable as error:
+            return error_response(error.status, error.message, error.headers)
         return JSONResponse({"status": "ok"})
 
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
 
     v1 = APIRouter(prefix="/v1")
     v1.include_router(organizations_router)
@@ -93,8 +109,10 @@ ERROR_STATUSES = {
     "403": "The key lacks the permission, or the request comes from outside its IP list.",
     "404": "No such resource in the caller's organization.",
     "409": "Quota reached or conflicting state.",
+    "413": "The request body is over the size limit.",
     "429": "Rate limit reached; see the X-RateLimit-Reset and Retry-After headers.",
     "500": "Internal error; the body carries no details.",
+    "503": "The database is unavailable or timed out; see the Retry-After header.",
 }
 
 

@@ -49,11 +49,21 @@ class Settings(BaseSettings):
     # Threads (and database connections) per server process for requests' database work.
     # Two per core measured best here (4 vs 16 threads: +19 % on SQLite, +23 % on a local
     # PostgreSQL); raise it when the database is far away and requests mostly wait on it.
+    # Request bodies over this many bytes are refused (413) before parsing or authentication.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Seconds to connect to the database, and at most for one statement (PostgreSQL) or one
+    # wait for SQLite's write lock; past them a request fails fast with a 503.
+    database_connect_timeout: float = Field(default=5, gt=0, le=300)
+    database_statement_timeout: float = Field(default=30, gt=0, le=3600)
+    # Failed authentications allowed per client address and per key ID ("N/Ss" or "off");
+    # over them, 429 until the moving window has room again.
+    auth_failures_per_ip: str = "30/60s"
+    auth_failures_per_key_id: str = "10/60s"
     worker_threads: int = Field(
         default_factory=lambda: min(32, 2 * (os.cpu_count() or 1)), ge=1, le=256
     )
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "auth_failures_per_ip", "auth_failures_per_key_id")
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
         parse_rate_limit(value)

@@ -59,31 +59,55 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine whose pool holds ``pool_size`` connections (plus a few for bursts)."""
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    connect_timeout: float = 5,
+    statement_timeout: float = 30,
+) -> Engine:
+    """An engine whose pool holds ``pool_size`` connections (plus a few for bursts).
+
+    Nothing waits forever: connecting gives up after ``connect_timeout`` seconds, and so does
+    waiting for a pooled connection; a statement (PostgreSQL) or a wait for SQLite's write lock
+    gives up after ``statement_timeout``. On PostgreSQL, TCP keepalives and ``tcp_user_timeout``
+    notice a silent network cut instead of hanging on it.
+    """
     url = normalize_database_url(url)
     parsed = make_url(url)
+    pool = {"pool_size": pool_size, "max_overflow": 4, "pool_timeout": connect_timeout}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             from pathlib import Path
 
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url, connect_args={"timeout": 30}, pool_size=pool_size, max_overflow=4
-        )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, connect_args={"timeout": statement_timeout}, **pool)
+        event.listen(engine, "connect", _sqlite_pragmas(statement_timeout))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=4)
+    statement_ms = int(statement_timeout * 1000)
+    connect_args = {
+        "connect_timeout": max(1, round(connect_timeout)),
+        "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": statement_ms,
+    }
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **pool)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout: float) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.close()
+
+    return on_connect
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from keyhouse.auth.ratelimit import KeyRateLimiter
-from keyhouse.config import IPNetwork, Settings
-from keyhouse.console.sessions import LoginThrottle
+from keyhouse.auth.ratelimit import AuthFailureLimiter, KeyRateLimiter, LoginThrottle
+from keyhouse.config import IPNetwork, Settings, parse_rate_limit
 from keyhouse.db import make_engine, make_sessionmaker
 
 
@@ -25,10 +24,16 @@ class AppState:
     # Runs each request's database work; as many threads as the engine has connections.
     executor: ThreadPoolExecutor
     login_throttle: LoginThrottle
+    auth_failures: AuthFailureLimiter
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
-        engine = make_engine(settings.database_url, pool_size=settings.worker_threads)
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.worker_threads,
+            connect_timeout=settings.database_connect_timeout,
+            statement_timeout=settings.database_statement_timeout,
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -40,6 +45,11 @@ class AppState:
             login_throttle=LoginThrottle(
                 settings.login_failures_per_account,
                 settings.login_failures_per_ip,
+                settings.redis_url,
+            ),
+            auth_failures=AuthFailureLimiter(
+                parse_rate_limit(settings.auth_failures_per_ip),
+                parse_rate_limit(settings.auth_failures_per_key_id),
                 settings.redis_url,
             ),
         )

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -9,12 +8,17 @@ from sqlalchemy.orm import Session
 from keyhouse.activities import service
 from keyhouse.activities.schemas import Activity
 from keyhouse.api.envelope import Envelope, ok
+from keyhouse.api.wire import UtcDateTime
 from keyhouse.auth.dependencies import Context, RequireInOrganization
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
 
 router = APIRouter(prefix="/organizations/{organizationId}/activities", tags=["Organization"])
 
+EXTENSIONS = (
+    "Keyhouse extension: also return Keyhouse-only activity types (role_create, role_update, "
+    "role_delete), which are outside the official enum."
+)
 CanView = Annotated[
     Context, Depends(RequireInOrganization(Permission.ORGANIZATION_VIEW_ACTIVITIES))
 ]
@@ -23,12 +27,13 @@ CanView = Annotated[
 @router.get("", operation_id="activityGetList", response_model=Envelope[list[Activity]])
 async def list_activities(
     ctx: CanView,
-    from_date: Annotated[dt.datetime | None, Query(description="A starting date")] = None,
-    to_date: Annotated[dt.datetime | None, Query(description="An ending date")] = None,
+    from_date: Annotated[UtcDateTime | None, Query(description="A starting date")] = None,
+    to_date: Annotated[UtcDateTime | None, Query(description="An ending date")] = None,
+    extensions: Annotated[bool, Query(description=EXTENSIONS)] = False,
 ) -> Response:
     def activities(session: Session, principal: Principal) -> list[Activity]:
         rows = service.list_activities(
-            session, principal, from_date=_aware(from_date), to_date=_aware(to_date)
+            session, principal, from_date=from_date, to_date=to_date, extensions=extensions
         )
         return [Activity.from_row(row) for row in rows]
 
@@ -36,14 +41,13 @@ async def list_activities(
 
 
 @router.get("/{activityId}", operation_id="activityGet", response_model=Envelope[Activity])
-async def get_activity(ctx: CanView, activityId: str) -> Response:  # noqa: N803
+async def get_activity(
+    ctx: CanView,
+    activityId: str,  # noqa: N803
+    extensions: Annotated[bool, Query(description=EXTENSIONS)] = False,
+) -> Response:
     def activity(session: Session, principal: Principal) -> Activity:
-        return Activity.from_row(service.get_activity(session, principal, activityId))
+        found = service.get_activity(session, principal, activityId, extensions=extensions)
+        return Activity.from_row(found)
 
     return ok(await ctx.run(activity))
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value

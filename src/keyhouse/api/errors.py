@@ -7,7 +7,11 @@
     ├── NotFound            404  no such resource in the caller's organization
     ├── MethodNotAllowed    405
     ├── Conflict            409  quota reached, state conflict
-    └── TooManyRequests     429  per-key rate limit; carries Retry-After / X-RateLimit-Reset
+    ├── TooManyRequests     429  per-key rate limit or too many failed authentications;
+    │                            carries Retry-After / X-RateLimit-Reset
+    └── ServiceUnavailable  503  the database cannot be reached or timed out; carries Retry-After
+
+(A body over the size limit is refused with 413 by ``BodyLimitMiddleware``, before routing.)
 
 Messages are safe to show: they never contain a secret or an internal detail.
 """
@@ -50,3 +54,7 @@ class Conflict(ApiError):
 
 class TooManyRequests(ApiError):
     status = 429
+
+
+class ServiceUnavailable(ApiError):
+    status = 503

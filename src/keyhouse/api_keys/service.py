@@ -354,7 +354,7 @@ def _view(key: Any, roles: Sequence[RoleRef]) -> schemas.ApiKey:
         key_suffix=key.key_suffix,
         created_at=key.created_at,
         expire_at=key.expire_at,
-        used_at=key.used_at,
+        used_at=max(key.used_at, key.created_at) if key.used_at else None,
         ip_access_list=[
             schemas.IpAccessListEntry.model_construct(**entry) for entry in key.ip_access_list or []
         ],

@@ -14,26 +14,24 @@ at 0.08 ms a hop, against 0.17 ms for anyio's ``run_in_threadpool``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextvars
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
 from fastapi import Path, Request
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from keyhouse.api.errors import Conflict, Forbidden, NotFound, Unauthorized
-from keyhouse.auth.network import client_address
+from keyhouse.api.errors import Forbidden, NotFound, Unauthorized
+from keyhouse.auth.network import request_address
 from keyhouse.auth.permissions import Permission, organization_resource
 from keyhouse.auth.principal import Principal
 from keyhouse.auth.service import KEY_NOT_FOUND, authenticate_key
 from keyhouse.db import utcnow
 from keyhouse.state import AppState
+from keyhouse.transactions import run_in_transaction
 
 AUTHENTICATED = "authenticated"
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="keyhouse"'}
@@ -49,7 +47,7 @@ def parse_basic(header: str | None) -> tuple[str, str]:
         raise Unauthorized("UNAUTHORIZED: Use HTTP Basic authentication", headers=BASIC_CHALLENGE)
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # not base64, not ASCII, or not UTF-8
         raise Unauthorized(
             "UNAUTHORIZED: Malformed HTTP Basic credentials", headers=BASIC_CHALLENGE
         ) from None
@@ -59,37 +57,13 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     return key_id, secret
 
 
-async def run_in_transaction(state: AppState, call: Callable[[Session], T]) -> T:
-    """Run ``call(session)`` on the app's database threads; commit, or roll back on error."""
-
-    def transaction() -> T:
-        with state.sessionmaker() as session:
-            try:
-                result = call(session)
-                session.commit()
-                return result
-            except IntegrityError:
-                # A unique constraint lost a race the service's own checks could not see.
-                session.rollback()
-                raise Conflict(
-                    "The request conflicts with a change made at the same time; retry it"
-                ) from None
-            except BaseException:
-                session.rollback()
-                raise
-
-    context = contextvars.copy_context()
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(state.executor, context.run, transaction)
-
-
 @dataclass(frozen=True)
 class Context:
     """What a route needs to run its service call inside the request's transaction."""
 
-    state: AppState
+    state: AppState = field(repr=False)
     key_id: str
-    key_secret: str
+    key_secret: str = field(repr=False)
     ip_address: str | None
     user_agent: str | None
     permission: str
@@ -98,16 +72,23 @@ class Context:
     async def run(self, call: Callable[[Session, Principal], T]) -> T:
         """Authenticate, authorize and run ``call(session, principal)`` in one transaction."""
 
+        failures = self.state.auth_failures
+        failures.check(self.ip_address, self.key_id)
+
         def authenticated(session: Session) -> T:
-            principal = authenticate_key(
-                session,
-                pepper=self.state.pepper,
-                key_id=self.key_id,
-                key_secret=self.key_secret,
-                ip_address=self.ip_address,
-                user_agent=self.user_agent,
-                now=utcnow(),
-            )
+            try:
+                principal = authenticate_key(
+                    session,
+                    pepper=self.state.pepper,
+                    key_id=self.key_id,
+                    key_secret=self.key_secret,
+                    ip_address=self.ip_address,
+                    user_agent=self.user_agent,
+                    now=utcnow(),
+                )
+            except Unauthorized:
+                failures.failed(self.ip_address, self.key_id)
+                raise
             self._authorize(principal)
             self.state.rate_limiter.check(str(principal.actor_id))
             return call(session, principal)
@@ -126,14 +107,11 @@ class Context:
 def _context(request: Request, permission: str, organization_id: uuid.UUID | None) -> Context:
     state: AppState = request.app.state.keyhouse
     key_id, secret = parse_basic(request.headers.get("authorization"))
-    peer = request.client.host if request.client else None
     return Context(
         state=state,
         key_id=key_id,
         key_secret=secret,
-        ip_address=client_address(
-            peer, request.headers.get("x-forwarded-for"), state.trusted_proxies
-        ),
+        ip_address=request_address(request, state.trusted_proxies),
         user_agent=request.headers.get("user-agent"),
         permission=permission,
         organization_id=organization_id,

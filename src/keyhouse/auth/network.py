@@ -6,6 +6,8 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from starlette.requests import HTTPConnection
+
 from keyhouse.config import IPNetwork
 
 
@@ -14,15 +16,23 @@ def parse_source(source: str) -> IPNetwork:
     return ipaddress.ip_network(source.strip(), strict=False)
 
 
+def request_address(request: HTTPConnection, trusted_proxies: Sequence[IPNetwork]) -> str | None:
+    """The client address of a request (see ``client_address``)."""
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.getlist("x-forwarded-for"), trusted_proxies)
+
+
 def client_address(
-    peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPNetwork]
+    peer: str | None, forwarded_for: Sequence[str], trusted_proxies: Sequence[IPNetwork]
 ) -> str | None:
-    """The socket peer, or the right-most untrusted X-Forwarded-For hop behind trusted proxies."""
+    """The socket peer, or the right-most untrusted X-Forwarded-For hop behind trusted proxies.
+    ``forwarded_for`` holds every X-Forwarded-For header line, in order: a proxy that appends
+    its own line must not let the client choose its address with a line of its own."""
     if peer is None or not trusted_proxies or not forwarded_for:
         return peer
     if not in_networks(peer, trusted_proxies):
         return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    hops = [hop.strip() for line in forwarded_for for hop in line.split(",") if hop.strip()]
     for hop in reversed(hops):
         if not in_networks(hop, trusted_proxies):
             return hop

@@ -32,6 +32,7 @@ AUTH_QUERY = (
         API_KEYS.c.state,
         API_KEYS.c.expire_at,
         API_KEYS.c.used_at,
+        API_KEYS.c.created_at,
         API_KEYS.c.ip_access_list,
         ROLES.c.id.label("role_id"),
         ROLES.c.name.label("role_name"),
@@ -79,7 +80,7 @@ def authenticate_key(
     if not ip_allowed(key.ip_access_list, ip_address):
         raise Forbidden(IP_NOT_ALLOWED)
     roles = [row for row in rows if row.role_id is not None]
-    touch_used_at(session, key.id, key.used_at, now)
+    touch_used_at(session, key.id, key.used_at, now, created_at=key.created_at)
     return Principal(
         actor_type="apiKey",
         actor_id=key.id,
@@ -94,12 +95,19 @@ def authenticate_key(
 
 
 def touch_used_at(
-    session: Session, key_uuid: uuid.UUID, used_at: dt.datetime | None, now: dt.datetime
+    session: Session,
+    key_uuid: uuid.UUID,
+    used_at: dt.datetime | None,
+    now: dt.datetime,
+    *,
+    created_at: dt.datetime,
 ) -> bool:
-    """Record use with one-minute precision: at most one write per key per minute."""
+    """Record use with one-minute precision: at most one write per key per minute, and never
+    earlier than the key's creation (a key made at 12:00:30 and used then reads 12:00:30)."""
     minute = now.replace(second=0, microsecond=0)
     if used_at is not None and used_at >= minute:
         return False
+    minute = max(minute, created_at)
     session.connection().execute(
         update(API_KEYS)
         .where(

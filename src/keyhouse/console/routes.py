@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session
 from keyhouse.activities import service as activities
 from keyhouse.activities.service import record
 from keyhouse.api.errors import ApiError, BadRequest, Forbidden, NotFound
+from keyhouse.api.wire import unstorable_text
 from keyhouse.api_keys import service as keys
 from keyhouse.api_keys.schemas import ApiKeyPatchRequest, ApiKeyPostRequest, IpAccessListEntry
-from keyhouse.auth.dependencies import run_in_transaction
-from keyhouse.auth.network import client_address, in_networks
+from keyhouse.auth.network import in_networks, request_address
 from keyhouse.auth.permissions import Permission, organization_resource
 from keyhouse.auth.principal import Principal
 from keyhouse.auth.service import user_principal
@@ -48,6 +48,7 @@ from keyhouse.models import Membership, Organization, Role
 from keyhouse.organizations.service import create_organization
 from keyhouse.roles import service as roles
 from keyhouse.state import AppState
+from keyhouse.transactions import run_in_transaction
 
 T = TypeVar("T")
 
@@ -102,9 +103,7 @@ def _state(request: Request) -> AppState:
 
 
 def _client_ip(request: Request) -> str | None:
-    state = _state(request)
-    peer = request.client.host if request.client else None
-    return client_address(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
+    return request_address(request, _state(request).trusted_proxies)
 
 
 def _served_over_https(request: Request) -> bool:
@@ -173,6 +172,11 @@ async def _form(request: Request) -> dict[str, Any]:
     form = await request.form()
     values: dict[str, Any] = {key: form.get(key) for key in form}
     values["roles"] = [str(v) for v in form.getlist("roles")]
+    for key in form:
+        for value in form.getlist(key):
+            problem = unstorable_text(value) if isinstance(value, str) else "must be text"
+            if problem:
+                raise BadRequest(f"The field {key!r} {problem}.")
     if not csrf_ok(request.cookies.get(CSRF_COOKIE), values.get("csrf_token")):
         raise Forbidden(
             "This form has expired or did not come from this console. Reload the page and retry."
@@ -351,14 +355,14 @@ async def login(request: Request) -> Response:
         target = "/console"
     ip, agent = _client_ip(request), request.headers.get("user-agent")
     throttle = state.login_throttle
-    if throttle.blocked(email, ip):
+    if not throttle.attempt(email, ip):
         return render(
             request,
             "login.html",
             status=429,
             email=email,
             next=target,
-            error="Too many failed sign-ins. Wait 15 minutes and try again.",
+            error="Too many sign-in attempts. Wait 15 minutes and try again.",
         )
 
     def sign_in(session: Session) -> str | None:
@@ -380,7 +384,6 @@ async def login(request: Request) -> Response:
 
     token = await run_in_transaction(state, sign_in)
     if token is None:
-        throttle.failed(email, ip)
         return render(
             request,
             "login.html",
@@ -389,6 +392,7 @@ async def login(request: Request) -> Response:
             next=target,
             error="Wrong email or password.",
         )
+    throttle.succeeded(email)
     response = redirect(target)
     _session_cookie(request, response, token)
     return response

@@ -15,7 +15,6 @@ import uuid
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
-from limits import RateLimitItemPerMinute, storage, strategies
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -98,22 +97,3 @@ def _verify_dummy(password: str) -> None:
         PasswordHasher().verify(_DUMMY_HASH, password)
     except Exception:  # noqa: S110 - only the time spent matters here
         pass
-
-
-class LoginThrottle:
-    """Failed sign-ins per account and per client address, over a moving 15-minute window."""
-
-    def __init__(self, per_account: int, per_ip: int, redis_url: str | None) -> None:
-        backend = storage.storage_from_string(redis_url or "memory://")
-        self._limiter = strategies.MovingWindowRateLimiter(backend)
-        self._account = RateLimitItemPerMinute(per_account, 15)
-        self._ip = RateLimitItemPerMinute(per_ip, 15)
-
-    def blocked(self, email: str, ip: str | None) -> bool:
-        return not self._limiter.test(
-            self._account, "keyhouse-login-account", email.strip().lower()
-        ) or not self._limiter.test(self._ip, "keyhouse-login-ip", ip or "unknown")
-
-    def failed(self, email: str, ip: str | None) -> None:
-        self._limiter.hit(self._account, "keyhouse-login-account", email.strip().lower())
-        self._limiter.hit(self._ip, "keyhouse-login-ip", ip or "unknown")
