@@ -121,3 +121,34 @@ def test_custom_role_lifecycle_and_a_read_only_key(server: Server, tmp_path: Pat
     ctl(server, "key", "delete", key["key"]["id"])
     ctl(server, "org", "role", "delete", created["id"])
     assert created["id"] not in {r["id"] for r in ctl(server, "org", "role", "list")}
+
+
+def test_keys_members_and_invitations_without_roles(server: Server) -> None:
+    """What the spec allows and the CLI sends: `key create` with no role, `--clear-roles`,
+    and an invitation with no role."""
+    created = ctl(server, "key", "create", "--name", "no-role", "--ip-allow", "127.0.0.1")
+    assert created["key"]["assignedRoles"] == []
+    auth = (created["keyId"], created["keySecret"])
+    assert ctl(server, "org", "list", auth=auth)[0]["id"] == server.org_id
+    roles = {r["name"]: r["id"] for r in ctl(server, "org", "role", "list")}
+    developer = ctl(server, "key", "create", "--name", "to-clear", "--role-id", roles["Developer"])
+    cleared = ctl(server, "key", "update", developer["key"]["id"], "--clear-roles")
+    assert cleared["assignedRoles"] == []
+
+    email = f"norole-{uuid.uuid4().hex[:6]}@example.com"
+    invitation = ctl(server, "invitation", "create", "--email", email)
+    assert invitation["assignedRoles"] == []
+    ctl(server, "invitation", "delete", invitation["id"])
+
+    member_email = f"member-{uuid.uuid4().hex[:6]}@example.com"
+    invited = httpx.post(
+        server.url("/invitations"),
+        json={"email": member_email, "role": "developer"},
+        auth=server.auth,
+    ).json()["result"]
+    _accept(server, invited["acceptUrl"], "Cleared Member")
+    member = next(m for m in ctl(server, "member", "list") if m["email"] == member_email)
+    updated = ctl(server, "member", "update", member["userId"], "--clear-roles")
+    assert updated["assignedRoles"] == []
+    for key in (created, developer):
+        ctl(server, "key", "delete", key["key"]["id"])

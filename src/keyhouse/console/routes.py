@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -36,9 +36,11 @@ from keyhouse.console.sessions import (
     SignedIn,
     check_password,
     csrf_ok,
+    csrf_token,
     current_user,
     end_session,
     new_csrf_token,
+    purge_idle_sessions,
     start_session,
 )
 from keyhouse.db import utcnow
@@ -74,11 +76,21 @@ NOTICES = {
     "welcome": "Welcome! You joined the organization.",
 }
 
+# No inline script or style anywhere in the console, no framing, forms post only to itself.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 
 class SignInRequired(Exception):
     pass
+
+
+class _SignedOut:
+    """Returned (not raised) from a transaction that found no live session, so it commits."""
 
 
 @dataclass(frozen=True)
@@ -135,11 +147,15 @@ def friendly(error: ApiError) -> str:
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     csrf = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+    token = csrf_token(_state(request).pepper, request.cookies.get(SESSION_COOKIE), csrf)
     response = TEMPLATES.TemplateResponse(
-        request, template, {"csrf_token": csrf, "now": utcnow(), **context}, status_code=status
+        request, template, {"csrf_token": token, "now": utcnow(), **context}, status_code=status
     )
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
     if request.cookies.get(CSRF_COOKIE) != csrf:
         response.set_cookie(
             CSRF_COOKIE,
@@ -167,8 +183,25 @@ def _session_cookie(request: Request, response: Response, token: str) -> None:
     )
 
 
+def _same_origin(request: Request) -> bool:
+    """A browser names the page a post comes from in ``Origin`` (and ``Sec-Fetch-Site``); a
+    post from any other site is refused. Clients that send neither are judged by the token."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    allowed = {request.headers.get("host", "")}
+    public_url = _state(request).settings.public_url
+    if public_url:
+        allowed.add(urlsplit(public_url).netloc)
+    return origin != "null" and urlsplit(origin).netloc in allowed
+
+
 async def _form(request: Request) -> dict[str, Any]:
-    """The submitted form, after the CSRF check (a form without a matching token is refused)."""
+    """The submitted form, after the origin and CSRF checks (otherwise refused, 403)."""
+    if not _same_origin(request):
+        raise Forbidden("This form was posted from another site and was refused.")
     form = await request.form()
     values: dict[str, Any] = {key: form.get(key) for key in form}
     values["roles"] = [str(v) for v in form.getlist("roles")]
@@ -177,7 +210,12 @@ async def _form(request: Request) -> dict[str, Any]:
             problem = unstorable_text(value) if isinstance(value, str) else "must be text"
             if problem:
                 raise BadRequest(f"The field {key!r} {problem}.")
-    if not csrf_ok(request.cookies.get(CSRF_COOKIE), values.get("csrf_token")):
+    expected = csrf_token(
+        _state(request).pepper,
+        request.cookies.get(SESSION_COOKIE),
+        request.cookies.get(CSRF_COOKIE) or "",
+    )
+    if not csrf_ok(expected, values.get("csrf_token")):
         raise Forbidden(
             "This form has expired or did not come from this console. Reload the page and retry."
         )
@@ -203,10 +241,10 @@ async def acting(
     idle = dt.timedelta(minutes=state.settings.session_idle_minutes)
     ip, agent = _client_ip(request), request.headers.get("user-agent")
 
-    def run(session: Session) -> T:
+    def run(session: Session) -> T | _SignedOut:
         user = current_user(session, state.pepper, token, idle=idle)
-        if user is None:
-            raise SignInRequired
+        if user is None:  # commit, so that an idle session current_user deleted stays deleted
+            return _SignedOut()
         orgs = _orgs_of(session, user.user_id)
         org = next((o for o in orgs if o.id == org_id), None) if org_id else None
         if org is None:
@@ -223,7 +261,10 @@ async def acting(
         )
         return work(session, Acting(user, principal, org, orgs))
 
-    return await run_in_transaction(state, run)
+    result = await run_in_transaction(state, run)
+    if isinstance(result, _SignedOut):
+        raise SignInRequired
+    return result
 
 
 def _login_redirect(request: Request) -> RedirectResponse:
@@ -365,7 +406,10 @@ async def login(request: Request) -> Response:
             error="Too many sign-in attempts. Wait 15 minutes and try again.",
         )
 
+    idle = dt.timedelta(minutes=state.settings.session_idle_minutes)
+
     def sign_in(session: Session) -> str | None:
+        purge_idle_sessions(session, idle=idle)
         user = check_password(session, email, password)
         outcome = "user_login" if user else "user_login_failed"
         subject = user.id if user else _user_id_by_email(session, email)

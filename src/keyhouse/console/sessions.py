@@ -1,9 +1,12 @@
-"""Console sign-in: server-side sessions, CSRF tokens and sign-in throttling.
+"""Console sign-in: server-side sessions and CSRF tokens (the sign-in throttle lives beside
+the rate limiter, in ``keyhouse.auth.ratelimit``).
 
 The session cookie holds a random token; the database keeps only its peppered hash, so a session
 is revoked by deleting its row (removing a member does that at once). Sessions end after
-``session_idle_minutes`` without a request. Every form carries a CSRF token that must equal the
-``kh_csrf`` cookie (double submit), and the cookies are ``SameSite=Lax`` and ``HttpOnly``.
+``session_idle_minutes`` without a request: an idle session is deleted when it is met, and all
+idle ones are purged at each sign-in. Every form carries a CSRF token bound to the session
+(``csrf_token``), every post must come from the console's own origin, and the cookies are
+``SameSite=Lax`` and ``HttpOnly``.
 """
 
 from __future__ import annotations
@@ -39,10 +42,28 @@ def new_csrf_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def csrf_ok(cookie: str | None, submitted: str | None) -> bool:
-    if not cookie or not submitted:
+def csrf_token(pepper: bytes, session_token: str | None, anonymous: str) -> str:
+    """The token every form carries. Signed in, it is bound to the session: an HMAC of the
+    session's secret token, which no other site (nor a sibling subdomain that can set cookies)
+    can know. Before sign-in it is the random ``kh_csrf`` cookie, submitted back (double
+    submit)."""
+    if session_token:
+        return hmac.new(pepper, b"csrf|" + session_token.encode(), "sha256").hexdigest()
+    return anonymous
+
+
+def csrf_ok(expected: str | None, submitted: str | None) -> bool:
+    if not expected or not submitted:
         return False
-    return hmac.compare_digest(cookie.encode(), submitted.encode())
+    return hmac.compare_digest(expected.encode(), submitted.encode())
+
+
+def purge_idle_sessions(session: Session, *, idle: dt.timedelta) -> int:
+    """Delete every session idle for longer than ``idle``; returns how many."""
+    result = session.execute(
+        delete(ConsoleSession).where(ConsoleSession.last_seen_at < utcnow() - idle)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def start_session(session: Session, pepper: bytes, user_id: uuid.UUID) -> str:
