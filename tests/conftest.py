@@ -42,6 +42,16 @@ def _postgres_database(worker: str) -> str:
     return f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing() -> None:
+    """argon2id at its cheapest: tests make many users; the cost itself is not under test."""
+    from argon2 import PasswordHasher
+
+    from keyhouse.users.service import use_password_hasher
+
+    use_password_hasher(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+
+
 @pytest.fixture(scope="session")
 def worker_id_safe(worker_id: str) -> str:
     return worker_id.replace("-", "_")
@@ -159,7 +169,7 @@ def key_auth(created: dict[str, Any]) -> tuple[str, str]:
 
 def role_id(client: TestClient, org: Org, name: str) -> str:
     roles = client.get(org.url("/roles"), auth=org.auth).json()["result"]
-    return next(role["id"] for role in roles if role["name"] == name)
+    return str(next(role["id"] for role in roles if role["name"] == name))
 
 
 @pytest.fixture(scope="session")

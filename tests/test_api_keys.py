@@ -231,7 +231,7 @@ def test_list_paginates_with_limit_and_cursor(client: TestClient, org: Org) -> N
 
 
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 251}, {"cursor": "garbage!"}])
-def test_bad_pagination_is_400(client: TestClient, org: Org, params: dict[str, object]) -> None:
+def test_bad_pagination_is_400(client: TestClient, org: Org, params: dict[str, str | int]) -> None:
     assert client.get(org.url("/keys"), params=params, auth=org.auth).status_code == 400
 
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from keyhouse.auth import credentials, service
+from keyhouse.auth import credentials
 from keyhouse.config import Settings
 from keyhouse.state import AppState
 from tests.conftest import REDIS_URL, Org, create_key, key_auth, make_client
@@ -51,7 +51,7 @@ def test_unknown_key_id_does_the_same_secret_comparison(
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(service.credentials, "hashes_equal", spy)
+    monkeypatch.setattr(credentials, "hashes_equal", spy)
     client.get(org.url(), auth=("NOSUCHKEYID000000000", "whatever"))
     client.get(org.url(), auth=(org.key_id, "whatever"))
     assert len(compared) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx2 as httpx
@@ -13,7 +14,7 @@ from tests.e2e.conftest import BIN, Server
 from tests.e2e.test_clickhousectl import ctl, ctl_fails
 
 
-def _role_file(directory: Path, body: dict[str, object]) -> str:
+def _role_file(directory: Path, body: Mapping[str, object]) -> str:
     path = directory / f"{uuid.uuid4().hex}.json"
     path.write_text(json.dumps(body))
     return str(path)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
@@ -69,9 +68,10 @@ async def create_key(
 async def get_key(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_VIEW_API_KEYS)], key_id: KeyId
 ) -> Response:
-    return ok(
-        await ctx.run(lambda session, principal: service.get_key_view(session, principal, key_id))
-    )
+    def get(session: Session, principal: Principal) -> ApiKey:
+        return service.get_key_view(session, principal, key_id)
+
+    return ok(await ctx.run(get))
 
 
 @router.patch("/{keyId}", operation_id="openapiKeyUpdate", response_model=Envelope[ApiKey])
@@ -91,5 +91,8 @@ async def update_key(
 async def delete_key(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_DELETE_API_KEYS)], key_id: KeyId
 ) -> Response:
-    await ctx.run(partial(service.delete_key, key_uuid=key_id))
+    def delete(session: Session, principal: Principal) -> None:
+        service.delete_key(session, principal, key_id)
+
+    await ctx.run(delete)
     return ok()

@@ -17,18 +17,16 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from argon2 import PasswordHasher
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from keyhouse.auth import credentials
 from keyhouse.db import utcnow
 from keyhouse.models import ConsoleSession, User
-from keyhouse.users.service import verify_password
+from keyhouse.users.service import verify_password, verify_unknown
 
 SESSION_COOKIE = "kh_session"
 CSRF_COOKIE = "kh_csrf"
-_DUMMY_HASH = PasswordHasher().hash("no such user: equal work for unknown emails")
 
 
 @dataclass(frozen=True)
@@ -108,13 +106,6 @@ def check_password(session: Session, email: str, password: str) -> User | None:
     """The user when the password matches; the same argon2 work when the email is unknown."""
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
-        _verify_dummy(password)
+        verify_unknown(password)
         return None
     return user if verify_password(user, password) else None
-
-
-def _verify_dummy(password: str) -> None:
-    try:
-        PasswordHasher().verify(_DUMMY_HASH, password)
-    except Exception:  # noqa: S110 - only the time spent matters here
-        pass

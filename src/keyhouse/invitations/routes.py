@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from functools import partial
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -99,5 +98,8 @@ async def get_invitation(ctx: CanView, invitation_id: InvitationId) -> Response:
 
 @router.delete("/{invitationId}", operation_id="invitationDelete", response_model=EmptyEnvelope)
 async def delete_invitation(ctx: CanManage, invitation_id: InvitationId) -> Response:
-    await ctx.run(partial(service.delete_invitation, invitation_id=invitation_id))
+    def delete(session: Session, principal: Principal) -> None:
+        service.delete_invitation(session, principal, invitation_id)
+
+    await ctx.run(delete)
     return ok()

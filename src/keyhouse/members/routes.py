@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Response
@@ -69,5 +68,8 @@ async def update_member(
 
 @router.delete("/{userId}", operation_id="memberDelete", response_model=EmptyEnvelope)
 async def remove_member(ctx: CanManage, user_id: UserId) -> Response:
-    await ctx.run(partial(service.remove_member, user_id=user_id))
+    def delete(session: Session, principal: Principal) -> None:
+        service.remove_member(session, principal, user_id)
+
+    await ctx.run(delete)
     return ok()

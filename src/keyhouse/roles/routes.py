@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Response
@@ -75,5 +74,8 @@ async def update_role(
 
 @router.delete("/{roleId}", operation_id="organizationRoleDelete", response_model=EmptyEnvelope)
 async def delete_role(ctx: CanManage, role_id: RoleId) -> Response:
-    await ctx.run(partial(service.delete_role, role_id=role_id))
+    def delete(session: Session, principal: Principal) -> None:
+        service.delete_role(session, principal, role_id)
+
+    await ctx.run(delete)
     return ok()

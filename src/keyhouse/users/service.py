@@ -1,3 +1,10 @@
+"""Users: accounts with an email and an argon2id password hash.
+
+The hasher uses the library's recommended parameters. ``use_password_hasher`` swaps it for
+cheaper parameters where hashing cost does not matter (the test suite); the dummy hash that
+unknown emails are checked against is made by the same hasher, so their work stays equal.
+"""
+
 from __future__ import annotations
 
 from argon2 import PasswordHasher
@@ -8,6 +15,13 @@ from keyhouse.api.errors import BadRequest
 from keyhouse.models import User
 
 _hasher = PasswordHasher()  # argon2id with the library's recommended parameters
+_dummy_hash: str | None = None
+
+
+def use_password_hasher(hasher: PasswordHasher) -> None:
+    global _hasher, _dummy_hash
+    _hasher, _dummy_hash = hasher, None
+
 
 MIN_PASSWORD_LENGTH = 12
 
@@ -39,3 +53,14 @@ def verify_password(user: User, password: str) -> bool:
         return _hasher.verify(user.password_hash, password)
     except Exception:  # argon2 raises VerifyMismatchError / InvalidHashError
         return False
+
+
+def verify_unknown(password: str) -> None:
+    """Spend the work of one verification, for an email that has no account."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash("no such user: equal work for unknown emails")
+    try:
+        _hasher.verify(_dummy_hash, password)
+    except Exception:  # noqa: S110 - only the time spent matters here
+        pass
