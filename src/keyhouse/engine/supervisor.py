@@ -1,0 +1,219 @@
+"""The supervisor: owns one engine worker process per running service, as gunicorn's arbiter
+owns its workers.
+
+It starts a worker (a fresh ``python -m keyhouse.engine.worker`` interpreter: never a fork of
+this process, which never imports chDB), waits for its ``ready`` line, stops it (SIGTERM, then
+SIGKILL after a grace period), and restarts it with back-off when it dies unasked. A worker that
+dies ``max_restarts`` times within ``restart_window`` seconds is given up on, and ``on_failed``
+is told, so the service can be marked ``failed``. A worker that dies cannot take the API process
+with it: they share nothing but a Unix socket in a private directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keyhouse.engine import protocol
+from keyhouse.engine.protocol import EngineError
+
+log = logging.getLogger("keyhouse.engine")
+
+FailedCallback = Callable[[uuid.UUID, str], Awaitable[None]]
+
+
+class EngineUnavailable(Exception):
+    """The service's worker is not running (or could not be started)."""
+
+
+@dataclass
+class _Worker:
+    service_id: uuid.UUID
+    data_path: Path
+    socket_path: Path
+    process: asyncio.subprocess.Process
+    version: str
+    stopping: bool = False
+    crashes: list[float] = field(default_factory=list)
+    watcher: asyncio.Task[None] | None = None
+
+
+class EngineSupervisor:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        start_timeout: float = 60,
+        stop_grace: float = 10,
+        max_restarts: int = 3,
+        restart_window: float = 60,
+        on_failed: FailedCallback | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.on_failed = on_failed
+        self._sockets = Path(tempfile.mkdtemp(prefix="keyhouse-engines-"))  # mode 0700
+        self._workers: dict[uuid.UUID, _Worker] = {}
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+
+    def data_path(self, service_id: uuid.UUID) -> Path:
+        return self.data_dir / "services" / str(service_id)
+
+    def running(self, service_id: uuid.UUID) -> bool:
+        worker = self._workers.get(service_id)
+        return worker is not None and worker.process.returncode is None
+
+    def version(self, service_id: uuid.UUID) -> str | None:
+        worker = self._workers.get(service_id)
+        return worker.version if worker else None
+
+    def _lock(self, service_id: uuid.UUID) -> asyncio.Lock:
+        return self._locks.setdefault(service_id, asyncio.Lock())
+
+    async def start(self, service_id: uuid.UUID) -> str:
+        """Start the service's worker (no-op when it runs); returns the engine's version."""
+        async with self._lock(service_id):
+            worker = self._workers.get(service_id)
+            if worker is not None and worker.process.returncode is None:
+                return worker.version
+            worker = await self._spawn(service_id, crashes=worker.crashes if worker else [])
+            self._workers[service_id] = worker
+            worker.watcher = asyncio.create_task(self._watch(worker))
+            return worker.version
+
+    async def _spawn(self, service_id: uuid.UUID, crashes: list[float]) -> _Worker:
+        data_path = self.data_path(service_id)
+        data_path.mkdir(parents=True, exist_ok=True)
+        socket_path = self._sockets / f"{service_id.hex}.sock"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "keyhouse.engine.worker",
+            "--path",
+            str(data_path),
+            "--socket",
+            str(socket_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C to the server is not delivered to engines twice
+        )
+        try:
+            assert process.stdout is not None  # noqa: S101 (stdout=PIPE above)
+            line = await asyncio.wait_for(process.stdout.readline(), self.start_timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise EngineUnavailable("the engine did not start in time") from None
+        if not line.startswith(b"ready "):
+            await process.wait()
+            raise EngineUnavailable(f"the engine exited while starting ({process.returncode})")
+        version = line.decode().split(" ", 1)[1].strip()
+        log.info("engine for service %s started (pid %s, %s)", service_id, process.pid, version)
+        return _Worker(service_id, data_path, socket_path, process, version, crashes=crashes)
+
+    async def _watch(self, worker: _Worker) -> None:
+        code = await worker.process.wait()
+        if worker.stopping:
+            return
+        now = time.monotonic()
+        worker.crashes = [t for t in worker.crashes if now - t < self.restart_window] + [now]
+        log.warning("engine for service %s exited unasked (%s)", worker.service_id, code)
+        if len(worker.crashes) > self.max_restarts:
+            log.error("engine for service %s keeps crashing: giving up", worker.service_id)
+            if self.on_failed is not None:
+                await self.on_failed(
+                    worker.service_id, f"engine exited {len(worker.crashes)} times"
+                )
+            return
+        await asyncio.sleep(min(2 ** (len(worker.crashes) - 1), 30) * 0.5)
+        try:
+            await self.start(worker.service_id)
+        except EngineUnavailable as error:
+            log.error("engine for service %s did not restart: %s", worker.service_id, error)
+            if self.on_failed is not None:
+                await self.on_failed(worker.service_id, str(error))
+
+    async def stop(self, service_id: uuid.UUID) -> None:
+        async with self._lock(service_id):
+            worker = self._workers.pop(service_id, None)
+            if worker is None:
+                return
+            worker.stopping = True
+            if worker.process.returncode is None:
+                worker.process.terminate()
+                try:
+                    await asyncio.wait_for(worker.process.wait(), self.stop_grace)
+                except TimeoutError:
+                    worker.process.kill()
+                    await worker.process.wait()
+            if worker.watcher is not None:
+                await worker.watcher
+            with contextlib.suppress(FileNotFoundError):
+                worker.socket_path.unlink()
+            log.info("engine for service %s stopped", service_id)
+
+    async def remove_data(self, service_id: uuid.UUID) -> None:
+        """Delete a (stopped) service's data directory."""
+        await self.stop(service_id)
+        await asyncio.to_thread(shutil.rmtree, self.data_path(service_id), True)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.stop(service_id) for service_id in list(self._workers)))
+        shutil.rmtree(self._sockets, ignore_errors=True)
+
+    async def query(self, service_id: uuid.UUID, request: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Run a query; the first ``await anext()`` raises ``EngineError`` if the engine refuses
+        it, and yields ``b""`` once the result has started; then the result's bytes follow.
+        Closing the iterator early closes the connection, and the worker cancels the query."""
+        worker = self._workers.get(service_id)
+        if worker is None or worker.process.returncode is not None:
+            raise EngineUnavailable("the service's engine is not running")
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(worker.socket_path))
+        except OSError as error:
+            raise EngineUnavailable(f"the engine cannot be reached: {error}") from None
+        return self._results(reader, writer, {"op": "query", **request})
+
+    async def _results(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: dict[str, Any],
+    ) -> AsyncIterator[bytes]:
+        try:
+            writer.write(protocol.json_frame(protocol.REQUEST, request))
+            await writer.drain()
+            while True:
+                try:
+                    head = await reader.readexactly(protocol.HEAD_SIZE)
+                    kind, length = protocol.parse_head(head)
+                    payload = await reader.readexactly(length)
+                except asyncio.IncompleteReadError:
+                    raise EngineError(0, "the engine stopped while answering") from None
+                if kind == protocol.HEADER:
+                    yield b""
+                elif kind == protocol.DATA:
+                    yield payload
+                elif kind == protocol.END:
+                    return
+                else:
+                    error = json.loads(payload)
+                    raise EngineError(int(error.get("code", 0)), str(error.get("message", "")))
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()

@@ -1,0 +1,206 @@
+"""The engine supervisor with real chDB workers: one process per service, each on its own data
+directory; results stream; engine errors carry ClickHouse's code; read-only is the engine's own
+setting; a crashed worker is restarted, and one that keeps crashing is given up on; data
+survives a stop and a start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
+
+
+async def _collect(supervisor: EngineSupervisor, service: uuid.UUID, **request: Any) -> bytes:
+    request.setdefault("format", "TabSeparated")
+    chunks = await supervisor.query(service, request)
+    return b"".join([chunk async for chunk in chunks])
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_two_services_run_side_by_side_on_their_own_data(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path)
+        a, b = uuid.uuid4(), uuid.uuid4()
+        try:
+            version_a, version_b = await asyncio.gather(supervisor.start(a), supervisor.start(b))
+            assert version_a == version_b
+            assert version_a.count(".") >= 2  # the engine's real version, e.g. 26.9.2.1
+            await _collect(
+                supervisor, a, sql="CREATE TABLE t (x UInt8) ENGINE = MergeTree ORDER BY x"
+            )
+            await _collect(supervisor, a, sql="INSERT INTO t VALUES (1), (2)")
+            assert await _collect(supervisor, a, sql="SELECT sum(x) FROM t") == b"3\n"
+            with pytest.raises(EngineError) as missing:
+                await _collect(supervisor, b, sql="SELECT * FROM t")
+            assert missing.value.code == 60  # UNKNOWN_TABLE: b has its own data
+            assert supervisor.data_path(a) != supervisor.data_path(b)
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
+
+
+def test_results_stream_in_the_requested_format_with_parameters(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            chunks = await supervisor.query(
+                service, {"sql": "SELECT number FROM numbers(300000)", "format": "JSONEachRow"}
+            )
+            parts = [chunk async for chunk in chunks]
+            assert len([p for p in parts if p]) > 1  # streamed, not one block
+            body = b"".join(parts)
+            assert body.count(b"\n") == 300000
+            assert body.startswith(b'{"number":0}\n')
+            answer = await _collect(
+                supervisor,
+                service,
+                sql="SELECT {x:UInt32} + 1 AS y",
+                format="JSONEachRow",
+                params={"x": 41},
+            )
+            assert answer == b'{"y":42}\n'
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
+
+
+def test_read_only_is_enforced_by_the_engine(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            with pytest.raises(EngineError) as refused:
+                await _collect(
+                    supervisor,
+                    service,
+                    sql="CREATE TABLE t (x UInt8) ENGINE = Memory",
+                    readonly=True,
+                )
+            assert refused.value.code == 164  # READONLY
+            # A query cannot lift it for itself either.
+            with pytest.raises(EngineError):
+                await _collect(
+                    supervisor, service, sql="SELECT 1 SETTINGS readonly = 0", readonly=True
+                )
+            # Nor does one query's setting reach the next: each runs on a fresh handle.
+            await _collect(supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = Memory")
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
+
+
+def test_limits_apply_as_settings(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            with pytest.raises(EngineError) as timeout:
+                await _collect(
+                    supervisor,
+                    service,
+                    sql="SELECT count() FROM numbers(100000000000) WHERE sleepEachRow(0) = 0",
+                    settings={"max_execution_time": 1},
+                )
+            assert timeout.value.code == 159  # TIMEOUT_EXCEEDED
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
+
+
+def test_data_survives_a_stop_and_a_start(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            await _collect(
+                supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = MergeTree ORDER BY x"
+            )
+            await _collect(supervisor, service, sql="INSERT INTO t VALUES (7)")
+            await supervisor.stop(service)
+            assert not supervisor.running(service)
+            with pytest.raises(EngineUnavailable):
+                await supervisor.query(service, {"sql": "SELECT 1"})
+            await supervisor.start(service)
+            assert await _collect(supervisor, service, sql="SELECT x FROM t") == b"7\n"
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
+
+
+def test_a_crashed_worker_restarts_and_one_that_keeps_crashing_is_given_up(tmp_path: Path) -> None:
+    failed: list[uuid.UUID] = []
+
+    async def on_failed(service_id: uuid.UUID, _why: str) -> None:
+        failed.append(service_id)
+
+    async def wait_for(condition: Any, seconds: float = 30) -> None:
+        for _ in range(int(seconds * 10)):
+            if condition():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("condition not reached")
+
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path, max_restarts=1, on_failed=on_failed)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            first = supervisor._workers[service].process.pid
+            os.kill(first, signal.SIGKILL)
+            await wait_for(
+                lambda: (
+                    supervisor.running(service)
+                    and supervisor._workers[service].process.pid != first
+                )
+            )
+            assert await _collect(supervisor, service, sql="SELECT 1") == b"1\n"
+            os.kill(supervisor._workers[service].process.pid, signal.SIGKILL)
+            await wait_for(lambda: failed == [service])
+            assert not supervisor.running(service)
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
+
+
+def test_closing_a_result_early_leaves_the_worker_serving(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            chunks = await supervisor.query(
+                service, {"sql": "SELECT number FROM numbers(100000000)", "format": "TabSeparated"}
+            )
+            assert isinstance(chunks, AsyncIterator)
+            async for chunk in chunks:
+                if chunk:
+                    break
+            await chunks.aclose()  # type: ignore[attr-defined]
+            assert await _collect(supervisor, service, sql="SELECT 2") == b"2\n"
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
