@@ -8,8 +8,11 @@ own organizations.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,11 +77,17 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+# Services' engines keep their data here during the run (one directory per xdist worker).
+TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="keyhouse-test-data-"))
+atexit.register(shutil.rmtree, TEST_DATA_DIR, True)
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "pepper": PEPPER,
         "rate_limit": "off",
+        "data_dir": TEST_DATA_DIR,
     }
     values.update(overrides)
     return Settings(**values)

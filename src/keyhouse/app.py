@@ -26,6 +26,9 @@ from keyhouse.invitations.routes import router as invitations_router
 from keyhouse.members.routes import router as members_router
 from keyhouse.organizations.routes import router as organizations_router
 from keyhouse.roles.routes import router as roles_router
+from keyhouse.services.lifecycle import Engines
+from keyhouse.services.routes import query_router
+from keyhouse.services.routes import router as services_router
 from keyhouse.state import AppState
 from keyhouse.transactions import run_in_transaction
 
@@ -41,7 +44,14 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
+        # Engines belong to the running app: started with it, stopped with it.
+        engines = state.engines = Engines(state)
+        await engines.open()
+        try:
+            yield
+        finally:
+            await engines.close()
+            state.engines = None
         if owns_state:  # a state handed in belongs to the caller (tests share one)
             state.close()
 
@@ -83,7 +93,9 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     v1.include_router(members_router)
     v1.include_router(invitations_router)
     v1.include_router(activities_router)
+    v1.include_router(services_router)
     app.include_router(v1)
+    app.include_router(query_router)
 
     def openapi_document() -> JSONResponse:
         return JSONResponse(openapi_with_security(app))

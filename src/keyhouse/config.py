@@ -59,6 +59,18 @@ class Settings(BaseSettings):
     # over them, 429 until the moving window has room again.
     auth_failures_per_ip: str = "30/60s"
     auth_failures_per_key_id: str = "10/60s"
+    # Services: each service's engine keeps its data under data_dir/services/<id>.
+    data_dir: Path = Path("./data")
+    # Labels for the cloud-only fields of a service created without them (stored and echoed).
+    service_default_provider: str = "aws"
+    service_default_region: str = "us-east-1"
+    # Per-query limits of the Query API, applied as the engine's own settings.
+    query_max_execution_seconds: int = Field(default=60, ge=1)
+    query_max_memory_bytes: int = Field(default=2 * 1024**3, ge=1024**2)
+    query_max_result_bytes: int = Field(default=1024**3, ge=0)
+    # The address clients reach the Query API at (clickhousectl: CLICKHOUSE_CLOUD_QUERY_HOST);
+    # default: the request's own base URL.
+    query_host: str | None = None
     worker_threads: int = Field(
         default_factory=lambda: min(32, 2 * (os.cpu_count() or 1)), ge=1, le=256
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,6 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from keyhouse.auth.ratelimit import AuthFailureLimiter, KeyRateLimiter, LoginThrottle
 from keyhouse.config import IPNetwork, Settings, parse_rate_limit
 from keyhouse.db import make_engine, make_sessionmaker
+
+if TYPE_CHECKING:
+    from keyhouse.services.lifecycle import Engines
 
 
 @dataclass
@@ -25,6 +29,8 @@ class AppState:
     executor: ThreadPoolExecutor
     login_throttle: LoginThrottle
     auth_failures: AuthFailureLimiter
+    # Services' engines, while an app serving this state runs (set by its lifespan).
+    engines: Engines | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
+from keyhouse.api.envelope import request_id_var
 from keyhouse.api.errors import Conflict, ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -31,7 +32,13 @@ RETRY_AFTER_SECONDS = "5"
 
 def database_unavailable(error: Exception) -> ServiceUnavailable:
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    log.warning("database unavailable: %s: %s", type(error).__name__, first_line[:200])
+    request_id = request_id_var.get() or "-"
+    log.warning(
+        "database unavailable (request %s): %s: %s",
+        request_id,
+        type(error).__name__,
+        first_line[:200],
+    )
     return ServiceUnavailable(
         "The database is unavailable; retry shortly", headers={"Retry-After": RETRY_AFTER_SECONDS}
     )

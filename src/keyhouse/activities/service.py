@@ -25,6 +25,7 @@ def record(
     target_key_id: uuid.UUID | None = None,
     key_update_type: str | None = None,
     details: str | None = None,
+    service_id: uuid.UUID | None = None,
 ) -> Activity:
     activity = Activity(
         organization_id=principal.organization_id,
@@ -37,6 +38,7 @@ def record(
         target_key_id=str(target_key_id) if target_key_id else None,
         key_update_type=key_update_type,
         details=details[:512] if details else None,
+        service_id=str(service_id) if service_id else None,
     )
     session.add(activity)
     session.flush()

@@ -142,3 +142,18 @@ class RequireInOrganization(Require):
         ],
     ) -> Context:
         return _context(request, self.permission, organization_id)
+
+
+class RequireOnService(RequireInOrganization):
+    """For ``.../services/{serviceId}...``: the permission is one on ``instance/<id>``, which the
+    service function checks once it has found the service (404 first); the route checks only
+    that the caller belongs to the organization."""
+
+    async def __call__(  # type: ignore[override]
+        self,
+        request: Request,
+        organization_id: Annotated[
+            uuid.UUID, Path(alias="organizationId", description="ID of the organization.")
+        ],
+    ) -> Context:
+        return _context(request, AUTHENTICATED, organization_id)

@@ -23,8 +23,10 @@ class Permission(enum.StrEnum):
     ORGANIZATION_UPDATE_API_KEYS = "control-plane:organization:update-api-keys"
     ORGANIZATION_DELETE_API_KEYS = "control-plane:organization:delete-api-keys"
     ORGANIZATION_VIEW_ACTIVITIES = "control-plane:organization:view-activities"
+    ORGANIZATION_CREATE_SERVICE = "control-plane:organization:create-service"
     SERVICE_VIEW = "control-plane:service:view"
     SERVICE_MANAGE = "control-plane:service:manage"
+    SERVICE_DELETE = "control-plane:service:delete"
     SERVICE_VIEW_BACKUPS = "control-plane:service:view-backups"
     SERVICE_MANAGE_BACKUPS = "control-plane:service:manage-backups"
     SERVICE_MANAGE_IP_ACCESS_LIST = "control-plane:service:manage-ip-access-list"
@@ -62,6 +64,10 @@ ALL_INSTANCES = "instance/*"
 
 def organization_resource(organization_id: uuid.UUID) -> str:
     return f"organization/{organization_id}"
+
+
+def instance_resource(service_id: uuid.UUID) -> str:
+    return f"instance/{service_id}"
 
 
 @dataclass(frozen=True)
@@ -166,9 +172,13 @@ SYSTEM_ROLES: tuple[SystemRole, ...] = (
             ),
         ),
     ),
-    # Calls the Query API endpoints a key is bound to; that binding lives on the endpoint,
-    # so the role itself carries no control-plane permission.
-    SystemRole(BASIC_SERVICE_API_READER, (), legacy_name="query_endpoints"),
+    # "Query Endpoints": sees the services' Query API endpoints; running queries through one
+    # comes from the endpoint's binding (its openApiKeys), not from this role.
+    SystemRole(
+        BASIC_SERVICE_API_READER,
+        ((frozenset({Permission.SERVICE_VIEW_QUERY_API_ENDPOINTS}), "instances"),),
+        legacy_name="query_endpoints",
+    ),
 )
 
 SYSTEM_ROLES_BY_NAME = {role.name: role for role in SYSTEM_ROLES}

@@ -84,14 +84,15 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         stream = None
         started = False
         try:
-            if request.get("readonly"):
-                handle.query("SET readonly = 1")
             for name, value in (request.get("settings") or {}).items():
                 if not _SETTING_NAME.match(name):
                     raise ValueError(f"Code: 115. Unknown setting {name!r}")
                 handle.query(f"SET {name} = {_literal(value)}")
             if request.get("database"):
                 handle.query(f"USE {_identifier(str(request['database']))}")
+            # Last: once read-only, the handle's settings (the limits above) are fixed too.
+            if request.get("readonly"):
+                handle.query("SET readonly = 1")
             sql, fmt = request["sql"], request.get("format") or "TabSeparated"
             params = request.get("params") or {}
             try:

@@ -7,6 +7,7 @@ from keyhouse.models.console_session import ConsoleSession
 from keyhouse.models.invitation import Invitation
 from keyhouse.models.organization import Organization
 from keyhouse.models.role import Role, RoleAssignment
+from keyhouse.models.service import Service, ServiceQueryEndpoint
 from keyhouse.models.user import Membership, User
 
 # Core handles on the same tables, for the hot read paths that skip the ORM.
@@ -26,5 +27,7 @@ __all__ = [
     "Organization",
     "Role",
     "RoleAssignment",
+    "Service",
+    "ServiceQueryEndpoint",
     "User",
 ]

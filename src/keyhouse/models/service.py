@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from keyhouse.db import Base, UTCDateTime, utcnow
+
+
+class Service(Base):
+    """A ClickHouse service: a real engine (one worker process while it runs) with its own data
+    directory. ``state`` is the official lifecycle state; the cloud-only labels ``provider``
+    and ``region`` are stored as given and echoed."""
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(50))
+    state: Mapped[str] = mapped_column(String(32), default="provisioning")
+    provider: Mapped[str] = mapped_column(String(16))
+    region: Mapped[str] = mapped_column(String(32))
+    clickhouse_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # HMAC-SHA256(pepper, base64(sha256(password))) of the `default` user's password.
+    password_hash: Mapped[str] = mapped_column(String(64))
+    ip_access_list: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    tags: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    idle_scaling: Mapped[bool] = mapped_column(Boolean, default=True)
+    idle_timeout_minutes: Mapped[int] = mapped_column(Integer, default=15)
+    min_replica_memory_gb: Mapped[int] = mapped_column(Integer, default=8)
+    max_replica_memory_gb: Mapped[int] = mapped_column(Integer, default=16)
+    num_replicas: Mapped[int] = mapped_column(Integer, default=1)
+    release_channel: Mapped[str] = mapped_column(String(16), default="default")
+    enable_core_dumps: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why the service is `failed`, for the operator (never shown to callers in detail).
+    failure: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ServiceQueryEndpoint(Base):
+    """The service's Query API binding: which API keys may run queries, and as which role."""
+
+    __tablename__ = "service_query_endpoints"
+
+    service_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("services.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, default=uuid.uuid4, unique=True)
+    # API key resource ids (key.id) as strings.
+    open_api_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    allowed_origins: Mapped[str] = mapped_column(String(2048), default="")

@@ -1,0 +1,170 @@
+"""Services' engines over time: what happens after a service's transaction commits.
+
+``Engines`` holds the app's supervisor and the background tasks that move services between
+states: bring an engine up (``provisioning``/``starting``/``awaking`` → ``running``), take it
+down (``stopping`` → ``stopped``, or ``idle`` after ``idleTimeoutMinutes`` without queries when
+idle scaling is on), remove a deleted service's data, and mark a service whose worker keeps
+crashing ``failed``. On start-up it reconciles: services that should run are started again,
+interrupted stops are finished. Engines belong to one server process: run ``keyhouse serve``
+with one worker process when services are used (the README says why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from keyhouse.api.errors import ServiceUnavailable
+from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
+from keyhouse.models import Service
+from keyhouse.services.service import RUNNING_STATES, set_state
+from keyhouse.transactions import run_in_transaction
+
+if TYPE_CHECKING:
+    from keyhouse.state import AppState
+
+log = logging.getLogger("keyhouse.services")
+
+COMING_UP = frozenset({"provisioning", "starting", "awaking"})
+IDLE_CHECK_SECONDS = 30.0
+
+
+class Engines:
+    def __init__(self, state: AppState, *, idle_check_seconds: float = IDLE_CHECK_SECONDS) -> None:
+        self.state = state
+        self.supervisor = EngineSupervisor(state.settings.data_dir, on_failed=self._failed)
+        self.idle_check_seconds = idle_check_seconds
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_used: dict[uuid.UUID, float] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _set(self, service_id: uuid.UUID, state: str, **changes: Any) -> bool:
+        return await run_in_transaction(
+            self.state, lambda session: set_state(session, service_id, state, **changes)
+        )
+
+    # --- transitions --------------------------------------------------------------------
+
+    def start_soon(self, service_id: uuid.UUID) -> None:
+        self._spawn(self.bring_up(service_id))
+
+    async def bring_up(self, service_id: uuid.UUID) -> bool:
+        """Start the engine and mark the service running; False (and ``failed``) if it can't."""
+        try:
+            version = await self.supervisor.start(service_id)
+        except (EngineUnavailable, OSError) as error:
+            log.error("service %s did not start: %s", service_id, error)
+            await self._set(service_id, "failed", expected=COMING_UP, failure=str(error))
+            return False
+        self._last_used[service_id] = time.monotonic()
+        await self._set(service_id, "running", expected=COMING_UP, version=version)
+        return True
+
+    def stop_soon(self, service_id: uuid.UUID) -> None:
+        self._spawn(self._take_down(service_id, "stopped", frozenset({"stopping"})))
+
+    async def _take_down(self, service_id: uuid.UUID, final: str, expected: frozenset[str]) -> None:
+        await self.supervisor.stop(service_id)
+        self._last_used.pop(service_id, None)
+        await self._set(service_id, final, expected=expected)
+
+    def remove_soon(self, service_id: uuid.UUID) -> None:
+        self._last_used.pop(service_id, None)
+        self._spawn(self.supervisor.remove_data(service_id))
+
+    async def _failed(self, service_id: uuid.UUID, why: str) -> None:
+        await self._set(service_id, "failed", expected=RUNNING_STATES, failure=why)
+
+    def used(self, service_id: uuid.UUID) -> None:
+        self._last_used[service_id] = time.monotonic()
+
+    # --- the app's lifetime -------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Start reconciling the database with reality (retried while the database is away,
+        never holding up the server's start), and the idle reaper."""
+        self._spawn(self._reconcile_until_done())
+        self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def _reconcile_until_done(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self._reconcile()
+                return
+            except ServiceUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+
+    async def _reconcile(self) -> None:
+        def pending(session: Any) -> list[tuple[uuid.UUID, str]]:
+            rows = session.execute(
+                select(Service.id, Service.state).where(
+                    Service.state.in_([*RUNNING_STATES, "stopping"])
+                )
+            )
+            return [(service_id, state) for service_id, state in rows]
+
+        for service_id, state in await run_in_transaction(self.state, pending):
+            if state == "stopping":
+                await self._set(service_id, "stopped", expected=frozenset({"stopping"}))
+            else:
+                if state == "running":
+                    await self._set(service_id, "starting", expected=frozenset({"running"}))
+                self.start_soon(service_id)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            if task.get_coro().__name__ == "_reconcile_until_done":  # type: ignore[union-attr]
+                task.cancel()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
+        await self.supervisor.close()
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(self.idle_check_seconds)
+            try:
+                await self._idle_once()
+            except Exception:  # the reaper must outlive a failed round (e.g. a DB outage)
+                log.exception("idle check failed")
+
+    async def _idle_once(self) -> None:
+        running = [sid for sid in list(self._last_used) if self.supervisor.running(sid)]
+        if not running:
+            return
+
+        def idle_rules(session: Any) -> dict[uuid.UUID, int]:
+            rows = session.execute(
+                select(Service.id, Service.idle_timeout_minutes).where(
+                    Service.id.in_(running),
+                    Service.idle_scaling.is_(True),
+                    Service.state == "running",
+                )
+            )
+            return {service_id: int(minutes) for service_id, minutes in rows}
+
+        now = time.monotonic()
+        for service_id, minutes in (await run_in_transaction(self.state, idle_rules)).items():
+            if now - self._last_used.get(service_id, now) >= minutes * 60:
+                log.info("service %s is idle: stopping its engine", service_id)
+                if await self._set(service_id, "idle", expected=frozenset({"running"})):
+                    await self.supervisor.stop(service_id)
+                    self._last_used.pop(service_id, None)

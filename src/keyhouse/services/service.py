@@ -1,0 +1,415 @@
+"""Service business rules: the records and their lifecycle states, permissions on
+``instance/<id>``, passwords, and the Query API binding. Starting and stopping engines is
+``keyhouse.services.lifecycle``'s work, after these functions' transaction commits.
+
+States (the official enum) and the commands that move them::
+
+    create ─► provisioning ─► running ◄─► idle (idle scaling; ``awake`` or a query wakes it)
+                                 │  ▲
+                          stop   ▼  │ start
+                     stopping ─► stopped ─► (DELETE) gone
+    a worker that keeps crashing ─► failed (``start`` tries again, ``stop`` settles it)
+
+A command that is already satisfied (``start`` on a running service) changes nothing and
+answers the service; ``awake`` on a stopped service, or any command while one is deleted, is a
+400.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyhouse.activities.service import record
+from keyhouse.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from keyhouse.auth import credentials
+from keyhouse.auth.authorize import find_in_organization, require
+from keyhouse.auth.permissions import Permission, instance_resource
+from keyhouse.auth.principal import Principal
+from keyhouse.models import ApiKey, Service, ServiceQueryEndpoint
+from keyhouse.services import schemas
+
+RUNNING_STATES = frozenset({"provisioning", "starting", "awaking", "running"})
+STOPPED_STATES = frozenset({"stopping", "stopped"})
+SERVICE_PASSWORD_ALPHABET = credentials.ALPHABET
+
+
+@dataclass(frozen=True)
+class ServiceDefaults:
+    provider: str
+    region: str
+
+
+@dataclass(frozen=True)
+class RunGrant:
+    """What the Query API may do for a bound key on one service."""
+
+    service_id: uuid.UUID
+    state: str
+    readonly: bool
+
+
+def _find(session: Session, principal: Principal, service_id: uuid.UUID) -> Service:
+    return find_in_organization(session, principal, Service, service_id, "Service")
+
+
+def _require(principal: Principal, permission: Permission, service: Service) -> None:
+    require(principal, permission, instance_resource(service.id))
+
+
+def new_password() -> str:
+    return "".join(secrets.choice(SERVICE_PASSWORD_ALPHABET) for _ in range(24))
+
+
+def list_services(
+    session: Session, principal: Principal, *, tag_filters: Sequence[str] = ()
+) -> list[Service]:
+    """The services the caller may view, oldest first; ``tag_filters`` as ``tag:KEY=VALUE``
+    or ``tag:KEY`` (every filter must match)."""
+    wanted = [_parse_filter(f) for f in tag_filters]
+    found = session.scalars(
+        select(Service)
+        .where(Service.organization_id == principal.organization_id)
+        .order_by(Service.created_at, Service.id)
+    ).all()
+    return [
+        service
+        for service in found
+        if principal.can(Permission.SERVICE_VIEW, instance_resource(service.id))
+        and all(_has_tag(service, key, value) for key, value in wanted)
+    ]
+
+
+def _parse_filter(text: str) -> tuple[str, str | None]:
+    if not text.startswith("tag:") or len(text) == 4:
+        raise BadRequest(f"filter: {text!r}: only tag filters are supported (tag:KEY=VALUE)")
+    key, sep, value = text[4:].partition("=")
+    return key, value if sep else None
+
+
+def _has_tag(service: Service, key: str, value: str | None) -> bool:
+    return any(
+        tag.get("key") == key and (value is None or tag.get("value") == value)
+        for tag in service.tags
+    )
+
+
+_CLOUD_ONLY = {
+    "tier": "tiers",
+    "min_total_memory_gb": "total memory (deprecated; use minReplicaMemoryGb)",
+    "max_total_memory_gb": "total memory (deprecated; use maxReplicaMemoryGb)",
+    "backup_id": "restoring from a backup",
+    "encryption_key": "customer-managed encryption keys",
+    "encryption_assumed_role_identifier": "customer-managed encryption keys",
+    "private_endpoint_ids": "private endpoints",
+    "byoc_id": "bring-your-own-cloud",
+    "has_transparent_data_encryption": "transparent data encryption",
+    "endpoints": "the MySQL interface",
+    "profile": "instance profiles",
+    "compliance_type": "compliance types",
+    "min_replicas": "horizontal autoscaling",
+    "max_replicas": "horizontal autoscaling",
+}
+
+
+def _refuse_cloud_only(request: Any, fields: dict[str, str]) -> None:
+    for field_name, what in fields.items():
+        value = getattr(request, field_name, None)
+        if value not in (None, False, []):
+            alias = type(request).model_fields[field_name].alias or field_name
+            raise BadRequest(f"{alias}: {what} is not available in Keyhouse")
+
+
+def create_service(
+    session: Session,
+    principal: Principal,
+    request: schemas.ServicePostRequest,
+    *,
+    pepper: bytes,
+    defaults: ServiceDefaults,
+) -> tuple[Service, str]:
+    """A new service in ``provisioning``, and its ``default`` user's password (shown once)."""
+    require(principal, Permission.ORGANIZATION_CREATE_SERVICE)
+    _refuse_cloud_only(request, _CLOUD_ONLY)
+    if request.autoscaling_mode == "horizontal":
+        raise BadRequest("autoscalingMode: horizontal autoscaling is not available in Keyhouse")
+    if request.is_readonly:
+        raise BadRequest("isReadonly: read-only replicas of a warehouse are not available")
+    if request.num_replicas not in (None, 1):
+        raise BadRequest("numReplicas: an embedded engine runs one replica")
+    _check_name_free(session, principal.organization_id, request.name, None)
+    minimum = request.min_replica_memory_gb or 8
+    maximum = request.max_replica_memory_gb or max(16, minimum)
+    if minimum > maximum:
+        raise BadRequest("minReplicaMemoryGb: must not exceed maxReplicaMemoryGb")
+    password = new_password()
+    service = Service(
+        organization_id=principal.organization_id,
+        name=request.name,
+        state="provisioning",
+        provider=request.provider or defaults.provider,
+        region=request.region or defaults.region,
+        password_hash=credentials.hash_value(pepper, password),
+        ip_access_list=_entries(request.ip_access_list or []),
+        tags=[tag.model_dump(exclude_none=True) for tag in request.tags or []],
+        idle_scaling=True if request.idle_scaling is None else request.idle_scaling,
+        idle_timeout_minutes=request.idle_timeout_minutes or 15,
+        min_replica_memory_gb=minimum,
+        max_replica_memory_gb=maximum,
+        num_replicas=1,
+        release_channel=request.release_channel or "default",
+        enable_core_dumps=bool(request.enable_core_dumps),
+    )
+    session.add(service)
+    session.flush()
+    record(session, principal, "service_create", service_id=service.id)
+    return service, password
+
+
+def _entries(entries: Sequence[Any]) -> list[dict[str, Any]]:
+    return [entry.model_dump(exclude_none=True) for entry in entries]
+
+
+def _check_name_free(
+    session: Session, organization_id: uuid.UUID, name: str, service_id: uuid.UUID | None
+) -> None:
+    existing = session.scalar(
+        select(Service.id).where(Service.organization_id == organization_id, Service.name == name)
+    )
+    if existing is not None and existing != service_id:
+        raise Conflict(f"A service named {name!r} already exists in this organization")
+
+
+def get_service(session: Session, principal: Principal, service_id: uuid.UUID) -> Service:
+    service = _find(session, principal, service_id)
+    _require(principal, Permission.SERVICE_VIEW, service)
+    return service
+
+
+def update_service(
+    session: Session,
+    principal: Principal,
+    service_id: uuid.UUID,
+    patch: schemas.ServicePatchRequest,
+) -> Service:
+    service = _find(session, principal, service_id)
+    _require(principal, Permission.SERVICE_MANAGE, service)
+    _refuse_cloud_only(
+        patch,
+        {
+            "private_endpoint_ids": "private endpoints",
+            "endpoints": "the MySQL interface",
+            "transparent_data_encryption_key_id": "transparent data encryption",
+        },
+    )
+    if patch.name is not None and patch.name != service.name:
+        _check_name_free(session, service.organization_id, patch.name, service.id)
+        service.name = patch.name
+        record(session, principal, "service_update_name", service_id=service.id)
+    if patch.ip_access_list is not None:
+        _require(principal, Permission.SERVICE_MANAGE_IP_ACCESS_LIST, service)
+        removed = {entry.source for entry in patch.ip_access_list.remove}
+        kept = [entry for entry in service.ip_access_list if entry["source"] not in removed]
+        known = {entry["source"] for entry in kept}
+        added = [e for e in _entries(patch.ip_access_list.add) if e["source"] not in known]
+        service.ip_access_list = kept + added
+        record(session, principal, "service_update_ip_access_list", service_id=service.id)
+    if patch.tags is not None:
+        remove = {(tag.key, tag.value) for tag in patch.tags.remove}
+        tags = [t for t in service.tags if (t.get("key"), t.get("value")) not in remove]
+        tags += [tag.model_dump(exclude_none=True) for tag in patch.tags.add]
+        if len(tags) > 50:
+            raise BadRequest("tags: a service holds at most 50 tags")
+        service.tags = tags
+    if patch.release_channel is not None and patch.release_channel != service.release_channel:
+        service.release_channel = patch.release_channel
+        record(session, principal, "service_update_release_channel", service_id=service.id)
+    if patch.enable_core_dumps is not None and patch.enable_core_dumps != service.enable_core_dumps:
+        service.enable_core_dumps = patch.enable_core_dumps
+        record(session, principal, "service_update_core_dump", service_id=service.id)
+    session.flush()
+    return service
+
+
+def request_state(
+    session: Session, principal: Principal, service_id: uuid.UUID, command: str
+) -> tuple[Service, str | None]:
+    """Apply ``start``, ``stop`` or ``awake``: the service in its transitional state, and what
+    the engine must do after the commit (``"start"``, ``"stop"`` or nothing)."""
+    service = _find(session, principal, service_id)
+    _require(principal, Permission.SERVICE_MANAGE, service)
+    state = service.state
+    if state == "terminating":
+        raise BadRequest("The service is being deleted")
+    action: str | None = None
+    if command == "stop":
+        if state not in STOPPED_STATES:
+            service.state, action = "stopping", "stop"
+            record(session, principal, "service_stop", service_id=service.id)
+    elif command == "start":
+        if state in ("stopped", "stopping", "failed"):
+            service.state, action = "starting", "start"
+            service.failure = None
+            record(session, principal, "service_start", service_id=service.id)
+        elif state == "idle":
+            service.state, action = "awaking", "start"
+            record(session, principal, "service_awaken", service_id=service.id)
+    elif command == "awake":
+        if state in STOPPED_STATES:
+            raise BadRequest("The service is stopped: start it instead")
+        if state == "idle":
+            service.state, action = "awaking", "start"
+            record(session, principal, "service_awaken", service_id=service.id)
+    session.flush()
+    return service, action
+
+
+def set_state(
+    session: Session,
+    service_id: uuid.UUID,
+    state: str,
+    *,
+    expected: frozenset[str] | None = None,
+    version: str | None = None,
+    failure: str | None = None,
+) -> bool:
+    """The engine's side of the lifecycle: move the service to ``state`` (only from one of
+    ``expected``, when given, so a later command is not overwritten). False when it did not."""
+    service = session.get(Service, service_id)
+    if service is None or (expected is not None and service.state not in expected):
+        return False
+    service.state = state
+    if version:
+        service.clickhouse_version = version
+    service.failure = failure[:512] if failure else None
+    session.flush()
+    return True
+
+
+def change_password(
+    session: Session,
+    principal: Principal,
+    service_id: uuid.UUID,
+    request: schemas.ServicePasswordPatchRequest,
+    *,
+    pepper: bytes,
+) -> str | None:
+    """Set the ``default`` user's password: from ``newPasswordHash`` (base64 of SHA-256, as
+    ``hashData``), or generated and returned (shown once)."""
+    service = _find(session, principal, service_id)
+    _require(principal, Permission.SERVICE_MANAGE, service)
+    password = None
+    if request.new_password_hash is not None:
+        if not credentials.is_sha256_b64(request.new_password_hash):
+            raise BadRequest("newPasswordHash: must be the base64 of a 32-byte SHA-256 digest")
+        service.password_hash = credentials.pepper_digest(pepper, request.new_password_hash)
+    else:
+        password = new_password()
+        service.password_hash = credentials.hash_value(pepper, password)
+    record(session, principal, "service_update_password", service_id=service.id)
+    session.flush()
+    return password
+
+
+def delete_service(session: Session, principal: Principal, service_id: uuid.UUID) -> None:
+    service = _find(session, principal, service_id)
+    _require(principal, Permission.SERVICE_DELETE, service)
+    if service.state != "stopped":
+        raise Conflict("The service must be stopped before it is deleted")
+    record(session, principal, "service_delete", service_id=service.id)
+    session.delete(service)
+    session.flush()
+
+
+# --- the Query API binding ------------------------------------------------------------------
+
+
+def get_query_endpoint(
+    session: Session, principal: Principal, service_id: uuid.UUID
+) -> ServiceQueryEndpoint:
+    service = _find(session, principal, service_id)
+    _require(principal, Permission.SERVICE_VIEW_QUERY_API_ENDPOINTS, service)
+    endpoint = session.get(ServiceQueryEndpoint, service.id)
+    if endpoint is None:
+        raise NotFound("This service has no query endpoint")
+    return endpoint
+
+
+def _key_uuids(
+    session: Session, principal: Principal, keys: Sequence[str], pepper: bytes
+) -> list[str]:
+    """API keys by resource id (UUID) or by the key ID they authenticate with (clickhousectl
+    binds ``whoami.keyId``); stored as UUIDs. Unknown keys, or keys of another organization,
+    are a 400."""
+    found: list[str] = []
+    for given in dict.fromkeys(keys):
+        key: ApiKey | None = None
+        try:
+            key = session.get(ApiKey, uuid.UUID(given))
+        except ValueError:
+            lookup = credentials.hash_value(pepper, given)
+            key = session.scalar(select(ApiKey).where(ApiKey.key_id_hash == lookup))
+        if key is None or key.organization_id != principal.organization_id:
+            raise BadRequest(f"openApiKeys: {given!r} is not an API key of this organization")
+        found.append(str(key.id))
+    return list(dict.fromkeys(found))
+
+
+def upsert_query_endpoint(
+    session: Session,
+    principal: Principal,
+    service_id: uuid.UUID,
+    request: schemas.InstanceServiceQueryApiEndpointsPostRequest,
+    *,
+    pepper: bytes,
+) -> ServiceQueryEndpoint:
+    """Create or replace the binding (``openApiKeys`` replace the whole list)."""
+    service = _find(session, principal, service_id)
+    _require(principal, Permission.SERVICE_MANAGE_QUERY_API_ENDPOINTS, service)
+    endpoint = session.get(ServiceQueryEndpoint, service.id)
+    if endpoint is None and request.allowed_origins is None:
+        raise BadRequest("allowedOrigins: required when the endpoint is created ('*' for all)")
+    keys = _key_uuids(session, principal, request.open_api_keys, pepper)
+    if endpoint is None:
+        endpoint = ServiceQueryEndpoint(service_id=service.id)
+        session.add(endpoint)
+    endpoint.open_api_keys = keys
+    endpoint.roles = list(dict.fromkeys(request.roles))
+    if request.allowed_origins is not None:
+        endpoint.allowed_origins = request.allowed_origins
+    session.flush()
+    return endpoint
+
+
+def delete_query_endpoint(session: Session, principal: Principal, service_id: uuid.UUID) -> None:
+    service = _find(session, principal, service_id)
+    _require(principal, Permission.SERVICE_MANAGE_QUERY_API_ENDPOINTS, service)
+    endpoint = session.get(ServiceQueryEndpoint, service.id)
+    if endpoint is None:
+        raise NotFound("This service has no query endpoint")
+    session.delete(endpoint)
+    session.flush()
+
+
+def authorize_run(session: Session, principal: Principal, service_id: uuid.UUID) -> RunGrant:
+    """The Query API's gate: the key must be bound to the service's query endpoint. The binding,
+    not the key's roles, grants database access; a read-only binding runs read-only."""
+    service = _find(session, principal, service_id)
+    endpoint = session.get(ServiceQueryEndpoint, service.id)
+    if (
+        principal.actor_type != "apiKey"
+        or endpoint is None
+        or str(principal.actor_id) not in endpoint.open_api_keys
+    ):
+        raise Forbidden(
+            "FORBIDDEN: This API key is not bound to the service's query endpoint "
+            "(serviceQueryEndpoint openApiKeys)"
+        )
+    readonly = "sql_console_admin" not in endpoint.roles
+    return RunGrant(service.id, service.state, readonly)

@@ -1,0 +1,323 @@
+"""Services on real engines, through the official Service API and the Query API.
+
+Each service is a chDB worker process with its own data directory. Creating one answers
+``provisioning`` with the password shown once, then it runs; the Query API runs SQL for the API
+keys bound to the service's query endpoint, read-only when the binding says so; stop, start,
+idle and wake are real; data survives a stop; a running service cannot be deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from keyhouse.state import AppState
+from tests.conftest import Org, create_key, key_auth
+
+
+def _create(client: TestClient, org: Org, **body: Any) -> dict[str, Any]:
+    body.setdefault("name", f"svc {uuid.uuid4().hex[:6]}")
+    response = client.post(org.url("/services"), json=body, auth=org.auth)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["result"]
+    return result
+
+
+def _wait_for(client: TestClient, org: Org, service_id: str, state: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        service: dict[str, Any] = client.get(
+            org.url(f"/services/{service_id}"), auth=org.auth
+        ).json()["result"]
+        if service["state"] == state:
+            return service
+        assert service["state"] != "failed", service
+        time.sleep(0.2)
+    raise AssertionError(f"service {service_id} never reached {state}")
+
+
+def _bind(
+    client: TestClient, org: Org, service_id: str, keys: list[str], role: str = "sql_console_admin"
+) -> dict[str, Any]:
+    response = client.post(
+        org.url(f"/services/{service_id}/serviceQueryEndpoint"),
+        json={"openApiKeys": keys, "roles": [role], "allowedOrigins": "*"},
+        auth=org.auth,
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()["result"]
+    return result
+
+
+def _run(
+    client: TestClient,
+    service_id: str,
+    auth: tuple[str, str],
+    sql: str,
+    fmt: str = "TabSeparated",
+    **headers: str,
+) -> Any:
+    return client.post(
+        f"/service/{service_id}/run",
+        params={"format": fmt},
+        # As clickhousectl sends it: JSON, labelled text/plain.
+        content=json.dumps({"runId": str(uuid.uuid4()), "sql": sql}),
+        headers={"content-type": "text/plain;charset=UTF-8", **headers},
+        auth=auth,
+    )
+
+
+def test_a_service_is_a_running_engine_queried_through_the_query_api(
+    client: TestClient, org: Org, state: AppState
+) -> None:
+    created = _create(client, org, tags=[{"key": "team", "value": "data"}])
+    service = created["service"]
+    assert service["state"] == "provisioning"
+    assert len(created["password"]) >= 16
+    assert service["provider"] == "aws"
+    assert service["region"] == "us-east-1"
+    assert service["autoscalingMode"] == "vertical"
+    running = _wait_for(client, org, service["id"], "running")
+    assert running["clickhouseVersion"].count(".") >= 2  # the engine's own version
+
+    listed = client.get(org.url("/services"), params={"filter": "tag:team=data"}, auth=org.auth)
+    assert [s["id"] for s in listed.json()["result"]] == [service["id"]]
+    other = client.get(org.url("/services"), params={"filter": "tag:team=web"}, auth=org.auth)
+    assert other.json()["result"] == []
+
+    # Not bound yet: refused (clickhousectl then binds its key and retries).
+    assert _run(client, service["id"], org.auth, "SELECT 1").status_code == 403
+    whoami = client.get("/v1/whoami", auth=org.auth).json()["result"]
+    bound = _bind(client, org, service["id"], [whoami["keyId"]])  # the Basic key ID is accepted
+    assert bound["openApiKeys"] == [str(org.key_uuid)]  # ... and stored as the key's UUID
+    assert bound["roles"] == ["sql_console_admin"]
+
+    sid = service["id"]
+    assert (
+        _run(
+            client,
+            sid,
+            org.auth,
+            "CREATE TABLE t (a UInt8, s String) ENGINE = MergeTree ORDER BY a",
+        ).status_code
+        == 200
+    )
+    assert _run(client, sid, org.auth, "INSERT INTO t VALUES (1, 'x'), (2, 'y')").status_code == 200
+    rows = _run(client, sid, org.auth, "SELECT a, s FROM t ORDER BY a", "JSONEachRow")
+    assert rows.status_code == 200
+    assert rows.text == '{"a":1,"s":"x"}\n{"a":2,"s":"y"}\n'
+    assert _run(client, sid, org.auth, "SELECT count() FROM t").text == "2\n"
+
+    error = _run(client, sid, org.auth, "SELECT * FROM missing_table")
+    assert error.status_code == 400
+    assert error.headers["x-clickhouse-exception-code"] == "60"
+    assert "missing_table" in error.json()["error"]
+
+
+def test_a_read_only_binding_cannot_write(client: TestClient, org: Org) -> None:
+    service = _create(client, org)["service"]
+    _wait_for(client, org, service["id"], "running")
+    reader = create_key(client, org, name="reader", roles=["query_endpoints"])
+    _bind(client, org, service["id"], [reader["key"]["id"]], role="sql_console_read_only")
+    auth = key_auth(reader)
+    assert _run(client, service["id"], auth, "SELECT 1").text == "1\n"
+    refused = _run(client, service["id"], auth, "CREATE TABLE t (a UInt8) ENGINE = Memory")
+    assert refused.status_code == 400
+    assert refused.headers["x-clickhouse-exception-code"] == "164"  # READONLY, by the engine
+    lifted = _run(client, service["id"], auth, "SELECT 1 SETTINGS readonly = 0")
+    assert lifted.status_code == 400
+    # The binding is all it has: no management access.
+    assert client.get(org.url("/keys"), auth=auth).status_code == 403
+    assert client.get(org.url(f"/services/{service['id']}"), auth=auth).status_code == 403
+
+
+def test_stop_start_and_delete(client: TestClient, org: Org, state: AppState) -> None:
+    service = _create(client, org)["service"]
+    sid = service["id"]
+    _wait_for(client, org, sid, "running")
+    _bind(client, org, sid, [str(org.key_uuid)])
+    _run(client, sid, org.auth, "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
+    _run(client, sid, org.auth, "INSERT INTO t VALUES (42)")
+
+    assert client.delete(org.url(f"/services/{sid}"), auth=org.auth).status_code == 409
+    stopping = client.patch(
+        org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth
+    )
+    assert stopping.json()["result"]["state"] == "stopping"
+    _wait_for(client, org, sid, "stopped")
+    stopped = _run(client, sid, org.auth, "SELECT 1")
+    assert stopped.status_code == 206
+    assert stopped.json() == {"data": "Service is stopped"}
+    awake = client.patch(
+        org.url(f"/services/{sid}/state"), json={"command": "awake"}, auth=org.auth
+    )
+    assert awake.status_code == 400
+
+    starting = client.patch(
+        org.url(f"/services/{sid}/state"), json={"command": "start"}, auth=org.auth
+    )
+    assert starting.json()["result"]["state"] == "starting"
+    _wait_for(client, org, sid, "running")
+    assert _run(client, sid, org.auth, "SELECT a FROM t").text == "42\n"  # data survived
+
+    client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
+    _wait_for(client, org, sid, "stopped")
+    data = state.settings.data_dir / "services" / sid
+    assert data.exists()
+    assert client.delete(org.url(f"/services/{sid}"), auth=org.auth).status_code == 200
+    assert client.get(org.url(f"/services/{sid}"), auth=org.auth).status_code == 404
+    _wait_gone(data)
+    types = [a["type"] for a in client.get(org.url("/activities"), auth=org.auth).json()["result"]]
+    assert {"service_create", "service_stop", "service_start", "service_delete"} <= set(types)
+
+
+def _wait_gone(path: Path) -> None:
+    for _ in range(100):
+        if not path.exists():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{path} was not removed")
+
+
+def test_an_idle_service_asks_before_waking(client: TestClient, org: Org, state: AppState) -> None:
+    service = _create(client, org, idleTimeoutMinutes=5)["service"]
+    sid = service["id"]
+    _wait_for(client, org, sid, "running")
+    _bind(client, org, sid, [str(org.key_uuid)])
+    engines = state.engines
+    assert engines is not None
+    engines._last_used[uuid.UUID(sid)] -= 6 * 60  # six minutes without a query
+    portal = client.portal
+    assert portal is not None
+    portal.call(engines._idle_once)
+    assert (
+        client.get(org.url(f"/services/{sid}"), auth=org.auth).json()["result"]["state"] == "idle"
+    )
+    assert not engines.supervisor.running(uuid.UUID(sid))
+
+    asked = _run(client, sid, org.auth, "SELECT 1")
+    assert asked.status_code == 206
+    assert asked.json() == {"data": "Confirm wake service"}
+    woken = _run(client, sid, org.auth, "SELECT 1", **{"wake-service": "true"})
+    assert woken.status_code == 200, woken.text
+    assert woken.text == "1\n"
+    assert (
+        client.get(org.url(f"/services/{sid}"), auth=org.auth).json()["result"]["state"]
+        == "running"
+    )
+
+
+def test_service_permissions_are_checked_on_the_instance(client: TestClient, org: Org) -> None:
+    service = _create(client, org)["service"]
+    sid = service["id"]
+    developer = key_auth(create_key(client, org, roles=["developer"]))
+    assert client.get(org.url(f"/services/{sid}"), auth=developer).status_code == 200
+    assert (
+        client.post(org.url("/services"), json={"name": "nope"}, auth=developer).status_code == 403
+    )
+    stop = client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=developer)
+    assert stop.status_code == 403
+    # Service admin on this one instance only: manages it, but cannot create services.
+    admin_of_one = client.post(
+        org.url("/roles"),
+        json={
+            "name": "one service",
+            "actors": [],
+            "policies": [
+                {
+                    "allowDeny": "ALLOW",
+                    "permissions": ["control-plane:service:view", "control-plane:service:manage"],
+                    "resources": [f"instance/{sid}"],
+                }
+            ],
+        },
+        auth=org.auth,
+    ).json()["result"]
+    scoped = key_auth(create_key(client, org, assignedRoleIds=[admin_of_one["id"]]))
+    assert client.get(org.url(f"/services/{sid}"), auth=scoped).status_code == 200
+    renamed = client.patch(org.url(f"/services/{sid}"), json={"name": "renamed"}, auth=scoped)
+    assert renamed.status_code == 200, renamed.text
+    other = _create(client, org)["service"]
+    assert client.get(org.url(f"/services/{other['id']}"), auth=scoped).status_code == 403
+    listed = client.get(org.url("/services"), auth=scoped).json()["result"]
+    assert [s["id"] for s in listed] == [sid]
+    assert client.post(org.url("/services"), json={"name": "x"}, auth=scoped).status_code == 403
+    # Another organization's service is not found, whatever the caller holds.
+    assert (
+        client.get(f"/v1/organizations/{uuid.uuid4()}/services/{sid}", auth=org.auth).status_code
+        == 404
+    )
+    for service_id in (sid, other["id"]):
+        client.patch(
+            org.url(f"/services/{service_id}/state"), json={"command": "stop"}, auth=org.auth
+        )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "x", "encryptionKey": "k"},
+        {"name": "x", "byocId": "b"},
+        {"name": "x", "privateEndpointIds": ["pe"]},
+        {"name": "x", "numReplicas": 3},
+        {"name": "x", "region": "mars-1"},
+        {"name": "bad/name"},
+        {"name": "x", "idleTimeoutMinutes": 1},
+    ],
+)
+def test_what_keyhouse_cannot_honour_is_a_400(
+    client: TestClient, org: Org, body: dict[str, Any]
+) -> None:
+    response = client.post(org.url("/services"), json=body, auth=org.auth)
+    assert response.status_code == 400, response.text
+
+
+def test_passwords_are_generated_or_set_from_a_hash(client: TestClient, org: Org) -> None:
+    service = _create(client, org)["service"]
+    url = org.url(f"/services/{service['id']}/password")
+    generated = client.patch(url, json={}, auth=org.auth).json()["result"]
+    assert len(generated["password"]) >= 16
+    import base64
+    import hashlib
+
+    digest = base64.b64encode(hashlib.sha256(b"my own password").digest()).decode()
+    hashed = client.patch(url, json={"newPasswordHash": digest}, auth=org.auth)
+    assert hashed.status_code == 200
+    assert hashed.json()["result"].get("password") is None
+    assert client.patch(url, json={"newPasswordHash": "nope"}, auth=org.auth).status_code == 400
+    client.patch(
+        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
+    )
+
+
+def test_query_endpoint_binding(client: TestClient, org: Org) -> None:
+    service = _create(client, org)["service"]
+    url = org.url(f"/services/{service['id']}/serviceQueryEndpoint")
+    assert client.get(url, auth=org.auth).status_code == 404
+    first = client.post(
+        url, json={"openApiKeys": [], "roles": ["sql_console_admin"]}, auth=org.auth
+    )
+    assert first.status_code == 400  # allowedOrigins is required on creation
+    unknown = client.post(
+        url,
+        json={
+            "openApiKeys": ["NOSUCHKEY0000000000"],
+            "roles": ["sql_console_admin"],
+            "allowedOrigins": "*",
+        },
+        auth=org.auth,
+    )
+    assert unknown.status_code == 400
+    _bind(client, org, service["id"], [str(org.key_uuid)])
+    assert client.get(url, auth=org.auth).json()["result"]["allowedOrigins"] == "*"
+    assert client.delete(url, auth=org.auth).status_code == 200
+    assert client.get(url, auth=org.auth).status_code == 404
+    client.patch(
+        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
+    )
