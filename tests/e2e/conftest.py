@@ -48,7 +48,14 @@ class Server:
 
 def server_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYHOUSE_", "CLICKHOUSE"))}
-    env.update({"KEYHOUSE_PEPPER": PEPPER, "DO_NOT_TRACK": "1", "HOME": str(tmp)})
+    env.update(
+        {
+            "KEYHOUSE_PEPPER": PEPPER,
+            "KEYHOUSE_DATA_DIR": str(tmp / "data"),
+            "DO_NOT_TRACK": "1",
+            "HOME": str(tmp),
+        }
+    )
     return env
 
 

@@ -22,8 +22,16 @@ def _run(server: Server, args: tuple[str, ...], auth: tuple[str, str] | None) ->
         secret,
         *args,
     ]
+    # The Query API is on the server itself; the CLI keeps state in its working directory.
+    env = {**server.env, "CLICKHOUSE_CLOUD_QUERY_HOST": server.base_url}
     return subprocess.run(
-        command, env=server.env, capture_output=True, text=True, timeout=60, check=False
+        command,
+        env=env,
+        cwd=server.env["HOME"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
