@@ -129,7 +129,7 @@ def test_operations_match_the_official_spec(
             else:
                 assert "result" not in result["properties"], where
             checked += 1
-    assert checked == 33  # 23 organization, key, member, invitation, role, activity; 10 service
+    assert checked == 35  # 23 organization, key, member, invitation, role, activity; 12 service
 
 
 def test_every_v1_operation_declares_its_permission(client: TestClient) -> None:
@@ -139,6 +139,6 @@ def test_every_v1_operation_declares_its_permission(client: TestClient) -> None:
         for path, route in api_routes(client.app.routes)  # type: ignore[attr-defined]
         if path.startswith("/v1") and path not in public
     ]
-    assert len(routes) == 34  # the 33 official operations and whoami
+    assert len(routes) == 36  # the 35 official operations and whoami
     for path, route in routes:
         assert requirements(route.dependant), f"{route.methods} {path} declares no permission"

@@ -23,4 +23,4 @@ def test_readme_tables_are_generated_from_the_code(
         "README is out of date: run `.venv/bin/python -m keyhouse.docs README.md "
         "reference/clickhouse-cloud-openapi.json`"
     )
-    assert current.count("| yes |") == 33
+    assert current.count("| yes |") == 35

@@ -321,3 +321,92 @@ def test_query_endpoint_binding(client: TestClient, org: Org) -> None:
     client.patch(
         org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
     )
+
+
+def test_scaling_is_stored_and_caps_query_memory(state: AppState, org: Org) -> None:
+    from tests.conftest import make_client
+
+    roomy = AppState.from_settings(
+        state.settings.model_copy(update={"query_max_memory_bytes": 64 * 1024**3})
+    )
+    with make_client(roomy) as client:
+        _check_scaling(client, org)
+    roomy.close()
+
+
+def _check_scaling(client: TestClient, org: Org) -> None:
+    service = _create(client, org)["service"]
+    sid = service["id"]
+    _wait_for(client, org, sid, "running")
+    _bind(client, org, sid, [str(org.key_uuid)])
+    scaled = client.patch(
+        org.url(f"/services/{sid}/replicaScaling"),
+        json={"minReplicaMemoryGb": 8, "maxReplicaMemoryGb": 8, "idleTimeoutMinutes": 30},
+        auth=org.auth,
+    )
+    assert scaled.status_code == 200, scaled.text
+    result = scaled.json()["result"]
+    assert (result["maxReplicaMemoryGb"], result["idleTimeoutMinutes"]) == (8, 30)
+    assert result["currentScaling"]["effectiveMaxReplicaMemoryGb"] == 8
+    cap = _run(client, sid, org.auth, "SELECT getSetting('max_memory_usage')")
+    assert cap.text.strip() == str(8 * 1024**3)
+    idle = client.patch(
+        org.url(f"/services/{sid}/scaling"), json={"idleScaling": False}, auth=org.auth
+    )
+    assert idle.json()["result"]["idleScaling"] is False
+    for body in (
+        {"numReplicas": 2},
+        {"minReplicas": 1, "maxReplicas": 2},
+        {"autoscalingMode": "horizontal"},
+    ):
+        refused = client.patch(org.url(f"/services/{sid}/replicaScaling"), json=body, auth=org.auth)
+        assert refused.status_code == 400, body
+    client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
+
+
+def test_services_come_back_after_a_restart_of_keyhouse(state: AppState, org: Org) -> None:
+    from tests.conftest import make_client
+
+    with make_client(state) as client:
+        sid = _create(client, org)["service"]["id"]
+        _wait_for(client, org, sid, "running")
+        _bind(client, org, sid, [str(org.key_uuid)])
+        _run(client, sid, org.auth, "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
+        _run(client, sid, org.auth, "INSERT INTO t VALUES (5)")
+    # The app stopped (and its engines with it); a new one starts them again.
+    with make_client(state) as client:
+        _wait_for(client, org, sid, "running")
+        assert _run(client, sid, org.auth, "SELECT a FROM t").text == "5\n"
+        client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
+        _wait_for(client, org, sid, "stopped")
+
+
+def test_member_with_query_endpoints_runs_queries_and_nothing_else(
+    client: TestClient, org: Org
+) -> None:
+    """ "Organization role Member + service role Query Endpoints", as the console page says."""
+    sid = _create(client, org)["service"]["id"]
+    _wait_for(client, org, sid, "running")
+    roles = {
+        r["name"]: r["id"] for r in client.get(org.url("/roles"), auth=org.auth).json()["result"]
+    }
+    member = create_key(
+        client, org, assignedRoleIds=[roles["Member"], roles["Basic service API reader"]]
+    )
+    auth = key_auth(member)
+    assert _run(client, sid, auth, "SELECT 1").status_code == 403  # not bound yet
+    _bind(client, org, sid, [member["key"]["id"]])
+    assert _run(client, sid, auth, "SELECT 1").text == "1\n"
+    endpoint = client.get(org.url(f"/services/{sid}/serviceQueryEndpoint"), auth=auth)
+    assert endpoint.status_code == 200  # it may see the binding
+    for method, path in (
+        ("GET", f"/services/{sid}"),
+        ("GET", "/keys"),
+        ("PATCH", f"/services/{sid}/state"),
+        ("POST", f"/services/{sid}/serviceQueryEndpoint"),
+    ):
+        body = {"command": "stop"} if method == "PATCH" else None
+        if path.endswith("serviceQueryEndpoint"):
+            body = {"openApiKeys": [], "roles": ["sql_console_admin"], "allowedOrigins": "*"}
+        assert client.request(method, org.url(path), json=body, auth=auth).status_code == 403, path
+    client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)

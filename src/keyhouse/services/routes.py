@@ -33,6 +33,8 @@ from keyhouse.services.schemas import (
     ServicePostRequest,
     ServicePostResponse,
     ServiceQueryAPIEndpoint,
+    ServiceReplicaScalingPatchRequest,
+    ServiceScalingPatchRequest,
     ServiceStatePatchRequest,
 )
 from keyhouse.state import AppState
@@ -212,6 +214,38 @@ async def update_password(
     return ok(await ctx.run(change))
 
 
+@router.patch(
+    "/{serviceId}/scaling",
+    operation_id="instanceScalingUpdate",
+    response_model=Envelope[Service],
+)
+async def update_scaling(
+    ctx: Annotated[Context, _on_service(Permission.SERVICE_MANAGE_SCALING_CONFIG)],
+    service_id: ServiceId,
+    body: Annotated[ServiceScalingPatchRequest, Body()],
+) -> Response:
+    def change(session: Session, principal: Principal) -> Service:
+        return view(service.update_scaling(session, principal, service_id, body))
+
+    return ok(await ctx.run(change))
+
+
+@router.patch(
+    "/{serviceId}/replicaScaling",
+    operation_id="instanceReplicaScalingUpdate",
+    response_model=Envelope[Service],
+)
+async def update_replica_scaling(
+    ctx: Annotated[Context, _on_service(Permission.SERVICE_MANAGE_SCALING_CONFIG)],
+    service_id: ServiceId,
+    body: Annotated[ServiceReplicaScalingPatchRequest, Body()],
+) -> Response:
+    def change(session: Session, principal: Principal) -> Service:
+        return view(service.update_scaling(session, principal, service_id, body))
+
+    return ok(await ctx.run(change))
+
+
 @router.delete("/{serviceId}", operation_id="instanceDelete", response_model=EmptyEnvelope)
 async def delete_service(
     request: Request,
@@ -364,7 +398,8 @@ async def run_query(
         "query_id": str(body.get("runId") or uuid.uuid4())[:64],
         "settings": {
             "max_execution_time": settings.query_max_execution_seconds,
-            "max_memory_usage": settings.query_max_memory_bytes,
+            # The service's memory range caps each query, within the operator's own cap.
+            "max_memory_usage": min(settings.query_max_memory_bytes, grant.max_memory_gb * 1024**3),
             "max_result_bytes": settings.query_max_result_bytes,
             "result_overflow_mode": "throw",
         },

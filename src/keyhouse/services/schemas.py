@@ -278,3 +278,26 @@ class InstanceServiceQueryApiEndpointsPostRequest(WireRequest):
     roles: list[QueryEndpointRole] = Field(min_length=1, max_length=2)
     open_api_keys: list[str] = Field(alias="openApiKeys", max_length=MAX_LIST_ITEMS)
     allowed_origins: str | None = Field(default=None, alias="allowedOrigins", max_length=2048)
+
+
+class ServiceScalingPatchRequest(WireRequest):
+    min_total_memory_gb: int | None = Field(default=None, alias="minTotalMemoryGb", ge=24, le=1068)
+    max_total_memory_gb: int | None = Field(default=None, alias="maxTotalMemoryGb", ge=24, le=1068)
+    num_replicas: int | None = Field(default=None, alias="numReplicas", ge=1, le=20)
+    idle_scaling: bool | None = Field(default=None, alias="idleScaling")
+    idle_timeout_minutes: int | None = Field(default=None, alias="idleTimeoutMinutes", ge=5)
+
+
+class ServiceReplicaScalingPatchRequest(WireRequest):
+    min_replica_memory_gb: int | None = Field(
+        default=None, alias="minReplicaMemoryGb", ge=8, le=356, multiple_of=4
+    )
+    max_replica_memory_gb: int | None = Field(
+        default=None, alias="maxReplicaMemoryGb", ge=8, le=356, multiple_of=4
+    )
+    autoscaling_mode: AutoscalingMode | None = Field(default=None, alias="autoscalingMode")
+    num_replicas: int | None = Field(default=None, alias="numReplicas", ge=1, le=20)
+    min_replicas: int | None = Field(default=None, alias="minReplicas", ge=1, le=20)
+    max_replicas: int | None = Field(default=None, alias="maxReplicas", ge=1, le=20)
+    idle_scaling: bool | None = Field(default=None, alias="idleScaling")
+    idle_timeout_minutes: int | None = Field(default=None, alias="idleTimeoutMinutes", ge=5)

@@ -53,6 +53,7 @@ class RunGrant:
     service_id: uuid.UUID
     state: str
     readonly: bool
+    max_memory_gb: int
 
 
 def _find(session: Session, principal: Principal, service_id: uuid.UUID) -> Service:
@@ -317,6 +318,47 @@ def change_password(
     return password
 
 
+def update_scaling(
+    session: Session,
+    principal: Principal,
+    service_id: uuid.UUID,
+    request: schemas.ServiceScalingPatchRequest | schemas.ServiceReplicaScalingPatchRequest,
+) -> Service:
+    """Scaling as an embedded engine can honour it: one replica, vertical; the memory range is
+    stored and its maximum caps each query's memory; idle scaling is real."""
+    service = _find(session, principal, service_id)
+    _require(principal, Permission.SERVICE_MANAGE_SCALING_CONFIG, service)
+    _refuse_cloud_only(
+        request,
+        {
+            "min_total_memory_gb": "total memory (deprecated; use /replicaScaling)",
+            "max_total_memory_gb": "total memory (deprecated; use /replicaScaling)",
+            "min_replicas": "horizontal autoscaling",
+            "max_replicas": "horizontal autoscaling",
+        },
+    )
+    if getattr(request, "autoscaling_mode", None) == "horizontal":
+        raise BadRequest("autoscalingMode: horizontal autoscaling is not available in Keyhouse")
+    if request.num_replicas not in (None, 1):
+        raise BadRequest("numReplicas: an embedded engine runs one replica")
+    minimum = getattr(request, "min_replica_memory_gb", None) or service.min_replica_memory_gb
+    maximum = getattr(request, "max_replica_memory_gb", None) or service.max_replica_memory_gb
+    if minimum > maximum:
+        raise BadRequest("minReplicaMemoryGb: must not exceed maxReplicaMemoryGb")
+    if (minimum, maximum) != (service.min_replica_memory_gb, service.max_replica_memory_gb):
+        service.min_replica_memory_gb, service.max_replica_memory_gb = minimum, maximum
+        record(session, principal, "service_update_autoscaling_memory", service_id=service.id)
+    idling = (request.idle_scaling, request.idle_timeout_minutes)
+    if idling != (None, None):
+        if request.idle_scaling is not None:
+            service.idle_scaling = request.idle_scaling
+        if request.idle_timeout_minutes is not None:
+            service.idle_timeout_minutes = request.idle_timeout_minutes
+        record(session, principal, "service_update_autoscaling_idling", service_id=service.id)
+    session.flush()
+    return service
+
+
 def delete_service(session: Session, principal: Principal, service_id: uuid.UUID) -> None:
     service = _find(session, principal, service_id)
     _require(principal, Permission.SERVICE_DELETE, service)
@@ -412,4 +454,4 @@ def authorize_run(session: Session, principal: Principal, service_id: uuid.UUID)
             "(serviceQueryEndpoint openApiKeys)"
         )
     readonly = "sql_console_admin" not in endpoint.roles
-    return RunGrant(service.id, service.state, readonly)
+    return RunGrant(service.id, service.state, readonly, service.max_replica_memory_gb)
