@@ -399,14 +399,13 @@ def test_member_with_query_endpoints_runs_queries_and_nothing_else(
     assert _run(client, sid, auth, "SELECT 1").text == "1\n"
     endpoint = client.get(org.url(f"/services/{sid}/serviceQueryEndpoint"), auth=auth)
     assert endpoint.status_code == 200  # it may see the binding
-    for method, path in (
-        ("GET", f"/services/{sid}"),
-        ("GET", "/keys"),
-        ("PATCH", f"/services/{sid}/state"),
-        ("POST", f"/services/{sid}/serviceQueryEndpoint"),
-    ):
-        body = {"command": "stop"} if method == "PATCH" else None
-        if path.endswith("serviceQueryEndpoint"):
-            body = {"openApiKeys": [], "roles": ["sql_console_admin"], "allowedOrigins": "*"}
+    rebind = {"openApiKeys": [], "roles": ["sql_console_admin"], "allowedOrigins": "*"}
+    refused: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("GET", f"/services/{sid}", None),
+        ("GET", "/keys", None),
+        ("PATCH", f"/services/{sid}/state", {"command": "stop"}),
+        ("POST", f"/services/{sid}/serviceQueryEndpoint", rebind),
+    ]
+    for method, path, body in refused:
         assert client.request(method, org.url(path), json=body, auth=auth).status_code == 403, path
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
