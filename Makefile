@@ -21,7 +21,7 @@ run: install
 	@mkdir -p $(DATA)
 	@if [ ! -f $(DATA)/keyhouse.db ]; then \
 		$(BIN)/keyhouse bootstrap --org-name "Demo organization" --email admin@example.com \
-			--name "Demo admin" --json | $(BIN)/python -m keyhouse.demo http://$(HOST):$(PORT); \
+			--name "Demo admin" --service "Demo service" --json | $(BIN)/python -m keyhouse.demo http://$(HOST):$(PORT); \
 	else \
 		echo "Using the existing demo database $(DATA)/keyhouse.db (its credentials were printed on first run;"; \
 		echo "delete $(DATA)/ to start over)."; \

@@ -1,4 +1,5 @@
-"""Creating an organization with its first admin user and one admin API key (used by the CLI)."""
+"""Creating an organization with its first admin user and one admin API key, and optionally a
+first service (provisioned: the server starts its engine), for the CLI."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from keyhouse.api_keys.schemas import ApiKeyPostRequest
 from keyhouse.auth.service import user_principal
 from keyhouse.config import Settings
 from keyhouse.organizations.service import create_organization
+from keyhouse.services import service as services
+from keyhouse.services.schemas import ServicePostRequest
 from keyhouse.state import AppState
 
 
@@ -22,10 +25,19 @@ class BootstrapResult:
     key_id: str
     key_secret: str
     user_created: bool
+    # With ``service_name``: the service (started by the server) and its password (shown once).
+    service_id: uuid.UUID | None = None
+    service_password: str | None = None
 
 
 def bootstrap(
-    settings: Settings, *, org_name: str, email: str, user_name: str, password: str
+    settings: Settings,
+    *,
+    org_name: str,
+    email: str,
+    user_name: str,
+    password: str,
+    service_name: str | None = None,
 ) -> BootstrapResult:
     state = AppState.from_settings(settings)
     try:
@@ -48,6 +60,19 @@ def bootstrap(
             )
             assert key.key_id is not None  # noqa: S101
             assert key.key_secret is not None  # noqa: S101
+            service_id = service_password = None
+            if service_name:
+                defaults = services.ServiceDefaults(
+                    settings.service_default_provider, settings.service_default_region
+                )
+                row, service_password = services.create_service(
+                    session,
+                    admin,
+                    ServicePostRequest(name=service_name),
+                    pepper=state.pepper,
+                    defaults=defaults,
+                )
+                service_id = row.id
             return BootstrapResult(
                 created.organization_id,
                 created.user_id,
@@ -56,6 +81,8 @@ def bootstrap(
                 key.key_id,
                 key.key_secret,
                 created.user_created,
+                service_id,
+                service_password,
             )
     finally:
         state.close()

@@ -76,6 +76,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         email=args.email,
         user_name=args.name or args.email.split("@")[0],
         password=password,
+        service_name=args.service,
     )
     output = {
         "organizationId": str(result.organization_id),
@@ -86,6 +87,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         "password": password if result.user_created else None,
         "keyId": result.key_id,
         "keySecret": result.key_secret,
+        "serviceId": str(result.service_id) if result.service_id else None,
+        "servicePassword": result.service_password,
     }
     if args.json:
         print(json.dumps(output))
@@ -98,7 +101,10 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             print("Password       (existing account: its password is unchanged)")
         print(f"API key ID     {result.key_id}")
         print(f"API key secret {result.key_secret}")
-        print("The password and the key secret are shown once; store them now.")
+        if result.service_id:
+            print(f"Service        {args.service} ({result.service_id}), started by `serve`")
+            print(f"Service password (user default) {result.service_password}")
+        print("The passwords and the key secret are shown once; store them now.")
     return 0
 
 
@@ -186,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     boot.add_argument("--database-url", help=db_help)
     boot.add_argument("--json", action="store_true", help="print one JSON object")
+    boot.add_argument("--service", metavar="NAME", help="also create a service with this name")
     boot.set_defaults(func=cmd_bootstrap)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(

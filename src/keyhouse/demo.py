@@ -25,6 +25,16 @@ These are shown once; store them now. Try:
   curl --user {data["keyId"]}:{data["keySecret"]} {base_url}/v1/organizations
 """
     )
+    if data.get("serviceId"):
+        print(
+            f"""A demo service ({data["serviceId"]}) starts with the server; its `default` user's
+password is {data["servicePassword"]}. Query it with the official CLI once the server is up:
+
+  CLICKHOUSE_CLOUD_QUERY_HOST={base_url} DO_NOT_TRACK=1 clickhousectl cloud \\
+      --url {base_url}/v1 --api-key {data["keyId"]} --api-secret {data["keySecret"]} \\
+      service query {data["serviceId"]} -q "SELECT version()"
+"""
+        )
 
 
 if __name__ == "__main__":

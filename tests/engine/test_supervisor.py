@@ -204,3 +204,46 @@ def test_closing_a_result_early_leaves_the_worker_serving(tmp_path: Path) -> Non
             await supervisor.close()
 
     _run(scenario())
+
+
+def test_a_worker_whose_server_dies_exits_and_frees_its_data(tmp_path: Path) -> None:
+    """kill -9 of the API process must not leave an engine holding the data directory."""
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import asyncio, sys, uuid, pathlib\n"
+        "from keyhouse.engine.supervisor import EngineSupervisor\n"
+        "async def main():\n"
+        f"    s = EngineSupervisor(pathlib.Path({str(tmp_path)!r}))\n"
+        f"    await s.start(uuid.UUID({str(uuid.UUID(int=7))!r}))\n"
+        "    print(list(s._workers.values())[0].process.pid, flush=True)\n"
+        "    await asyncio.sleep(3600)\n"
+        "asyncio.run(main())\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    worker_pid = int(server.stdout.readline())
+    server.kill()
+    server.wait()
+    server.stdout.close()
+    for _ in range(100):
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker_pid, signal.SIGKILL)
+        raise AssertionError("the orphaned worker kept running")
+
+    async def restart() -> None:
+        supervisor = EngineSupervisor(tmp_path)
+        try:
+            await supervisor.start(uuid.UUID(int=7))
+            assert await _collect(supervisor, uuid.UUID(int=7), sql="SELECT 1") == b"1\n"
+        finally:
+            await supervisor.close()
+
+    _run(restart())

@@ -18,6 +18,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,16 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        # The supervisor died without stopping us (kill -9): free the data directory's lock
+        # so that the next server can start this service again.
+        while os.getppid() == parent:
+            time.sleep(1)
+        server.shutdown()
+
+    threading.Thread(target=orphaned, daemon=True).start()
     sys.stdout.write(f"ready {version}\n")
     sys.stdout.flush()
     try:
