@@ -45,13 +45,16 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Engines belong to the running app: started with it, stopped with it.
-        engines = state.engines = Engines(state)
-        await engines.open()
-        try:
+        if not settings.services_enabled:
             yield
-        finally:
-            await engines.close()
-            state.engines = None
+        else:
+            engines = state.engines = Engines(state)
+            await engines.open()
+            try:
+                yield
+            finally:
+                await engines.close()
+                state.engines = None
         if owns_state:  # a state handed in belongs to the caller (tests share one)
             state.close()
 

@@ -59,8 +59,10 @@ class Settings(BaseSettings):
     # over them, 429 until the moving window has room again.
     auth_failures_per_ip: str = "30/60s"
     auth_failures_per_key_id: str = "10/60s"
-    # Services: each service's engine keeps its data under data_dir/services/<id>.
+    # Services: each service's engine keeps its data under data_dir/services/<id>. One server
+    # process owns the engines; a server run with several processes turns services off.
     data_dir: Path = Path("./data")
+    services_enabled: bool = True
     # Labels for the cloud-only fields of a service created without them (stored and echoed).
     service_default_provider: str = "aws"
     service_default_region: str = "us-east-1"

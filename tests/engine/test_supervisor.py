@@ -6,6 +6,7 @@ survives a stop and a start."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import uuid
@@ -26,7 +27,10 @@ async def _collect(supervisor: EngineSupervisor, service: uuid.UUID, **request: 
 
 
 def _run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    """Each scenario on its own event loop, in its own thread (the main thread may hold
+    another library's loop, as Playwright's sync API does)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def test_two_services_run_side_by_side_on_their_own_data(tmp_path: Path) -> None:

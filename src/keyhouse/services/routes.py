@@ -58,7 +58,9 @@ def _state(request: Request) -> AppState:
 def _engines(request: Request) -> Engines:
     engines: Engines | None = _state(request).engines
     if engines is None:
-        raise ServiceUnavailable("Service engines are not running in this process")
+        raise ServiceUnavailable(
+            "Services are turned off on this server (KEYHOUSE_SERVICES_ENABLED=false)"
+        )
     return engines
 
 
