@@ -189,7 +189,10 @@ def test_an_idle_service_asks_before_waking(client: TestClient, org: Org, state:
     service = _create(client, org, idleTimeoutMinutes=5)["service"]
     sid = service["id"]
     _wait_for(client, org, sid, "running")
-    _bind(client, org, sid, [str(org.key_uuid)])
+    # A key that may only query (Member + Query Endpoints) wakes it too: waking is querying.
+    querier = create_key(client, org, roles=["query_endpoints"])
+    _bind(client, org, sid, [querier["key"]["id"]])
+    auth = key_auth(querier)
     engines = state.engines
     assert engines is not None
     engines._last_used[uuid.UUID(sid)] -= 6 * 60  # six minutes without a query
@@ -201,10 +204,10 @@ def test_an_idle_service_asks_before_waking(client: TestClient, org: Org, state:
     )
     assert not engines.supervisor.running(uuid.UUID(sid))
 
-    asked = _run(client, sid, org.auth, "SELECT 1")
+    asked = _run(client, sid, auth, "SELECT 1")
     assert asked.status_code == 206
     assert asked.json() == {"data": "Confirm wake service"}
-    woken = _run(client, sid, org.auth, "SELECT 1", **{"wake-service": "true"})
+    woken = _run(client, sid, auth, "SELECT 1", **{"wake-service": "true"})
     assert woken.status_code == 200, woken.text
     assert woken.text == "1\n"
     assert (

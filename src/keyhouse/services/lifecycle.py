@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -24,7 +24,7 @@ from sqlalchemy import select
 from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.models import Service
-from keyhouse.services.service import RUNNING_STATES, set_state
+from keyhouse.services.service import RUNNING_STATES, RunGrant, set_state
 from keyhouse.transactions import run_in_transaction
 
 if TYPE_CHECKING:
@@ -89,6 +89,52 @@ class Engines:
 
     def used(self, service_id: uuid.UUID) -> None:
         self._last_used[service_id] = time.monotonic()
+
+    async def run(
+        self,
+        grant: RunGrant,
+        *,
+        sql: str,
+        fmt: str,
+        database: str | None = None,
+        query_id: str | None = None,
+        extra_settings: dict[str, Any] | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Run one query for a caller the domain layer granted (``grant``): under the
+        operator's limits, the service's memory cap and, when the grant says so, the engine's
+        ``readonly``. Waits for an engine that is coming up. Raises ``EngineError`` when the
+        engine refuses the query and ``ServiceUnavailable`` when it is not running; the
+        iterator then yields the result's bytes."""
+        if not self.supervisor.running(grant.service_id) and not await self.bring_up(
+            grant.service_id
+        ):
+            raise ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
+        settings = self.state.settings
+        limits: dict[str, Any] = {
+            "max_execution_time": settings.query_max_execution_seconds,
+            # The service's memory range caps each query, within the operator's own cap.
+            "max_memory_usage": min(settings.query_max_memory_bytes, grant.max_memory_gb << 30),
+            "max_result_bytes": settings.query_max_result_bytes,
+            "result_overflow_mode": "throw",
+            **(extra_settings or {}),
+        }
+        request = {
+            "sql": sql,
+            "format": fmt,
+            "database": database,
+            "readonly": grant.readonly,
+            "query_id": query_id or str(uuid.uuid4()),
+            "settings": limits,
+        }
+        self.used(grant.service_id)
+        try:
+            chunks = await self.supervisor.query(grant.service_id, request)
+            await anext(chunks)  # the engine accepted the query (or raised its error)
+        except EngineUnavailable:
+            raise ServiceUnavailable(
+                "The service is not running", headers={"Retry-After": "5"}
+            ) from None
+        return chunks
 
     # --- the app's lifetime -------------------------------------------------------------
 

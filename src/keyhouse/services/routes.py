@@ -18,7 +18,6 @@ from keyhouse.auth.dependencies import AUTHENTICATED, Context, Require, RequireO
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
 from keyhouse.engine.protocol import EngineError
-from keyhouse.engine.supervisor import EngineUnavailable
 from keyhouse.models import Service as ServiceRow
 from keyhouse.models import ServiceQueryEndpoint
 from keyhouse.services import service
@@ -369,7 +368,6 @@ async def run_query(
     """The key must be bound to the service's query endpoint; a read-only binding runs the
     query under the engine's ``readonly`` setting. 206 ``{"data": ...}`` when the service is
     idle (unless ``wake-service: true``) or stopped. The answer streams in ``format``."""
-    state = _state(request)
     engines = _engines(request)
     body = _run_body(await request.body())
     grant = await ctx.run(
@@ -381,45 +379,21 @@ async def run_query(
         if (wake_service or "").lower() != "true":
             return _partial("Confirm wake service")
         await ctx.run(
-            lambda session, principal: service.request_state(
-                session, principal, service_id, "awake"
-            )
+            lambda session, principal: service.wake_for_query(session, principal, service_id)
         )
         if not await engines.bring_up(service_id):
             raise ServiceUnavailable("The service could not be woken", headers={"Retry-After": "5"})
-    elif not engines.supervisor.running(service_id):
-        # Provisioning, starting or awaking: wait for the engine already coming up.
-        if not await engines.bring_up(service_id):
-            raise ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
-    settings = state.settings
-    query = {
-        "sql": body["sql"],
-        "format": format,
-        "database": body.get("database"),
-        "readonly": grant.readonly,
-        "query_id": str(body.get("runId") or uuid.uuid4())[:64],
-        "settings": {
-            "max_execution_time": settings.query_max_execution_seconds,
-            # The service's memory range caps each query, within the operator's own cap.
-            "max_memory_usage": min(settings.query_max_memory_bytes, grant.max_memory_gb * 1024**3),
-            "max_result_bytes": settings.query_max_result_bytes,
-            "result_overflow_mode": "throw",
-        },
-    }
-    engines.used(service_id)
+    query_id = str(body.get("runId") or uuid.uuid4())[:64]
     try:
-        chunks = await engines.supervisor.query(service_id, query)
-        await anext(chunks)  # the engine accepted the query (or raises its error)
-    except EngineUnavailable:
-        raise ServiceUnavailable(
-            "The service is not running", headers={"Retry-After": "5"}
-        ) from None
+        chunks = await engines.run(
+            grant, sql=body["sql"], fmt=format, database=body.get("database"), query_id=query_id
+        )
     except EngineError as error:
         raise QueryFailed(error) from None
     return StreamingResponse(
         _stream(chunks),
         media_type=_MEDIA_TYPES.get(format, "text/plain; charset=utf-8"),
-        headers={"X-ClickHouse-Format": format, "X-ClickHouse-Query-Id": query["query_id"]},
+        headers={"X-ClickHouse-Format": format, "X-ClickHouse-Query-Id": query_id},
     )
 
 

@@ -455,3 +455,14 @@ def authorize_run(session: Session, principal: Principal, service_id: uuid.UUID)
         )
     readonly = "sql_console_admin" not in endpoint.roles
     return RunGrant(service.id, service.state, readonly, service.max_replica_memory_gb)
+
+
+def wake_for_query(session: Session, principal: Principal, service_id: uuid.UUID) -> None:
+    """A bound key's query woke an idle service (the request said ``wake-service: true``):
+    waking is part of querying, so the binding is the permission."""
+    authorize_run(session, principal, service_id)
+    service = _find(session, principal, service_id)
+    if service.state == "idle":
+        service.state = "awaking"
+        record(session, principal, "service_awaken", service_id=service.id)
+        session.flush()
