@@ -262,14 +262,27 @@ ACTIONS: dict[str, tuple[Callable[[World], str], ApiCall, ConsoleCall]] = {
         _form("/console/o/{org}/invitations/{target}/delete"),
     ),
     "roles page": (_none, _api("GET", "/roles"), _page("/console/o/{org}/roles")),
+    "services page": (_none, _api("GET", "/services"), _page("/console/o/{org}/services")),
+    "create service": (
+        _none,
+        _api("POST", "/services", lambda w: {"name": f"api {uuid.uuid4().hex[:6]}"}),
+        _form("/console/o/{org}/services", name=lambda w: f"console {uuid.uuid4().hex[:6]}"),
+    ),
     "activity page": (_none, _api("GET", "/activities"), _page("/console/o/{org}/activity")),
 }
 
 # What the API gives each person, written out: the console must give the same.
 EXPECTED_ALLOWED = {
-    "Member": set(),
-    "Developer": {"keys page lists keys", "members page", "roles page", "activity page"},
+    "Member": {"services page"},
+    "Developer": {
+        "keys page lists keys",
+        "members page",
+        "roles page",
+        "activity page",
+        "services page",
+    },
     "custom": {
+        "services page",
         "keys page lists keys",
         "members page",
         "roles page",

@@ -271,3 +271,11 @@ def test_concurrent_invitations_for_one_email_are_a_conflict_not_an_error(
         outcomes = pool.submit(asyncio.run, race()).result()
     assert outcomes.count(None) == 1
     assert all(isinstance(o, Conflict) for o in outcomes if o is not None)
+
+
+def test_tokens_never_start_with_a_dash() -> None:
+    """A token is an argument of `keyhouse invitations accept`: a leading "-" would make it an
+    option (1 token in 64 did, and the command failed)."""
+    from keyhouse.invitations.service import _new_token
+
+    assert not any(_new_token().startswith("-") for _ in range(2000))

@@ -44,8 +44,9 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Engines belong to the running app: started with it, stopped with it.
-        if not settings.services_enabled:
+        # Engines belong to the running app that started them, and stop with it; another app
+        # serving the same state (tests do that) uses them as they are.
+        if not settings.services_enabled or state.engines is not None:
             yield
         else:
             engines = state.engines = Engines(state)

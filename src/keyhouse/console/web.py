@@ -62,6 +62,8 @@ NOTICES = {
     "invited": "The invitation was sent.",
     "invitation-deleted": "The invitation was deleted.",
     "welcome": "Welcome! You joined the organization.",
+    "service-updated": "The service was updated.",
+    "service-deleted": "The service was deleted.",
 }
 
 # No inline script or style anywhere in the console, no framing, forms post only to itself.

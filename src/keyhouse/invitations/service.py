@@ -43,6 +43,15 @@ class CreatedInvitation:
     token: str
 
 
+def _new_token() -> str:
+    """256 random bits, URL-safe, never starting with "-" (which a command line would take for
+    an option: `keyhouse invitations accept TOKEN`)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
+
+
 def _hash(pepper: bytes, token: str) -> str:
     return credentials.hash_value(pepper, token)
 
@@ -109,7 +118,7 @@ def create_invitation(
             raise Conflict(f"{email} already has an open invitation to this organization")
         session.delete(existing)
         session.flush()
-    token = secrets.token_urlsafe(32)
+    token = _new_token()
     invitation = Invitation(
         organization_id=org,
         email=email,

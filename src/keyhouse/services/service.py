@@ -461,8 +461,57 @@ def wake_for_query(session: Session, principal: Principal, service_id: uuid.UUID
     """A bound key's query woke an idle service (the request said ``wake-service: true``):
     waking is part of querying, so the binding is the permission."""
     authorize_run(session, principal, service_id)
-    service = _find(session, principal, service_id)
+    _wake(session, principal, _find(session, principal, service_id))
+
+
+def _wake(session: Session, principal: Principal, service: Service) -> None:
     if service.state == "idle":
         service.state = "awaking"
         record(session, principal, "service_awaken", service_id=service.id)
         session.flush()
+
+
+def console_sql_grant(session: Session, principal: Principal, service_id: uuid.UUID) -> RunGrant:
+    """A signed-in person's SQL console on a service: needs ``sql-console:database:access`` on
+    it; writes also need ``control-plane:service:manage`` there (read-only otherwise)."""
+    service = _find(session, principal, service_id)
+    _require(principal, Permission.SQL_CONSOLE_DATABASE_ACCESS, service)
+    writes = principal.can(Permission.SERVICE_MANAGE, instance_resource(service.id))
+    state = service.state
+    _wake(session, principal, service)  # a query in the console wakes an idle service
+    return RunGrant(service.id, state, not writes, service.max_replica_memory_gb)
+
+
+def bound_keys(
+    session: Session, principal: Principal, services: Sequence[Service]
+) -> dict[uuid.UUID, tuple[list[str], list[str]]]:
+    """For the services whose query endpoint the caller may view: (bound key names, roles)."""
+    visible = [
+        s.id
+        for s in services
+        if principal.can(Permission.SERVICE_VIEW_QUERY_API_ENDPOINTS, instance_resource(s.id))
+    ]
+    if not visible:
+        return {}
+    endpoints = session.scalars(
+        select(ServiceQueryEndpoint).where(ServiceQueryEndpoint.service_id.in_(visible))
+    ).all()
+    key_ids = {uuid.UUID(k) for e in endpoints for k in e.open_api_keys}
+    names = dict(
+        session.execute(
+            select(ApiKey.id, ApiKey.name).where(
+                ApiKey.id.in_(key_ids), ApiKey.organization_id == principal.organization_id
+            )
+        ).all()
+    )
+    return {
+        e.service_id: (
+            [
+                f"{names[uuid.UUID(k)]} (…{str(k)[-4:]})"
+                for k in e.open_api_keys
+                if uuid.UUID(k) in names
+            ],
+            list(e.roles),
+        )
+        for e in endpoints
+    }

@@ -1,0 +1,281 @@
+"""The Services page: services with their state, create (the password shown once), start, stop,
+delete, the query endpoint's bound keys, and a minimal SQL console on a running service."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from keyhouse.api.errors import ApiError, BadRequest, ServiceUnavailable
+from keyhouse.api_keys import service as keys
+from keyhouse.auth.permissions import Permission
+from keyhouse.console.web import (
+    Acting,
+    SignInRequired,
+    acting,
+    app_state,
+    base_url,
+    can,
+    error_page,
+    friendly,
+    login_redirect,
+    page,
+    read_form,
+    redirect,
+    render,
+)
+from keyhouse.engine.protocol import EngineError
+from keyhouse.services import service as services
+from keyhouse.services.lifecycle import Engines
+from keyhouse.services.schemas import (
+    InstanceServiceQueryApiEndpointsPostRequest,
+    ServicePostRequest,
+)
+
+router = APIRouter(prefix="/console")
+
+SQL_CONSOLE_MAX_ROWS = 1000
+
+
+def _engines(request: Request) -> Engines:
+    engines = app_state(request).engines
+    if engines is None:
+        raise ServiceUnavailable("Services are turned off on this server")
+    return engines
+
+
+def _services_context(session: Session, a: Acting) -> dict[str, Any]:
+    found = services.list_services(session, a.principal)
+    return {
+        "services": found,
+        "bindings": services.bound_keys(session, a.principal, found),
+        "can_create": can(a, Permission.ORGANIZATION_CREATE_SERVICE),
+        "keys": (
+            keys.list_keys(session, a.principal, limit=250, cursor=None).keys
+            if can(a, Permission.ORGANIZATION_VIEW_API_KEYS)
+            else []
+        ),
+    }
+
+
+@router.get("/o/{org_id}/services")
+async def services_page(request: Request, org_id: uuid.UUID) -> Response:
+    return await page(request, org_id, _services_context, "services.html", "services")
+
+
+async def _change(request: Request, org_id: uuid.UUID, work: Any, notice: str) -> Response:
+    """A form that changes a service: CSRF and origin checks, ``work(session, acting, form)``
+    as the signed-in user (returning what the engine must do), then the engine, then back."""
+    try:
+        form = await read_form(request)
+        engines = _engines(request)
+        action = await acting(request, org_id, lambda session, a: work(session, a, form))
+    except SignInRequired:
+        return login_redirect(request)
+    except ApiError as error:
+        return render(
+            request,
+            "error.html",
+            status=error.status,
+            title="That did not work",
+            message=friendly(error),
+        )
+    if action is not None:
+        command, service_id = action
+        {"start": engines.start_soon, "stop": engines.stop_soon, "remove": engines.remove_soon}[
+            command
+        ](service_id)
+    return redirect(f"/console/o/{org_id}/services?msg={notice}")
+
+
+@router.post("/o/{org_id}/services")
+async def create_service(request: Request, org_id: uuid.UUID) -> Response:
+    state = app_state(request)
+    try:
+        form = await read_form(request)
+        engines = _engines(request)
+    except ApiError as error:
+        return error_page(request, error)
+    defaults = services.ServiceDefaults(
+        state.settings.service_default_provider, state.settings.service_default_region
+    )
+
+    def work(session: Session, a: Acting) -> dict[str, Any]:
+        try:
+            body = ServicePostRequest(name=str(form.get("name") or ""))
+        except ValidationError:
+            raise BadRequest("Give the service a name: letters, digits, spaces, - and _") from None
+        row, password = services.create_service(
+            session, a.principal, body, pepper=state.pepper, defaults=defaults
+        )
+        return {"service": row, "password": password, "acting": a}
+
+    try:
+        result = await acting(request, org_id, work)
+    except SignInRequired:
+        return login_redirect(request)
+    except ApiError as error:
+        return await page(
+            request,
+            org_id,
+            _services_context,
+            "services.html",
+            "services",
+            status=error.status,
+            error=friendly(error),
+        )
+    engines.start_soon(result["service"].id)
+    who = result.pop("acting")
+    return render(
+        request,
+        "service_created.html",
+        user=who.user,
+        org=who.org,
+        orgs=who.orgs,
+        nav="services",
+        base_url=base_url(request),
+        **result,
+    )
+
+
+@router.post("/o/{org_id}/services/{service_id}/state")
+async def service_state(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> tuple[str, uuid.UUID] | None:
+        command = "stop" if form.get("command") == "stop" else "start"
+        _row, action = services.request_state(session, a.principal, service_id, command)
+        return (action, service_id) if action else None
+
+    return await _change(request, org_id, work, "service-updated")
+
+
+@router.get("/o/{org_id}/services/{service_id}/delete")
+async def delete_service_page(
+    request: Request, org_id: uuid.UUID, service_id: uuid.UUID
+) -> Response:
+    def work(session: Session, a: Acting) -> dict[str, Any]:
+        service = services.get_service(session, a.principal, service_id)
+        return {
+            "title": f"Delete service “{service.name}”",
+            "warning": (
+                "Deleting the service removes its data for good. It must be stopped first."
+            ),
+        }
+
+    return await page(
+        request,
+        org_id,
+        work,
+        "confirm.html",
+        "services",
+        action=f"/console/o/{org_id}/services/{service_id}/delete",
+        button="Delete service",
+        cancel=f"/console/o/{org_id}/services",
+    )
+
+
+@router.post("/o/{org_id}/services/{service_id}/delete")
+async def delete_service(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> tuple[str, uuid.UUID]:
+        services.delete_service(session, a.principal, service_id)
+        return ("remove", service_id)
+
+    return await _change(request, org_id, work, "service-deleted")
+
+
+@router.post("/o/{org_id}/services/{service_id}/endpoint")
+async def bind_key(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    state = app_state(request)
+
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
+        try:
+            current = services.get_query_endpoint(session, a.principal, service_id)
+            bound, origins = list(current.open_api_keys), current.allowed_origins
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            bound, origins = [], "*"
+        key = str(form.get("key") or "")
+        if form.get("unbind"):
+            bound = [k for k in bound if k != key]
+        elif key:
+            bound.append(key)
+        role = str(form.get("role") or "sql_console_read_only")
+        try:
+            body = InstanceServiceQueryApiEndpointsPostRequest(
+                roles=[role], open_api_keys=bound, allowed_origins=origins
+            )
+        except ValidationError:
+            raise BadRequest("Choose a key and a role") from None
+        services.upsert_query_endpoint(session, a.principal, service_id, body, pepper=state.pepper)
+
+    return await _change(request, org_id, work, "service-updated")
+
+
+@router.get("/o/{org_id}/services/{service_id}/sql")
+async def sql_page(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    def work(session: Session, a: Acting) -> dict[str, Any]:
+        grant = services.console_sql_grant(session, a.principal, service_id)
+        return {"service": services.get_service(session, a.principal, service_id), "grant": grant}
+
+    return await page(request, org_id, work, "service_sql.html", "services", sql="", result=None)
+
+
+@router.post("/o/{org_id}/services/{service_id}/sql")
+async def run_sql(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    try:
+        form = await read_form(request)
+        engines = _engines(request)
+    except ApiError as error:
+        return error_page(request, error)
+    sql = str(form.get("sql") or "").strip()
+
+    def work(session: Session, a: Acting) -> dict[str, Any]:
+        grant = services.console_sql_grant(session, a.principal, service_id)
+        return {"service": services.get_service(session, a.principal, service_id), "grant": grant}
+
+    try:
+        context = await acting(request, org_id, work)
+    except SignInRequired:
+        return login_redirect(request)
+    except ApiError as error:
+        return error_page(request, error)
+    result: dict[str, Any] | None = None
+    error_text = None
+    if not sql:
+        error_text = "Write a query first."
+    elif context["service"].state in ("stopped", "stopping", "failed"):
+        error_text = "The service is stopped: start it first."
+    else:
+        try:
+            chunks = await engines.run(
+                context["grant"],
+                sql=sql,
+                fmt="JSONCompact",
+                extra_settings={
+                    "max_result_rows": SQL_CONSOLE_MAX_ROWS,
+                    "result_overflow_mode": "break",
+                },
+            )
+            body = b"".join([chunk async for chunk in chunks])
+            result = json.loads(body) if body.strip() else {"meta": [], "data": []}
+        except EngineError as error:
+            error_text = error.message
+        except ApiError as error:
+            error_text = friendly(error)
+    return await page(
+        request,
+        org_id,
+        lambda _s, _a: context,
+        "service_sql.html",
+        "services",
+        status=400 if error_text else 200,
+        sql=sql,
+        result=result,
+        error=error_text,
+    )

@@ -1,0 +1,171 @@
+"""The console's Services page: create (the password shown once), bind a key, run SQL in the
+console and see the rows as a table, stop, delete; a read-only person cannot write."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from fastapi.testclient import TestClient
+
+from keyhouse.state import AppState
+from tests.conftest import Org, invite_and_accept, make_client
+
+
+def _signed_in(state: AppState, email: str, password: str) -> TestClient:
+    client = make_client(state)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/console/login").text)
+    assert token
+    response = client.post(
+        "/console/login",
+        data={"email": email, "password": password, "csrf_token": token.group(1)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    return client
+
+
+def _token(client: TestClient, path: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text)
+    assert match
+    return match.group(1)
+
+
+def _state_of(client: TestClient, org: Org, service_id: str) -> str:
+    return str(
+        client.get(org.url(f"/services/{service_id}"), auth=org.auth).json()["result"]["state"]
+    )
+
+
+def _wait(client: TestClient, org: Org, service_id: str, state: str) -> None:
+    for _ in range(450):
+        if _state_of(client, org, service_id) == state:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not {state}")
+
+
+def test_services_page_create_query_stop_delete(
+    client: TestClient, org: Org, state: AppState
+) -> None:
+    email = client.get(org.url(f"/members/{org.user_id}"), auth=org.auth).json()["result"]["email"]
+    with _signed_in(state, email, "correct horse battery") as console:
+        page = f"/console/o/{org.id}/services"
+        name = f"console-{uuid.uuid4().hex[:6]}"
+        created = console.post(page, data={"name": name, "csrf_token": _token(console, page)})
+        assert created.status_code == 200
+        password = re.search(r'data-testid="service-password">([^<]+)<', created.text)
+        assert password
+        assert len(password.group(1)) >= 16
+        service = next(
+            s
+            for s in client.get(org.url("/services"), auth=org.auth).json()["result"]
+            if s["name"] == name
+        )
+        sid = service["id"]
+        assert password.group(1) not in console.get(page).text  # shown once
+        _wait(client, org, sid, "running")
+
+        bind = console.post(
+            f"{page}/{sid}/endpoint",
+            data={
+                "key": str(org.key_uuid),
+                "role": "sql_console_admin",
+                "csrf_token": _token(console, page),
+            },
+            follow_redirects=False,
+        )
+        assert bind.status_code == 303
+        endpoint = client.get(org.url(f"/services/{sid}/serviceQueryEndpoint"), auth=org.auth)
+        assert endpoint.json()["result"]["openApiKeys"] == [str(org.key_uuid)]
+
+        sql = f"{page}/{sid}/sql"
+        for statement in (
+            "CREATE TABLE t (a UInt8, s String) ENGINE = MergeTree ORDER BY a",
+            "INSERT INTO t VALUES (1, 'one'), (2, 'two')",
+        ):
+            done = console.post(sql, data={"sql": statement, "csrf_token": _token(console, sql)})
+            assert done.status_code == 200, done.text
+        shown = console.post(
+            sql, data={"sql": "SELECT a, s FROM t ORDER BY a", "csrf_token": _token(console, sql)}
+        )
+        assert 'data-testid="sql-result"' in shown.text
+        assert "<th>a <span" in shown.text
+        assert re.search(r'<td class="mono">two</td>', shown.text)
+        wrong = console.post(sql, data={"sql": "SELECT nope", "csrf_token": _token(console, sql)})
+        assert wrong.status_code == 400
+        assert "nope" in wrong.text
+
+        stop = console.post(
+            f"{page}/{sid}/state",
+            data={"command": "stop", "csrf_token": _token(console, page)},
+            follow_redirects=False,
+        )
+        assert stop.status_code == 303
+        _wait(client, org, sid, "stopped")
+        gone = console.post(
+            f"{page}/{sid}/delete",
+            data={"csrf_token": _token(console, page)},
+            follow_redirects=False,
+        )
+        assert gone.status_code == 303
+        assert client.get(org.url(f"/services/{sid}"), auth=org.auth).status_code == 404
+
+
+def test_a_developer_runs_sql_read_only_and_cannot_manage(
+    client: TestClient, org: Org, state: AppState
+) -> None:
+    sid = client.post(
+        org.url("/services"), json={"name": f"ro-{uuid.uuid4().hex[:6]}"}, auth=org.auth
+    ).json()["result"]["service"]["id"]
+    _wait(client, org, sid, "running")
+    roles = {
+        r["name"]: r["id"] for r in client.get(org.url("/roles"), auth=org.auth).json()["result"]
+    }
+    # Developer plus SQL console access on this one service: reads, never writes.
+    sql_reader = client.post(
+        org.url("/roles"),
+        json={
+            "name": f"sql {uuid.uuid4().hex[:4]}",
+            "actors": [],
+            "policies": [
+                {
+                    "allowDeny": "ALLOW",
+                    "permissions": ["sql-console:database:access"],
+                    "resources": [f"instance/{sid}"],
+                }
+            ],
+        },
+        auth=org.auth,
+    ).json()["result"]["id"]
+    email = f"dev-{uuid.uuid4().hex[:6]}@example.com"
+    invite_and_accept(client, org, state, email=email, role_ids=[roles["Developer"], sql_reader])
+    with _signed_in(state, email, "long enough pw") as console:
+        sql = f"/console/o/{org.id}/services/{sid}/sql"
+        page = console.get(sql)
+        assert "Read only" in page.text
+        read = console.post(
+            sql, data={"sql": "SELECT 40 + 2 AS answer", "csrf_token": _token(console, sql)}
+        )
+        alert = re.search(r'role="alert">([^<]*)<', read.text)
+        assert '<td class="mono">42</td>' in read.text, (
+            alert.group(1) if alert else read.text[-300:]
+        )
+        write = console.post(
+            sql,
+            data={
+                "sql": "CREATE TABLE x (a UInt8) ENGINE = Memory",
+                "csrf_token": _token(console, sql),
+            },
+        )
+        assert write.status_code == 400
+        assert "READONLY" in write.text or "readonly" in write.text
+        services_page = f"/console/o/{org.id}/services"
+        stop = console.post(
+            f"{services_page}/{sid}/state",
+            data={"command": "stop", "csrf_token": _token(console, services_page)},
+        )
+        assert stop.status_code == 403
+        assert _state_of(client, org, sid) == "running"
+    client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
