@@ -400,6 +400,10 @@ def test_member_with_query_endpoints_runs_queries_and_nothing_else(
     assert _run(client, sid, auth, "SELECT 1").status_code == 403  # not bound yet
     _bind(client, org, sid, [member["key"]["id"]])
     assert _run(client, sid, auth, "SELECT 1").text == "1\n"
+    other = _create(client, org)["service"]["id"]
+    _wait_for(client, org, other, "running")
+    assert _run(client, other, auth, "SELECT 1").status_code == 403  # bound to one service only
+    client.patch(org.url(f"/services/{other}/state"), json={"command": "stop"}, auth=org.auth)
     endpoint = client.get(org.url(f"/services/{sid}/serviceQueryEndpoint"), auth=auth)
     assert endpoint.status_code == 200  # it may see the binding
     rebind = {"openApiKeys": [], "roles": ["sql_console_admin"], "allowedOrigins": "*"}
@@ -411,4 +415,40 @@ def test_member_with_query_endpoints_runs_queries_and_nothing_else(
     ]
     for method, path, body in refused:
         assert client.request(method, org.url(path), json=body, auth=auth).status_code == 403, path
+    client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
+
+
+def test_a_killed_worker_comes_back_with_its_data_while_the_api_answers(
+    client: TestClient, org: Org, state: AppState
+) -> None:
+    import os
+    import signal
+
+    sid = _create(client, org)["service"]["id"]
+    _wait_for(client, org, sid, "running")
+    _bind(client, org, sid, [str(org.key_uuid)])
+    _run(client, sid, org.auth, "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
+    _run(client, sid, org.auth, "INSERT INTO t VALUES (9)")
+    engines = state.engines
+    assert engines is not None
+    worker = engines.supervisor._workers[uuid.UUID(sid)]
+    os.kill(worker.process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    answer = None
+    while time.monotonic() < deadline:
+        assert (
+            client.get(org.url("/services"), auth=org.auth).status_code == 200
+        )  # answers throughout
+        answer = _run(client, sid, org.auth, "SELECT a FROM t")
+        if answer.status_code == 200:
+            break
+        assert answer.status_code in (400, 503), answer.text
+        time.sleep(0.2)
+    assert answer is not None
+    assert answer.text == "9\n"
+    assert engines.supervisor._workers[uuid.UUID(sid)].process.pid != worker.process.pid
+    assert (
+        client.get(org.url(f"/services/{sid}"), auth=org.auth).json()["result"]["state"]
+        == "running"
+    )
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)

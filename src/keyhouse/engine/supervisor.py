@@ -69,6 +69,7 @@ class EngineSupervisor:
         self._sockets = Path(tempfile.mkdtemp(prefix="keyhouse-engines-"))  # mode 0700
         self._workers: dict[uuid.UUID, _Worker] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._closing = False
 
     def data_path(self, service_id: uuid.UUID) -> Path:
         return self.data_dir / "services" / str(service_id)
@@ -87,6 +88,8 @@ class EngineSupervisor:
     async def start(self, service_id: uuid.UUID) -> str:
         """Start the service's worker (no-op when it runs); returns the engine's version."""
         async with self._lock(service_id):
+            if self._closing:
+                raise EngineUnavailable("the server is shutting down")
             worker = self._workers.get(service_id)
             if worker is not None and worker.process.returncode is None:
                 return worker.version
@@ -127,7 +130,7 @@ class EngineSupervisor:
 
     async def _watch(self, worker: _Worker) -> None:
         code = await worker.process.wait()
-        if worker.stopping:
+        if worker.stopping or self._closing:
             return
         now = time.monotonic()
         worker.crashes = [t for t in worker.crashes if now - t < self.restart_window] + [now]
@@ -140,6 +143,8 @@ class EngineSupervisor:
                 )
             return
         await asyncio.sleep(min(2 ** (len(worker.crashes) - 1), 30) * 0.5)
+        if worker.stopping or self._closing:  # stopped (or shutting down) while backing off
+            return
         try:
             await self.start(worker.service_id)
         except EngineUnavailable as error:
@@ -160,8 +165,12 @@ class EngineSupervisor:
                 except TimeoutError:
                     worker.process.kill()
                     await worker.process.wait()
-            if worker.watcher is not None:
-                await worker.watcher
+            if worker.watcher is not None and worker.watcher is not asyncio.current_task():
+                # Never wait for a watcher while holding the lock: one that is restarting the
+                # worker waits for this very lock. It has nothing left to do: cancel it.
+                worker.watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.watcher
             with contextlib.suppress(FileNotFoundError):
                 worker.socket_path.unlink()
             log.info("engine for service %s stopped", service_id)
@@ -171,8 +180,14 @@ class EngineSupervisor:
         await self.stop(service_id)
         await asyncio.to_thread(shutil.rmtree, self.data_path(service_id), True)
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     async def close(self) -> None:
-        await asyncio.gather(*(self.stop(service_id) for service_id in list(self._workers)))
+        self._closing = True
+        # Every service ever touched: stop() takes its lock, so a start in flight ends first.
+        await asyncio.gather(*(self.stop(service_id) for service_id in list(self._locks)))
         shutil.rmtree(self._sockets, ignore_errors=True)
 
     async def query(self, service_id: uuid.UUID, request: dict[str, Any]) -> AsyncIterator[bytes]:
@@ -194,17 +209,26 @@ class EngineSupervisor:
         writer: asyncio.StreamWriter,
         request: dict[str, Any],
     ) -> AsyncIterator[bytes]:
+        started = False
         try:
-            writer.write(protocol.json_frame(protocol.REQUEST, request))
-            await writer.drain()
+            try:
+                writer.write(protocol.json_frame(protocol.REQUEST, request))
+                await writer.drain()
+            except OSError:
+                raise EngineUnavailable("the engine stopped") from None
             while True:
                 try:
                     head = await reader.readexactly(protocol.HEAD_SIZE)
                     kind, length = protocol.parse_head(head)
                     payload = await reader.readexactly(length)
-                except asyncio.IncompleteReadError:
+                except (asyncio.IncompleteReadError, OSError):
+                    # The worker died: before the answer began the engine is unavailable (the
+                    # caller may retry); after, the answer is cut short.
+                    if not started:
+                        raise EngineUnavailable("the engine stopped") from None
                     raise EngineError(0, "the engine stopped while answering") from None
                 if kind == protocol.HEADER:
+                    started = True
                     yield b""
                 elif kind == protocol.DATA:
                     yield payload

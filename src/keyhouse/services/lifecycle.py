@@ -65,6 +65,8 @@ class Engines:
         try:
             version = await self.supervisor.start(service_id)
         except (EngineUnavailable, OSError) as error:
+            if self.supervisor.closing:  # the server is stopping: the service stays as it is
+                return False
             log.error("service %s did not start: %s", service_id, error)
             await self._set(service_id, "failed", expected=COMING_UP, failure=str(error))
             return False
