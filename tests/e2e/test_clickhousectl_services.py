@@ -7,7 +7,9 @@ import time
 import uuid
 from typing import Any
 
-from tests.e2e.conftest import Server
+import pytest
+
+from tests.e2e.conftest import Server, bootstrap, server_env, start_server, stop
 from tests.e2e.test_clickhousectl import _run, ctl
 
 
@@ -64,3 +66,73 @@ def test_service_lifecycle_and_queries(server: Server) -> None:
     _wait(server, service_id, "stopped")
     ctl(server, "service", "delete", service_id)
     assert service_id not in {s["id"] for s in ctl(server, "service", "list")}
+
+
+def test_rows_survive_a_restart_of_keyhouse(
+    database_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Service update and query-endpoint commands, then the server is stopped and started
+    again on the same database and data: the service runs again and its rows are there."""
+    tmp = tmp_path_factory.mktemp("restart")
+    env = server_env(tmp)
+    database_url = database_urls["sqlite"]
+    boot = bootstrap(database_url, env)
+    process, base_url = start_server(database_url, env, tmp / "server.log", "--rate-limit", "off")
+    server = Server(
+        base_url,
+        database_url,
+        env,
+        boot["organizationId"],
+        boot["keyId"],
+        boot["keySecret"],
+        boot["password"],
+    )
+    try:
+        created = ctl(server, "service", "create", "--name", "durable")
+        service_id = created.get("service", created)["id"]
+        _wait(server, service_id, "running")
+        renamed = ctl(server, "service", "update", service_id, "--new-name", "durable-2")
+        assert renamed["name"] == "durable-2"
+        bound = ctl(
+            server,
+            "service",
+            "query-endpoint",
+            "create",
+            service_id,
+            "--role",
+            "sql_console_admin",
+            "--open-api-key",
+            boot["keyId"],
+            "--allowed-origins",
+            "*",
+        )
+        assert bound["roles"] == ["sql_console_admin"]
+        assert ctl(server, "service", "query-endpoint", "get", service_id)["openApiKeys"]
+        for sql in (
+            "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a",
+            "INSERT INTO t VALUES (3)",
+        ):
+            done = _run(server, ("service", "query", service_id, "-q", sql), None)
+            assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        stop(process)
+    process, base_url = start_server(database_url, env, tmp / "server2.log", "--rate-limit", "off")
+    server = Server(
+        base_url,
+        database_url,
+        env,
+        boot["organizationId"],
+        boot["keyId"],
+        boot["keySecret"],
+        boot["password"],
+    )
+    try:
+        _wait(server, service_id, "running")
+        rows = _run(server, ("service", "query", service_id, "-q", "SELECT a FROM t"), None)
+        assert rows.stdout.strip() == "3", rows.stdout + rows.stderr
+        ctl(server, "service", "query-endpoint", "delete", service_id)
+        ctl(server, "service", "stop", service_id)
+        _wait(server, service_id, "stopped")
+        ctl(server, "service", "delete", service_id)
+    finally:
+        stop(process)
