@@ -398,8 +398,10 @@ def test_member_with_query_endpoints_runs_queries_and_nothing_else(
     )
     auth = key_auth(member)
     assert _run(client, sid, auth, "SELECT 1").status_code == 403  # not bound yet
-    _bind(client, org, sid, [member["key"]["id"]])
+    _bind(client, org, sid, [member["key"]["id"]], role="sql_console_read_only")
     assert _run(client, sid, auth, "SELECT 1").text == "1\n"
+    write = _run(client, sid, auth, "CREATE TABLE w (a UInt8) ENGINE = Memory")
+    assert write.headers["x-clickhouse-exception-code"] == "164"
     other = _create(client, org)["service"]["id"]
     _wait_for(client, org, other, "running")
     assert _run(client, other, auth, "SELECT 1").status_code == 403  # bound to one service only
@@ -451,4 +453,32 @@ def test_a_killed_worker_comes_back_with_its_data_while_the_api_answers(
         client.get(org.url(f"/services/{sid}"), auth=org.auth).json()["result"]["state"]
         == "running"
     )
+    client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
+
+
+def test_cors_follows_the_query_endpoints_allowed_origins(client: TestClient, org: Org) -> None:
+    sid = _create(client, org)["service"]["id"]
+    _wait_for(client, org, sid, "running")
+    url = org.url(f"/services/{sid}/serviceQueryEndpoint")
+    client.post(
+        url,
+        json={
+            "openApiKeys": [str(org.key_uuid)],
+            "roles": ["sql_console_read_only"],
+            "allowedOrigins": "https://app.example.com",
+        },
+        auth=org.auth,
+    )
+    preflight = {"origin": "https://app.example.com", "access-control-request-method": "POST"}
+    allowed = client.options(f"/service/{sid}/run", headers=preflight)
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    other = client.options(
+        f"/service/{sid}/run", headers={**preflight, "origin": "https://evil.example"}
+    )
+    assert "access-control-allow-origin" not in other.headers
+    ran = _run(client, sid, org.auth, "SELECT 1", origin="https://app.example.com")
+    assert ran.headers["access-control-allow-origin"] == "https://app.example.com"
+    refused = _run(client, sid, org.auth, "SELECT 1", origin="https://evil.example")
+    assert "access-control-allow-origin" not in refused.headers
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)

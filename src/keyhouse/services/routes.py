@@ -37,6 +37,7 @@ from keyhouse.services.schemas import (
     ServiceStatePatchRequest,
 )
 from keyhouse.state import AppState
+from keyhouse.transactions import run_in_transaction
 
 router = APIRouter(prefix="/organizations/{organizationId}/services", tags=["Service"])
 query_router = APIRouter(tags=["Query API"])
@@ -349,8 +350,38 @@ def _run_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _partial(message: str) -> Response:
-    return JSONResponse({"data": message}, status_code=206)
+def _partial(message: str, cors: dict[str, str]) -> Response:
+    return JSONResponse({"data": message}, status_code=206, headers=cors)
+
+
+CORS_ALLOW_HEADERS = "authorization, content-type, wake-service, x-service-type, auth-provider"
+
+
+def _cors(allowed_origins: str, origin: str | None) -> dict[str, str]:
+    if not service.origin_allowed(allowed_origins, origin):
+        return {}
+    assert origin is not None  # noqa: S101 (origin_allowed refuses None)
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Access-Control-Expose-Headers": "X-ClickHouse-Query-Id, X-ClickHouse-Format, "
+        "X-ClickHouse-Exception-Code",
+        "Vary": "Origin",
+    }
+
+
+@query_router.options("/service/{serviceId}/run", include_in_schema=False)
+async def run_preflight(request: Request, service_id: ServiceId) -> Response:
+    """CORS preflight: allowed origins come from the service's query endpoint."""
+    origins = await run_in_transaction(
+        _state(request), lambda session: service.cors_origins(session, service_id)
+    )
+    headers = _cors(origins, request.headers.get("origin"))
+    if headers:
+        headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        headers["Access-Control-Max-Age"] = "600"
+    return Response(status_code=204, headers=headers)
 
 
 @query_router.post(
@@ -373,11 +404,12 @@ async def run_query(
     grant = await ctx.run(
         lambda session, principal: service.authorize_run(session, principal, service_id)
     )
+    cors = _cors(grant.allowed_origins, request.headers.get("origin"))
     if grant.state in ("stopped", "stopping", "failed", "terminating"):
-        return _partial("Service is stopped")
+        return _partial("Service is stopped", cors)
     if grant.state == "idle":
         if (wake_service or "").lower() != "true":
-            return _partial("Confirm wake service")
+            return _partial("Confirm wake service", cors)
         await ctx.run(
             lambda session, principal: service.wake_for_query(session, principal, service_id)
         )
@@ -393,7 +425,7 @@ async def run_query(
     return StreamingResponse(
         _stream(chunks),
         media_type=_MEDIA_TYPES.get(format, "text/plain; charset=utf-8"),
-        headers={"X-ClickHouse-Format": format, "X-ClickHouse-Query-Id": query_id},
+        headers={"X-ClickHouse-Format": format, "X-ClickHouse-Query-Id": query_id, **cors},
     )
 
 

@@ -54,6 +54,7 @@ class RunGrant:
     state: str
     readonly: bool
     max_memory_gb: int
+    allowed_origins: str = ""
 
 
 def _find(session: Session, principal: Principal, service_id: uuid.UUID) -> Service:
@@ -454,7 +455,25 @@ def authorize_run(session: Session, principal: Principal, service_id: uuid.UUID)
             "(serviceQueryEndpoint openApiKeys)"
         )
     readonly = "sql_console_admin" not in endpoint.roles
-    return RunGrant(service.id, service.state, readonly, service.max_replica_memory_gb)
+    return RunGrant(
+        service.id, service.state, readonly, service.max_replica_memory_gb, endpoint.allowed_origins
+    )
+
+
+def origin_allowed(allowed_origins: str, origin: str | None) -> bool:
+    """``allowedOrigins`` is a comma-separated list of origins (or hosts), ``*`` for all."""
+    if not origin:
+        return False
+    entries = {entry.strip().rstrip("/") for entry in allowed_origins.split(",") if entry.strip()}
+    host = origin.split("://", 1)[-1]
+    return "*" in entries or origin.rstrip("/") in entries or host in entries
+
+
+def cors_origins(session: Session, service_id: uuid.UUID) -> str:
+    """The query endpoint's ``allowedOrigins`` for a browser's preflight (which carries no
+    credentials); empty when the service or its endpoint does not exist."""
+    endpoint = session.get(ServiceQueryEndpoint, service_id)
+    return endpoint.allowed_origins if endpoint is not None else ""
 
 
 def wake_for_query(session: Session, principal: Principal, service_id: uuid.UUID) -> None:
