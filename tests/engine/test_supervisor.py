@@ -10,7 +10,7 @@ import concurrent.futures
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,23 @@ def _run(coro: Any) -> Any:
     another library's loop, as Playwright's sync API does)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def _with_one_service(
+    tmp_path: Path, scenario: Callable[[EngineSupervisor, uuid.UUID], Awaitable[None]]
+) -> None:
+    """Run ``scenario`` with a supervisor and one started service, closed afterwards."""
+
+    async def run() -> None:
+        supervisor = EngineSupervisor(tmp_path)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            await scenario(supervisor, service)
+        finally:
+            await supervisor.close()
+
+    _run(run())
 
 
 def test_two_services_run_side_by_side_on_their_own_data(tmp_path: Path) -> None:
@@ -57,100 +74,74 @@ def test_two_services_run_side_by_side_on_their_own_data(tmp_path: Path) -> None
 
 
 def test_results_stream_in_the_requested_format_with_parameters(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        supervisor = EngineSupervisor(tmp_path)
-        service = uuid.uuid4()
-        try:
-            await supervisor.start(service)
-            chunks = await supervisor.query(
-                service, {"sql": "SELECT number FROM numbers(300000)", "format": "JSONEachRow"}
-            )
-            parts = [chunk async for chunk in chunks]
-            assert len([p for p in parts if p]) > 1  # streamed, not one block
-            body = b"".join(parts)
-            assert body.count(b"\n") == 300000
-            assert body.startswith(b'{"number":0}\n')
-            answer = await _collect(
-                supervisor,
-                service,
-                sql="SELECT {x:UInt32} + 1 AS y",
-                format="JSONEachRow",
-                params={"x": 41},
-            )
-            assert answer == b'{"y":42}\n'
-        finally:
-            await supervisor.close()
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        chunks = await supervisor.query(
+            service, {"sql": "SELECT number FROM numbers(300000)", "format": "JSONEachRow"}
+        )
+        parts = [chunk async for chunk in chunks]
+        assert len([p for p in parts if p]) > 1  # streamed, not one block
+        body = b"".join(parts)
+        assert body.count(b"\n") == 300000
+        assert body.startswith(b'{"number":0}\n')
+        answer = await _collect(
+            supervisor,
+            service,
+            sql="SELECT {x:UInt32} + 1 AS y",
+            format="JSONEachRow",
+            params={"x": 41},
+        )
+        assert answer == b'{"y":42}\n'
 
-    _run(scenario())
+    _with_one_service(tmp_path, scenario)
 
 
 def test_read_only_is_enforced_by_the_engine(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        supervisor = EngineSupervisor(tmp_path)
-        service = uuid.uuid4()
-        try:
-            await supervisor.start(service)
-            with pytest.raises(EngineError) as refused:
-                await _collect(
-                    supervisor,
-                    service,
-                    sql="CREATE TABLE t (x UInt8) ENGINE = Memory",
-                    readonly=True,
-                )
-            assert refused.value.code == 164  # READONLY
-            # A query cannot lift it for itself either.
-            with pytest.raises(EngineError):
-                await _collect(
-                    supervisor, service, sql="SELECT 1 SETTINGS readonly = 0", readonly=True
-                )
-            # Nor does one query's setting reach the next: each runs on a fresh handle.
-            await _collect(supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = Memory")
-        finally:
-            await supervisor.close()
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        with pytest.raises(EngineError) as refused:
+            await _collect(
+                supervisor,
+                service,
+                sql="CREATE TABLE t (x UInt8) ENGINE = Memory",
+                readonly=True,
+            )
+        assert refused.value.code == 164  # READONLY
+        # A query cannot lift it for itself either.
+        with pytest.raises(EngineError):
+            await _collect(supervisor, service, sql="SELECT 1 SETTINGS readonly = 0", readonly=True)
+        # Nor does one query's setting reach the next: each runs on a fresh handle.
+        await _collect(supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = Memory")
 
-    _run(scenario())
+    _with_one_service(tmp_path, scenario)
 
 
 def test_limits_apply_as_settings(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        supervisor = EngineSupervisor(tmp_path)
-        service = uuid.uuid4()
-        try:
-            await supervisor.start(service)
-            with pytest.raises(EngineError) as timeout:
-                await _collect(
-                    supervisor,
-                    service,
-                    sql="SELECT count() FROM numbers(100000000000) WHERE sleepEachRow(0) = 0",
-                    settings={"max_execution_time": 1},
-                )
-            assert timeout.value.code == 159  # TIMEOUT_EXCEEDED
-        finally:
-            await supervisor.close()
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        with pytest.raises(EngineError) as timeout:
+            await _collect(
+                supervisor,
+                service,
+                sql="SELECT count() FROM numbers(100000000000) WHERE sleepEachRow(0) = 0",
+                settings={"max_execution_time": 1},
+            )
+        assert timeout.value.code == 159  # TIMEOUT_EXCEEDED
 
-    _run(scenario())
+    _with_one_service(tmp_path, scenario)
 
 
 def test_data_survives_a_stop_and_a_start(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        supervisor = EngineSupervisor(tmp_path)
-        service = uuid.uuid4()
-        try:
-            await supervisor.start(service)
-            await _collect(
-                supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = MergeTree ORDER BY x"
-            )
-            await _collect(supervisor, service, sql="INSERT INTO t VALUES (7)")
-            await supervisor.stop(service)
-            assert not supervisor.running(service)
-            with pytest.raises(EngineUnavailable):
-                await supervisor.query(service, {"sql": "SELECT 1"})
-            await supervisor.start(service)
-            assert await _collect(supervisor, service, sql="SELECT x FROM t") == b"7\n"
-        finally:
-            await supervisor.close()
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        await _collect(
+            supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = MergeTree ORDER BY x"
+        )
+        await _collect(supervisor, service, sql="INSERT INTO t VALUES (7)")
+        await supervisor.stop(service)
+        assert not supervisor.running(service)
+        with pytest.raises(EngineUnavailable):
+            await supervisor.query(service, {"sql": "SELECT 1"})
+        await supervisor.start(service)
+        assert await _collect(supervisor, service, sql="SELECT x FROM t") == b"7\n"
 
-    _run(scenario())
+    _with_one_service(tmp_path, scenario)
 
 
 def test_a_crashed_worker_restarts_and_one_that_keeps_crashing_is_given_up(tmp_path: Path) -> None:
@@ -190,24 +181,18 @@ def test_a_crashed_worker_restarts_and_one_that_keeps_crashing_is_given_up(tmp_p
 
 
 def test_closing_a_result_early_leaves_the_worker_serving(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        supervisor = EngineSupervisor(tmp_path)
-        service = uuid.uuid4()
-        try:
-            await supervisor.start(service)
-            chunks = await supervisor.query(
-                service, {"sql": "SELECT number FROM numbers(100000000)", "format": "TabSeparated"}
-            )
-            assert isinstance(chunks, AsyncIterator)
-            async for chunk in chunks:
-                if chunk:
-                    break
-            await chunks.aclose()  # type: ignore[attr-defined]
-            assert await _collect(supervisor, service, sql="SELECT 2") == b"2\n"
-        finally:
-            await supervisor.close()
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        chunks = await supervisor.query(
+            service, {"sql": "SELECT number FROM numbers(100000000)", "format": "TabSeparated"}
+        )
+        assert isinstance(chunks, AsyncIterator)
+        async for chunk in chunks:
+            if chunk:
+                break
+        await chunks.aclose()  # type: ignore[attr-defined]
+        assert await _collect(supervisor, service, sql="SELECT 2") == b"2\n"
 
-    _run(scenario())
+    _with_one_service(tmp_path, scenario)
 
 
 def test_a_worker_whose_server_dies_exits_and_frees_its_data(tmp_path: Path) -> None:
