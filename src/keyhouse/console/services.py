@@ -23,11 +23,11 @@ from keyhouse.console.web import (
     base_url,
     can,
     error_page,
+    form_action,
     friendly,
     login_redirect,
     page,
     read_form,
-    redirect,
     render,
 )
 from keyhouse.engine.protocol import EngineError
@@ -69,29 +69,31 @@ async def services_page(request: Request, org_id: uuid.UUID) -> Response:
     return await page(request, org_id, _services_context, "services.html", "services")
 
 
+def _engine_step(request: Request) -> Any:
+    """What follows a committed change: the engine command the domain function returned."""
+    engines = _engines(request)
+
+    def step(action: tuple[str, uuid.UUID] | None) -> None:
+        if action is not None:
+            command, service_id = action
+            steps = {
+                "start": engines.start_soon,
+                "stop": engines.stop_soon,
+                "remove": engines.remove_soon,
+            }
+            steps[command](service_id)
+
+    return step
+
+
 async def _change(request: Request, org_id: uuid.UUID, work: Any, notice: str) -> Response:
-    """A form that changes a service: CSRF and origin checks, ``work(session, acting, form)``
-    as the signed-in user (returning what the engine must do), then the engine, then back."""
     try:
-        form = await read_form(request)
-        engines = _engines(request)
-        action = await acting(request, org_id, lambda session, a: work(session, a, form))
-    except SignInRequired:
-        return login_redirect(request)
+        then = _engine_step(request)
     except ApiError as error:
-        return render(
-            request,
-            "error.html",
-            status=error.status,
-            title="That did not work",
-            message=friendly(error),
-        )
-    if action is not None:
-        command, service_id = action
-        {"start": engines.start_soon, "stop": engines.stop_soon, "remove": engines.remove_soon}[
-            command
-        ](service_id)
-    return redirect(f"/console/o/{org_id}/services?msg={notice}")
+        return error_page(request, error)
+    return await form_action(
+        request, org_id, f"/console/o/{org_id}/services?msg={notice}", work, then
+    )
 
 
 @router.post("/o/{org_id}/services")

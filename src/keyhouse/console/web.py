@@ -307,13 +307,17 @@ async def form_action(
     request: Request,
     org_id: uuid.UUID,
     target: str | Callable[[dict[str, Any]], str],
-    work: Callable[[Session, Acting, dict[str, Any]], None],
+    work: Callable[[Session, Acting, dict[str, Any]], T],
+    then: Callable[[T], None] | None = None,
 ) -> Response:
     """A form post that changes something: CSRF check, ``work`` as the signed-in user, then
-    back to ``target`` (or ``target(form)``); a refusal is a friendly page, never a trace."""
+    ``then(result)`` once it committed (what must follow the transaction, such as starting an
+    engine), then back to ``target`` (or ``target(form)``); a refusal is a friendly page."""
     try:
         form = await read_form(request)
-        await acting(request, org_id, lambda session, a: work(session, a, form))
+        result = await acting(request, org_id, lambda session, a: work(session, a, form))
+        if then is not None:
+            then(result)
     except SignInRequired:
         return login_redirect(request)
     except ApiError as error:
