@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import HTTPConnection
 
 from keyhouse.auth.ratelimit import AuthFailureLimiter, KeyRateLimiter, LoginThrottle
 from keyhouse.config import IPNetwork, Settings, parse_rate_limit
@@ -63,3 +64,8 @@ class AppState:
     def close(self) -> None:
         self.executor.shutdown(wait=True)
         self.engine.dispose()
+
+
+def app_state(request: HTTPConnection) -> AppState:
+    """The state of the app serving ``request``."""
+    return cast(AppState, request.app.state.keyhouse)

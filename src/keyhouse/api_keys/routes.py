@@ -17,7 +17,7 @@ from keyhouse.api_keys.schemas import (
 from keyhouse.auth.dependencies import Context, RequireInOrganization
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
-from keyhouse.state import AppState
+from keyhouse.state import app_state
 
 router = APIRouter(prefix="/organizations/{organizationId}/keys", tags=["OpenAPI"])
 
@@ -48,7 +48,7 @@ async def create_key(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_CREATE_API_KEYS)],
     body: Annotated[ApiKeyPostRequest, Body()],
 ) -> Response:
-    state: AppState = request.app.state.keyhouse
+    state = app_state(request)
 
     def create(session: Session, principal: Principal) -> ApiKeyPostResponse:
         created = service.create_key(

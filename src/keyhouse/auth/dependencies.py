@@ -30,7 +30,7 @@ from keyhouse.auth.permissions import Permission, organization_resource
 from keyhouse.auth.principal import Principal
 from keyhouse.auth.service import KEY_NOT_FOUND, authenticate_key
 from keyhouse.db import utcnow
-from keyhouse.state import AppState
+from keyhouse.state import AppState, app_state
 from keyhouse.transactions import run_in_transaction
 
 AUTHENTICATED = "authenticated"
@@ -105,7 +105,7 @@ class Context:
 
 
 def _context(request: Request, permission: str, organization_id: uuid.UUID | None) -> Context:
-    state: AppState = request.app.state.keyhouse
+    state = app_state(request)
     key_id, secret = parse_basic(request.headers.get("authorization"))
     return Context(
         state=state,

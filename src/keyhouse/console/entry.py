@@ -24,7 +24,6 @@ from keyhouse.console.sessions import (
 from keyhouse.console.web import (
     SignInRequired,
     acting,
-    app_state,
     client_ip,
     error_page,
     friendly,
@@ -37,6 +36,7 @@ from keyhouse.console.web import (
 from keyhouse.invitations import service as invitations
 from keyhouse.models import Organization
 from keyhouse.organizations.service import create_organization
+from keyhouse.state import app_state
 from keyhouse.transactions import run_in_transaction
 
 router = APIRouter(prefix="/console")

@@ -21,7 +21,6 @@ from keyhouse.console.web import (
     Acting,
     SignInRequired,
     acting,
-    app_state,
     base_url,
     can,
     error_page,
@@ -32,9 +31,10 @@ from keyhouse.console.web import (
     page,
     read_form,
     redirect,
-    render,
+    render_as,
 )
 from keyhouse.db import utcnow
+from keyhouse.state import app_state
 
 router = APIRouter(prefix="/console")
 
@@ -162,14 +162,12 @@ async def create_key(request: Request, org_id: uuid.UUID) -> Response:
         except (SignInRequired, ApiError):
             return error_page(request, error)
         who = context.pop("acting")
-        return render(
+        return render_as(
             request,
             "key_form.html",
+            who,
+            "keys",
             status=error.status,
-            user=who.user,
-            org=who.org,
-            orgs=who.orgs,
-            nav="keys",
             form=_key_form(form),
             expirations=EXPIRATIONS,
             nonce=secrets.token_urlsafe(24),
@@ -179,16 +177,7 @@ async def create_key(request: Request, org_id: uuid.UUID) -> Response:
             **context,
         )
     who = result.pop("acting")
-    return render(
-        request,
-        "key_created.html",
-        user=who.user,
-        org=who.org,
-        orgs=who.orgs,
-        nav="keys",
-        base_url=base_url(request),
-        **result,
-    )
+    return render_as(request, "key_created.html", who, "keys", base_url=base_url(request), **result)
 
 
 @router.get("/o/{org_id}/keys/{key_id}/edit")

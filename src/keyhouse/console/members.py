@@ -17,7 +17,6 @@ from keyhouse.console.web import (
     Acting,
     SignInRequired,
     acting,
-    app_state,
     base_url,
     can,
     error_page,
@@ -31,6 +30,7 @@ from keyhouse.console.web import (
 )
 from keyhouse.invitations import service as invitations
 from keyhouse.members import service as members
+from keyhouse.state import app_state
 
 router = APIRouter(prefix="/console")
 

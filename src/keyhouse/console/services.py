@@ -12,14 +12,13 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from keyhouse.api.errors import ApiError, BadRequest, ServiceUnavailable
+from keyhouse.api.errors import ApiError, BadRequest
 from keyhouse.api_keys import service as keys
 from keyhouse.auth.permissions import Permission
 from keyhouse.console.web import (
     Acting,
     SignInRequired,
     acting,
-    app_state,
     base_url,
     can,
     error_page,
@@ -28,15 +27,16 @@ from keyhouse.console.web import (
     login_redirect,
     page,
     read_form,
-    render,
+    render_as,
 )
 from keyhouse.engine.protocol import EngineError
 from keyhouse.services import service as services
-from keyhouse.services.lifecycle import Engines
+from keyhouse.services.lifecycle import Engines, engines_of
 from keyhouse.services.schemas import (
     InstanceServiceQueryApiEndpointsPostRequest,
     ServicePostRequest,
 )
+from keyhouse.state import app_state
 
 router = APIRouter(prefix="/console")
 
@@ -44,10 +44,7 @@ SQL_CONSOLE_MAX_ROWS = 1000
 
 
 def _engines(request: Request) -> Engines:
-    engines = app_state(request).engines
-    if engines is None:
-        raise ServiceUnavailable("Services are turned off on this server")
-    return engines
+    return engines_of(app_state(request))
 
 
 def _services_context(session: Session, a: Acting) -> dict[str, Any]:
@@ -134,15 +131,8 @@ async def create_service(request: Request, org_id: uuid.UUID) -> Response:
         )
     engines.start_soon(result["service"].id)
     who = result.pop("acting")
-    return render(
-        request,
-        "service_created.html",
-        user=who.user,
-        org=who.org,
-        orgs=who.orgs,
-        nav="services",
-        base_url=base_url(request),
-        **result,
+    return render_as(
+        request, "service_created.html", who, "services", base_url=base_url(request), **result
     )
 
 

@@ -37,7 +37,7 @@ from keyhouse.console.sessions import (
 from keyhouse.db import utcnow
 from keyhouse.models import Membership, Organization, Role
 from keyhouse.roles import service as roles
-from keyhouse.state import AppState
+from keyhouse.state import app_state
 from keyhouse.transactions import run_in_transaction
 
 T = TypeVar("T")
@@ -95,11 +95,6 @@ class Acting:
     principal: Principal
     org: OrgView
     orgs: list[OrgView]
-
-
-def app_state(request: Request) -> AppState:
-    state: AppState = request.app.state.keyhouse
-    return state
 
 
 def client_ip(request: Request) -> str | None:
@@ -282,6 +277,15 @@ async def page(
         return error_page(request, error)
     who: Acting = context.pop("_acting")
     notice = NOTICES.get(request.query_params.get("msg", ""))
+    return render_as(
+        request, template, who, nav, status=status, notice=notice, **{**extra, **context}
+    )
+
+
+def render_as(
+    request: Request, template: str, who: Acting, nav: str, status: int = 200, **context: Any
+) -> HTMLResponse:
+    """A page inside the console's frame, for ``who`` (menu, organization switcher)."""
     return render(
         request,
         template,
@@ -290,8 +294,7 @@ async def page(
         org=who.org,
         orgs=who.orgs,
         nav=nav,
-        notice=notice,
-        **{**extra, **context},
+        **context,
     )
 
 

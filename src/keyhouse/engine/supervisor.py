@@ -78,10 +78,6 @@ class EngineSupervisor:
         worker = self._workers.get(service_id)
         return worker is not None and worker.process.returncode is None
 
-    def version(self, service_id: uuid.UUID) -> str | None:
-        worker = self._workers.get(service_id)
-        return worker.version if worker else None
-
     def _lock(self, service_id: uuid.UUID) -> asyncio.Lock:
         return self._locks.setdefault(service_id, asyncio.Lock())
 

@@ -18,7 +18,7 @@ from keyhouse.invitations.schemas import Invitation, InvitationPostRequest
 from keyhouse.models import Invitation as InvitationRow
 from keyhouse.models import Organization
 from keyhouse.roles.service import legacy_member_role
-from keyhouse.state import AppState
+from keyhouse.state import app_state
 
 router = APIRouter(prefix="/organizations/{organizationId}/invitations", tags=["User management"])
 
@@ -52,7 +52,7 @@ async def list_invitations(ctx: CanView) -> Response:
 async def create_invitation(
     request: Request, ctx: CanManage, body: Annotated[InvitationPostRequest, Body()]
 ) -> Response:
-    state: AppState = request.app.state.keyhouse
+    state = app_state(request)
     settings = state.settings
     base_url = (settings.public_url or str(request.base_url)).rstrip("/")
 

@@ -283,8 +283,7 @@ def legacy_names(roles: Iterable[RoleRef | Role]) -> list[str]:
 
 def check_grantable(principal: Principal, roles: Iterable[Role], *, what: str = "A key") -> None:
     """403 unless every permission ``roles`` allow is one ``principal`` holds itself."""
-    granted = [Policy.from_json(p) for role in roles for p in role.policies]
-    missing = exceeding_grants(principal.policies, granted)
+    missing = exceeding_grants(principal.policies, policies_of(roles))
     if missing:
         permission, resource = missing[0]
         raise Forbidden(

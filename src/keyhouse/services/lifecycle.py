@@ -216,3 +216,12 @@ class Engines:
                 if await self._set(service_id, "idle", expected=frozenset({"running"})):
                     await self.supervisor.stop(service_id)
                     self._last_used.pop(service_id, None)
+
+
+def engines_of(state: AppState) -> Engines:
+    """The engines of the app serving ``state``; 503 when services are turned off."""
+    if state.engines is None:
+        raise ServiceUnavailable(
+            "Services are turned off on this server (KEYHOUSE_SERVICES_ENABLED=false)"
+        )
+    return state.engines

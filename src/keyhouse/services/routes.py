@@ -21,7 +21,7 @@ from keyhouse.engine.protocol import EngineError
 from keyhouse.models import Service as ServiceRow
 from keyhouse.models import ServiceQueryEndpoint
 from keyhouse.services import service
-from keyhouse.services.lifecycle import Engines
+from keyhouse.services.lifecycle import Engines, engines_of
 from keyhouse.services.schemas import (
     CurrentScaling,
     InstanceServiceQueryApiEndpointsPostRequest,
@@ -36,7 +36,7 @@ from keyhouse.services.schemas import (
     ServiceScalingPatchRequest,
     ServiceStatePatchRequest,
 )
-from keyhouse.state import AppState
+from keyhouse.state import app_state
 from keyhouse.transactions import run_in_transaction
 
 router = APIRouter(prefix="/organizations/{organizationId}/services", tags=["Service"])
@@ -50,18 +50,8 @@ def _on_service(permission: Permission | str) -> Any:
     return Depends(RequireOnService(permission))
 
 
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.keyhouse
-    return state
-
-
 def _engines(request: Request) -> Engines:
-    engines: Engines | None = _state(request).engines
-    if engines is None:
-        raise ServiceUnavailable(
-            "Services are turned off on this server (KEYHOUSE_SERVICES_ENABLED=false)"
-        )
-    return engines
+    return engines_of(app_state(request))
 
 
 def view(row: ServiceRow) -> Service:
@@ -134,7 +124,7 @@ async def create_service(
     ctx: Annotated[Context, _on_service(Permission.ORGANIZATION_CREATE_SERVICE)],
     body: Annotated[ServicePostRequest, Body()],
 ) -> Response:
-    state = _state(request)
+    state = app_state(request)
     engines = _engines(request)
     defaults = service.ServiceDefaults(
         state.settings.service_default_provider, state.settings.service_default_region
@@ -207,7 +197,7 @@ async def update_password(
     service_id: ServiceId,
     body: Annotated[ServicePasswordPatchRequest, Body()],
 ) -> Response:
-    pepper = _state(request).pepper
+    pepper = app_state(request).pepper
 
     def change(session: Session, principal: Principal) -> ServicePasswordPatchResponse:
         password = service.change_password(session, principal, service_id, body, pepper=pepper)
@@ -290,7 +280,7 @@ async def upsert_query_endpoint(
     service_id: ServiceId,
     body: Annotated[InstanceServiceQueryApiEndpointsPostRequest, Body()],
 ) -> Response:
-    pepper = _state(request).pepper
+    pepper = app_state(request).pepper
 
     def upsert(session: Session, principal: Principal) -> ServiceQueryAPIEndpoint:
         row = service.upsert_query_endpoint(session, principal, service_id, body, pepper=pepper)
@@ -374,7 +364,7 @@ def _cors(allowed_origins: str, origin: str | None) -> dict[str, str]:
 async def run_preflight(request: Request, service_id: ServiceId) -> Response:
     """CORS preflight: allowed origins come from the service's query endpoint."""
     origins = await run_in_transaction(
-        _state(request), lambda session: service.cors_origins(session, service_id)
+        app_state(request), lambda session: service.cors_origins(session, service_id)
     )
     headers = _cors(origins, request.headers.get("origin"))
     if headers:
