@@ -43,7 +43,8 @@ class Engines:
         self.idle_check_seconds = idle_check_seconds
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_used: dict[uuid.UUID, float] = {}
-        self._reaper: asyncio.Task[None] | None = None
+        # Background loops that run until close(): the start-up reconcile and the idle reaper.
+        self._loops: list[asyncio.Task[None]] = []
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(work)
@@ -143,8 +144,10 @@ class Engines:
     async def open(self) -> None:
         """Start reconciling the database with reality (retried while the database is away,
         never holding up the server's start), and the idle reaper."""
-        self._spawn(self._reconcile_until_done())
-        self._reaper = asyncio.create_task(self._reap_idle())
+        self._loops = [
+            asyncio.create_task(self._reconcile_until_done()),
+            asyncio.create_task(self._reap_idle()),
+        ]
 
     async def _reconcile_until_done(self) -> None:
         delay = 1.0
@@ -174,13 +177,10 @@ class Engines:
                 self.start_soon(service_id)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            if task.get_coro().__name__ == "_reconcile_until_done":  # type: ignore[union-attr]
-                task.cancel()
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for loop in self._loops:
+            loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+                await loop
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
