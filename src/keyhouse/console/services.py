@@ -241,7 +241,7 @@ async def run_sql(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) ->
     error_text = None
     if not sql:
         error_text = "Write a query first."
-    elif context["service"].state in ("stopped", "stopping", "failed"):
+    elif context["service"].state in services.NOT_QUERYABLE:
         error_text = "The service is stopped: start it first."
     else:
         try:

@@ -395,7 +395,7 @@ async def run_query(
         lambda session, principal: service.authorize_run(session, principal, service_id)
     )
     cors = _cors(grant.allowed_origins, request.headers.get("origin"))
-    if grant.state in ("stopped", "stopping", "failed", "terminating"):
+    if grant.state in service.NOT_QUERYABLE:
         return _partial("Service is stopped", cors)
     if grant.state == "idle":
         if (wake_service or "").lower() != "true":

@@ -37,6 +37,8 @@ from keyhouse.services import schemas
 
 RUNNING_STATES = frozenset({"provisioning", "starting", "awaking", "running"})
 STOPPED_STATES = frozenset({"stopping", "stopped"})
+# States in which a query is answered "Service is stopped" (and `start` is what helps).
+NOT_QUERYABLE = STOPPED_STATES | {"failed", "terminating"}
 SERVICE_PASSWORD_ALPHABET = credentials.ALPHABET
 
 
