@@ -236,3 +236,72 @@ def test_a_worker_whose_server_dies_exits_and_frees_its_data(tmp_path: Path) -> 
             await supervisor.close()
 
     _run(restart())
+
+
+async def _rows(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+def test_database_roles_restrict_one_query_alone(tmp_path: Path) -> None:
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        await _collect(supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = Memory")
+        reader = ["sql_console_read_only"]
+        with pytest.raises(EngineError) as refused:
+            await _collect(supervisor, service, sql="INSERT INTO t VALUES (1)", roles=reader)
+        assert refused.value.code == 497  # ACCESS_DENIED
+        assert await _collect(supervisor, service, sql="SELECT count() FROM t", roles=reader) == (
+            b"0\n"
+        )
+        with pytest.raises(EngineError) as unknown:
+            await _collect(supervisor, service, sql="SELECT 1", roles=["no_such_role"])
+        assert unknown.value.code == 511  # UNKNOWN_ROLE
+        # The next query, on its own handle, has the default role again.
+        await _collect(supervisor, service, sql="INSERT INTO t VALUES (1)")
+
+    _with_one_service(tmp_path, scenario)
+
+
+def test_inserts_stream_data_and_report_what_they_wrote(tmp_path: Path) -> None:
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        create = "CREATE TABLE t (x UInt8, s String) ENGINE = Memory"
+        await _collect(supervisor, service, sql=create)
+        head = {"sql": "INSERT INTO t (x, s)", "format": "TabSeparated"}
+        written = await supervisor.insert(service, head, _rows(b"1\ta\n2\tb\n", b"3\tc\n"))
+        assert written["written_rows"] == 3
+        with pytest.raises(EngineError) as bad:
+            await supervisor.insert(service, head, _rows(b"not a number\tx\n"))
+        assert bad.value.code == 27  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        with pytest.raises(EngineError) as missing:
+            await supervisor.insert(service, {**head, "sql": "INSERT INTO nope (x)"}, _rows())
+        assert missing.value.code == 60  # UNKNOWN_TABLE
+        assert await _collect(supervisor, service, sql="SELECT sum(x) FROM t") == b"6\n"
+
+    _with_one_service(tmp_path, scenario)
+
+
+def test_a_session_keeps_its_handle_between_queries(tmp_path: Path) -> None:
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        setting = "SELECT value FROM system.settings WHERE name = 'max_threads'"
+        await _collect(supervisor, service, sql="SET max_threads = 3", session_id="a")
+        assert await _collect(supervisor, service, sql=setting, session_id="a") == b"3\n"
+        assert await _collect(supervisor, service, sql=setting, session_id="b") != b"3\n"
+        assert await _collect(supervisor, service, sql=setting) != b"3\n"
+        # One request at a time per session, as ClickHouse's HTTP interface does.
+        slow = await supervisor.query(
+            service,
+            {
+                "sql": "SELECT number FROM numbers(5) WHERE sleepEachRow(0.2) = 0",
+                "format": "TabSeparated",
+                "session_id": "a",
+                "settings": {"max_block_size": 1},
+            },
+        )
+        await anext(slow)  # the result has started
+        with pytest.raises(EngineError) as locked:
+            await _collect(supervisor, service, sql="SELECT 1", session_id="a")
+        assert locked.value.code == 373  # SESSION_IS_LOCKED
+        assert b"".join([chunk async for chunk in slow]) == b"0\n1\n2\n3\n4\n"
+        assert await _collect(supervisor, service, sql="SELECT 1", session_id="a") == b"1\n"
+
+    _with_one_service(tmp_path, scenario)

@@ -7,11 +7,21 @@ after another. Every frame is a type byte, a 4-byte big-endian length and a payl
     worker → client   H {"ok": true}            then D <bytes> ... then Z (end of result)
                       E {"code": int, "message": str}   (instead of H, or after some D frames)
 
-Requests: ``{"op": "ping"}`` (answers ``H`` with the engine's version, then ``Z``) and
-``{"op": "query", "sql", "format", "database"?, "params"?, "settings"?, "readonly"?,
-"query_id"?}`` (answers the result as it streams). A worker opens a fresh engine handle for
-every query, so no ``SET`` or ``USE`` of one query reaches another; ``readonly`` is applied to
-that handle by the engine's own setting before the query runs.
+Requests:
+
+- ``{"op": "ping"}``: answers ``H`` with the engine's version, then ``Z``.
+- ``{"op": "query", "sql", "format", "database"?, "params"?, "settings"?, "roles"?,
+  "readonly"?, "session_id"?}``: answers the result as it streams.
+- ``{"op": "insert", "sql", "format", "database"?, "settings"?, "session_id"?}``: ``sql`` is
+  the statement's head (``INSERT INTO t (a, b)``); the worker answers ``H`` when it is ready,
+  the client sends the data as ``D`` frames and ``Z``, and the worker answers ``Z`` with
+  ``{"written_rows", "written_bytes"}`` (or ``E``).
+
+A worker opens a fresh engine handle for every request, so no ``SET`` or ``USE`` of one query
+reaches another; a ``session_id`` (the ClickHouse HTTP interface's sessions) keeps one handle
+for that session instead, used by one request at a time. The limits in ``settings`` are set
+first, then the database ``roles`` (``SET ROLE``) and ``readonly``, so the query cannot undo
+them.
 """
 
 from __future__ import annotations
@@ -44,6 +54,9 @@ HEAD_SIZE = _HEAD.size
 def parse_head(head: bytes) -> tuple[bytes, int]:
     kind, length = _HEAD.unpack(head)
     return bytes(kind), int(length)
+
+
+SESSION_IS_LOCKED = 373
 
 
 class EngineError(Exception):

@@ -186,17 +186,53 @@ class EngineSupervisor:
         await asyncio.gather(*(self.stop(service_id) for service_id in list(self._locks)))
         shutil.rmtree(self._sockets, ignore_errors=True)
 
-    async def query(self, service_id: uuid.UUID, request: dict[str, Any]) -> AsyncIterator[bytes]:
-        """Run a query; the first ``await anext()`` raises ``EngineError`` if the engine refuses
-        it, and yields ``b""`` once the result has started; then the result's bytes follow.
-        Closing the iterator early closes the connection, and the worker cancels the query."""
+    async def _connect(
+        self, service_id: uuid.UUID
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         worker = self._workers.get(service_id)
         if worker is None or worker.process.returncode is not None:
             raise EngineUnavailable("the service's engine is not running")
         try:
-            reader, writer = await asyncio.open_unix_connection(str(worker.socket_path))
+            return await asyncio.open_unix_connection(str(worker.socket_path))
         except OSError as error:
             raise EngineUnavailable(f"the engine cannot be reached: {error}") from None
+
+    async def insert(
+        self, service_id: uuid.UUID, request: dict[str, Any], data: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        """Stream ``data`` into ``INSERT`` (``request["sql"]`` is the statement's head); the
+        engine's write statistics, or ``EngineError``."""
+        reader, writer = await self._connect(service_id)
+        try:
+            writer.write(protocol.json_frame(protocol.REQUEST, {"op": "insert", **request}))
+            kind, payload = await _read_frame(reader)
+            if kind == protocol.HEADER:
+                try:
+                    async for chunk in data:
+                        if chunk:
+                            writer.write(protocol.frame(protocol.DATA, chunk))
+                            await writer.drain()
+                    writer.write(protocol.frame(protocol.END))
+                    await writer.drain()
+                except OSError:
+                    pass  # the engine refused the data: its error is waiting to be read
+                kind, payload = await _read_frame(reader)
+            if kind == protocol.END:
+                return dict(json.loads(payload or b"{}"))
+            error = json.loads(payload)
+            raise EngineError(int(error.get("code", 0)), str(error.get("message", "")))
+        except (asyncio.IncompleteReadError, OSError):
+            raise EngineError(0, "the engine stopped while inserting") from None
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def query(self, service_id: uuid.UUID, request: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Run a query; the first ``await anext()`` raises ``EngineError`` if the engine refuses
+        it, and yields ``b""`` once the result has started; then the result's bytes follow.
+        Closing the iterator early closes the connection, and the worker cancels the query."""
+        reader, writer = await self._connect(service_id)
         return self._results(reader, writer, {"op": "query", **request})
 
     async def _results(
@@ -237,3 +273,8 @@ class EngineSupervisor:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
+    return kind, await reader.readexactly(length)

@@ -4,6 +4,12 @@ Started by the supervisor as ``python -m keyhouse.engine.worker --path DIR --soc
 (a fresh interpreter: chDB is never loaded into a process that forks, nor into the API
 process). It prints one line ``ready <version>`` on stdout once the engine answers, then serves
 the protocol of ``keyhouse.engine.protocol`` on the Unix socket until it is terminated.
+
+The engine starts with a users configuration Keyhouse writes beside the socket: the ``default``
+user holds its privileges only through roles (``kh_admin``, all privileges, is its default), so
+that ``SET ROLE`` on one handle restricts that handle alone. chDB fixes users and roles when the
+engine starts (SQL access management needs a writable access storage it does not have), so the
+database roles an embedded engine offers are the ones below, the SQL console's.
 """
 
 from __future__ import annotations
@@ -27,6 +33,40 @@ from keyhouse.engine import protocol
 
 _CODE = re.compile(r"Code:\s*(\d+)")
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+ADMIN_ROLE = "kh_admin"
+# The database roles of an embedded engine: name -> its grants.
+DATABASE_ROLES = {
+    ADMIN_ROLE: "GRANT ALL ON *.* WITH GRANT OPTION",
+    "default_role": "GRANT ALL ON *.*",
+    "sql_console_admin": "GRANT ALL ON *.*",
+    "sql_console_read_only": "GRANT SELECT, SHOW ON *.*",
+}
+SESSION_TIMEOUT = 60.0
+MAX_SESSION_TIMEOUT = 3600.0
+
+
+def engine_config(directory: Path) -> Path:
+    """Write the engine's configuration (its users and roles) into ``directory``."""
+    roles = "".join(
+        f"<{name}><grants><query>{grant}</query></grants></{name}>"
+        for name, grant in DATABASE_ROLES.items()
+    )
+    users = (
+        "<clickhouse><users><default><password></password><networks><ip>::1</ip>"
+        "<ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota>"
+        f"<grants><query>GRANT {', '.join(DATABASE_ROLES)}</query></grants>"
+        f"<default_roles><{ADMIN_ROLE}/></default_roles></default></users>"
+        f"<roles>{roles}</roles><profiles><default/></profiles><quotas><default/></quotas>"
+        "</clickhouse>"
+    )
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (directory / "users.xml").write_text(users)
+    config = directory / "config.xml"
+    config.write_text(
+        f"<clickhouse><users_config>{directory / 'users.xml'}</users_config></clickhouse>"
+    )
+    return config
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -60,11 +100,64 @@ class _Handler(socketserver.BaseRequestHandler):
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, socket_path: str, data_path: str, engine: Any, version: str) -> None:
-        self.data_path = data_path
+    def __init__(self, socket_path: str, address: str, engine: Any, version: str) -> None:
+        self.address = address  # what chdb.connect() opens: the data path and the config
         self.engine = engine
         self.version = version
+        self._sessions: dict[str, _Session] = {}
+        self._sessions_lock = threading.Lock()
         super().__init__(socket_path, _Handler)
+
+    def _handle(self, request: dict[str, Any]) -> tuple[Any, _Session | None]:
+        """A fresh handle, or the session's (locked for this request; 373 if in use)."""
+        import chdb
+
+        session_id = request.get("session_id")
+        if not session_id:
+            return chdb.connect(self.address), None  # type: ignore[no-untyped-call]
+        with self._sessions_lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                handle = chdb.connect(self.address)  # type: ignore[no-untyped-call]
+                session = self._sessions[session_id] = _Session(handle)
+        if not session.lock.acquire(blocking=False):
+            raise RuntimeError(
+                f"Code: {protocol.SESSION_IS_LOCKED}. Session {session_id} is locked by a "
+                "concurrent client. (SESSION_IS_LOCKED)"
+            )
+        timeout = float(request.get("session_timeout") or SESSION_TIMEOUT)
+        session.timeout = min(max(timeout, 1.0), MAX_SESSION_TIMEOUT)
+        return session.handle, session
+
+    def _release(self, handle: Any, session: _Session | None) -> None:
+        if session is None:
+            handle.close()
+        else:
+            session.last_used = time.monotonic()
+            session.lock.release()
+
+    def expire_sessions(self) -> None:
+        now = time.monotonic()
+        with self._sessions_lock:
+            for session_id, session in list(self._sessions.items()):
+                if now - session.last_used > session.timeout and session.lock.acquire(False):
+                    del self._sessions[session_id]
+                    session.handle.close()
+
+    def _prepare(self, handle: Any, request: dict[str, Any]) -> None:
+        """Settings, then the database, then the roles and ``readonly`` (last: once set, the
+        query cannot change them back)."""
+        for name, value in (request.get("settings") or {}).items():
+            if not _SETTING_NAME.match(name):
+                raise ValueError(f"Code: 115. Unknown setting {name!r}. (UNKNOWN_SETTING)")
+            handle.query(f"SET {name} = {_literal(value)}")
+        if request.get("database"):
+            handle.query(f"USE {_identifier(str(request['database']))}")
+        roles = request.get("roles")
+        if roles:
+            handle.query("SET ROLE " + ", ".join(_identifier(str(role)) for role in roles))
+        if request.get("readonly"):
+            handle.query("SET readonly = 1")
 
     def serve(self, sock: socket.socket, request: dict[str, Any]) -> None:
         if request.get("op") == "ping":
@@ -73,27 +166,65 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             )
             sock.sendall(protocol.frame(protocol.END))
             return
+        if request.get("op") == "insert":
+            self._insert(sock, request)
+            return
         if request.get("op") != "query":
             sock.sendall(protocol.json_frame(protocol.ERROR, {"code": 0, "message": "unknown op"}))
             return
         self._query(sock, request)
 
-    def _query(self, sock: socket.socket, request: dict[str, Any]) -> None:
-        import chdb
+    def _insert(self, sock: socket.socket, request: dict[str, Any]) -> None:
+        try:
+            handle, session = self._handle(request)
+        except Exception as exc:
+            sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
+            return
+        inserter = None
+        try:
+            self._prepare(handle, request)
+            inserter = handle.send_insert(request["sql"], request.get("format") or "Native")
+            sock.sendall(protocol.json_frame(protocol.HEADER, {"ok": True}))
+            while True:
+                head = _recv_exact(sock, protocol.HEAD_SIZE)
+                if head is None:
+                    raise ConnectionResetError
+                kind, length = protocol.parse_head(head)
+                if kind == protocol.END:
+                    break
+                data = _recv_exact(sock, length) if kind == protocol.DATA else None
+                if data is None:
+                    raise ConnectionResetError
+                inserter.append(data)
+            written = inserter.finish()
+            inserter = None
+            sock.sendall(
+                protocol.json_frame(
+                    protocol.END,
+                    {"written_rows": written.rows_written, "written_bytes": written.bytes_written},
+                )
+            )
+        except (BrokenPipeError, ConnectionResetError):
+            raise
+        except Exception as exc:
+            sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
+            # The client may still be sending data: the connection is not reusable.
+            raise ConnectionResetError from exc
+        finally:
+            if inserter is not None:
+                inserter.cancel()
+            self._release(handle, session)
 
-        handle = chdb.connect(self.data_path)  # type: ignore[no-untyped-call]
+    def _query(self, sock: socket.socket, request: dict[str, Any]) -> None:
+        try:
+            handle, session = self._handle(request)
+        except Exception as exc:
+            sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
+            return
         stream = None
         started = False
         try:
-            for name, value in (request.get("settings") or {}).items():
-                if not _SETTING_NAME.match(name):
-                    raise ValueError(f"Code: 115. Unknown setting {name!r}")
-                handle.query(f"SET {name} = {_literal(value)}")
-            if request.get("database"):
-                handle.query(f"USE {_identifier(str(request['database']))}")
-            # Last: once read-only, the handle's settings (the limits above) are fixed too.
-            if request.get("readonly"):
-                handle.query("SET readonly = 1")
+            self._prepare(handle, request)
             sql, fmt = request["sql"], request.get("format") or "TabSeparated"
             params = request.get("params") or {}
             try:
@@ -125,7 +256,17 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             if stream is not None:
                 stream.close()
-            handle.close()
+            self._release(handle, session)
+
+
+class _Session:
+    """A ClickHouse HTTP session: one handle kept between requests, one request at a time."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.lock = threading.Lock()
+        self.last_used = time.monotonic()
+        self.timeout = SESSION_TIMEOUT
 
 
 def _literal(value: object) -> str:
@@ -161,11 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     import chdb
 
     Path(args.path).mkdir(parents=True, exist_ok=True)
-    engine = chdb.connect(args.path)  # type: ignore[no-untyped-call]  # holds the engine (and its directory lock) open
+    config = engine_config(Path(args.socket + ".d"))
+    address = f"file:{Path(args.path).resolve()}?config-file={config}"
+    engine = chdb.connect(address)  # type: ignore[no-untyped-call]  # holds the engine (and its directory lock) open
     version = engine.query("SELECT version()", "TabSeparated").bytes().decode().strip()
     if os.path.exists(args.socket):
         os.unlink(args.socket)
-    server = _Server(args.socket, args.path, engine, version)
+    server = _Server(args.socket, address, engine, version)
     os.chmod(args.socket, 0o600)
 
     def stop(_signum: int, _frame: object) -> None:
@@ -180,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         # so that the next server can start this service again.
         while os.getppid() == parent:
             time.sleep(1)
+            server.expire_sessions()
         server.shutdown()
 
     threading.Thread(target=orphaned, daemon=True).start()
