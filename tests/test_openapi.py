@@ -11,7 +11,27 @@ from keyhouse.docs import api_routes, requirements
 
 # Documented Keyhouse extensions (README, "Compatibility").
 # whoami (the newer spec) and the Query API (served on the query host, outside /v1).
-EXTRA_OPERATIONS = {("get", "/v1/whoami"), ("post", "/service/{serviceId}/run")}
+_SERVICE = "/v1/organizations/{organizationId}/services/{serviceId}"
+# Query API endpoints and saved queries come from the newer spec (Beta), not the vendored one.
+NEWER_SPEC_OPERATIONS = {
+    (method, f"{_SERVICE}/{path}")
+    for collection, item in (
+        ("query-api-endpoints", "{endpointId}"),
+        ("saved-queries", "{queryId}"),
+    )
+    for path, methods in (
+        (collection, ("get", "post")),
+        (f"{collection}/{item}", ("get", "put", "delete")),
+    )
+    for method in methods
+}
+EXTRA_OPERATIONS = {
+    ("get", "/v1/whoami"),
+    ("post", "/service/{serviceId}/run"),
+    ("get", "/run/{endpointId}"),
+    ("post", "/run/{endpointId}"),
+    *NEWER_SPEC_OPERATIONS,
+}
 EXTRA_PARAMETERS = {
     ("get", "/v1/organizations/{organizationId}/keys"): {"limit", "cursor"},
     ("get", "/v1/organizations/{organizationId}/activities"): {"extensions"},
@@ -139,6 +159,7 @@ def test_every_v1_operation_declares_its_permission(client: TestClient) -> None:
         for path, route in api_routes(client.app.routes)  # type: ignore[attr-defined]
         if path.startswith("/v1") and path not in public
     ]
-    assert len(routes) == 36  # the 35 official operations and whoami
+    # The 35 official operations, whoami, and the newer spec's endpoints and saved queries.
+    assert len(routes) == 36 + len(NEWER_SPEC_OPERATIONS)
     for path, route in routes:
         assert requirements(route.dependant), f"{route.methods} {path} declares no permission"

@@ -8,7 +8,6 @@ idle and wake are real; data survives a stop; a running service cannot be delete
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
@@ -19,71 +18,20 @@ from fastapi.testclient import TestClient
 
 from keyhouse.state import AppState
 from tests.conftest import Org, create_key, key_auth
-
-
-def _create(client: TestClient, org: Org, **body: Any) -> dict[str, Any]:
-    body.setdefault("name", f"svc {uuid.uuid4().hex[:6]}")
-    response = client.post(org.url("/services"), json=body, auth=org.auth)
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()["result"]
-    return result
-
-
-def _wait_for(client: TestClient, org: Org, service_id: str, state: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        service: dict[str, Any] = client.get(
-            org.url(f"/services/{service_id}"), auth=org.auth
-        ).json()["result"]
-        if service["state"] == state:
-            return service
-        assert service["state"] != "failed", service
-        time.sleep(0.2)
-    raise AssertionError(f"service {service_id} never reached {state}")
-
-
-def _bind(
-    client: TestClient, org: Org, service_id: str, keys: list[str], role: str = "sql_console_admin"
-) -> dict[str, Any]:
-    response = client.post(
-        org.url(f"/services/{service_id}/serviceQueryEndpoint"),
-        json={"openApiKeys": keys, "roles": [role], "allowedOrigins": "*"},
-        auth=org.auth,
-    )
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()["result"]
-    return result
-
-
-def _run(
-    client: TestClient,
-    service_id: str,
-    auth: tuple[str, str],
-    sql: str,
-    fmt: str = "TabSeparated",
-    **headers: str,
-) -> Any:
-    return client.post(
-        f"/service/{service_id}/run",
-        params={"format": fmt},
-        # As clickhousectl sends it: JSON, labelled text/plain.
-        content=json.dumps({"runId": str(uuid.uuid4()), "sql": sql}),
-        headers={"content-type": "text/plain;charset=UTF-8", **headers},
-        auth=auth,
-    )
+from tests.services import bind, create, run, wait_for
 
 
 def test_a_service_is_a_running_engine_queried_through_the_query_api(
     client: TestClient, org: Org, state: AppState
 ) -> None:
-    created = _create(client, org, tags=[{"key": "team", "value": "data"}])
+    created = create(client, org, tags=[{"key": "team", "value": "data"}])
     service = created["service"]
     assert service["state"] == "provisioning"
     assert len(created["password"]) >= 16
     assert service["provider"] == "aws"
     assert service["region"] == "us-east-1"
     assert service["autoscalingMode"] == "vertical"
-    running = _wait_for(client, org, service["id"], "running")
+    running = wait_for(client, org, service["id"], "running")
     assert running["clickhouseVersion"].count(".") >= 2  # the engine's own version
 
     listed = client.get(org.url("/services"), params={"filter": "tag:team=data"}, auth=org.auth)
@@ -92,15 +40,15 @@ def test_a_service_is_a_running_engine_queried_through_the_query_api(
     assert other.json()["result"] == []
 
     # Not bound yet: refused (clickhousectl then binds its key and retries).
-    assert _run(client, service["id"], org.auth, "SELECT 1").status_code == 403
+    assert run(client, service["id"], org.auth, "SELECT 1").status_code == 403
     whoami = client.get("/v1/whoami", auth=org.auth).json()["result"]
-    bound = _bind(client, org, service["id"], [whoami["keyId"]])  # the Basic key ID is accepted
+    bound = bind(client, org, service["id"], [whoami["keyId"]])  # the Basic key ID is accepted
     assert bound["openApiKeys"] == [str(org.key_uuid)]  # ... and stored as the key's UUID
     assert bound["roles"] == ["sql_console_admin"]
 
     sid = service["id"]
     assert (
-        _run(
+        run(
             client,
             sid,
             org.auth,
@@ -108,29 +56,29 @@ def test_a_service_is_a_running_engine_queried_through_the_query_api(
         ).status_code
         == 200
     )
-    assert _run(client, sid, org.auth, "INSERT INTO t VALUES (1, 'x'), (2, 'y')").status_code == 200
-    rows = _run(client, sid, org.auth, "SELECT a, s FROM t ORDER BY a", "JSONEachRow")
+    assert run(client, sid, org.auth, "INSERT INTO t VALUES (1, 'x'), (2, 'y')").status_code == 200
+    rows = run(client, sid, org.auth, "SELECT a, s FROM t ORDER BY a", "JSONEachRow")
     assert rows.status_code == 200
     assert rows.text == '{"a":1,"s":"x"}\n{"a":2,"s":"y"}\n'
-    assert _run(client, sid, org.auth, "SELECT count() FROM t").text == "2\n"
+    assert run(client, sid, org.auth, "SELECT count() FROM t").text == "2\n"
 
-    error = _run(client, sid, org.auth, "SELECT * FROM missing_table")
+    error = run(client, sid, org.auth, "SELECT * FROM missing_table")
     assert error.status_code == 400
     assert error.headers["x-clickhouse-exception-code"] == "60"
     assert "missing_table" in error.json()["error"]
 
 
 def test_a_read_only_binding_cannot_write(client: TestClient, org: Org) -> None:
-    service = _create(client, org)["service"]
-    _wait_for(client, org, service["id"], "running")
+    service = create(client, org)["service"]
+    wait_for(client, org, service["id"], "running")
     reader = create_key(client, org, name="reader", roles=["query_endpoints"])
-    _bind(client, org, service["id"], [reader["key"]["id"]], role="sql_console_read_only")
+    bind(client, org, service["id"], [reader["key"]["id"]], role="sql_console_read_only")
     auth = key_auth(reader)
-    assert _run(client, service["id"], auth, "SELECT 1").text == "1\n"
-    refused = _run(client, service["id"], auth, "CREATE TABLE t (a UInt8) ENGINE = Memory")
+    assert run(client, service["id"], auth, "SELECT 1").text == "1\n"
+    refused = run(client, service["id"], auth, "CREATE TABLE t (a UInt8) ENGINE = Memory")
     assert refused.status_code == 400
     assert refused.headers["x-clickhouse-exception-code"] == "164"  # READONLY, by the engine
-    lifted = _run(client, service["id"], auth, "SELECT 1 SETTINGS readonly = 0")
+    lifted = run(client, service["id"], auth, "SELECT 1 SETTINGS readonly = 0")
     assert lifted.status_code == 400
     # The binding is all it has: no management access.
     assert client.get(org.url("/keys"), auth=auth).status_code == 403
@@ -138,20 +86,20 @@ def test_a_read_only_binding_cannot_write(client: TestClient, org: Org) -> None:
 
 
 def test_stop_start_and_delete(client: TestClient, org: Org, state: AppState) -> None:
-    service = _create(client, org)["service"]
+    service = create(client, org)["service"]
     sid = service["id"]
-    _wait_for(client, org, sid, "running")
-    _bind(client, org, sid, [str(org.key_uuid)])
-    _run(client, sid, org.auth, "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
-    _run(client, sid, org.auth, "INSERT INTO t VALUES (42)")
+    wait_for(client, org, sid, "running")
+    bind(client, org, sid, [str(org.key_uuid)])
+    run(client, sid, org.auth, "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
+    run(client, sid, org.auth, "INSERT INTO t VALUES (42)")
 
     assert client.delete(org.url(f"/services/{sid}"), auth=org.auth).status_code == 409
     stopping = client.patch(
         org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth
     )
     assert stopping.json()["result"]["state"] == "stopping"
-    _wait_for(client, org, sid, "stopped")
-    stopped = _run(client, sid, org.auth, "SELECT 1")
+    wait_for(client, org, sid, "stopped")
+    stopped = run(client, sid, org.auth, "SELECT 1")
     assert stopped.status_code == 206
     assert stopped.json() == {"data": "Service is stopped"}
     awake = client.patch(
@@ -163,11 +111,11 @@ def test_stop_start_and_delete(client: TestClient, org: Org, state: AppState) ->
         org.url(f"/services/{sid}/state"), json={"command": "start"}, auth=org.auth
     )
     assert starting.json()["result"]["state"] == "starting"
-    _wait_for(client, org, sid, "running")
-    assert _run(client, sid, org.auth, "SELECT a FROM t").text == "42\n"  # data survived
+    wait_for(client, org, sid, "running")
+    assert run(client, sid, org.auth, "SELECT a FROM t").text == "42\n"  # data survived
 
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
-    _wait_for(client, org, sid, "stopped")
+    wait_for(client, org, sid, "stopped")
     data = state.settings.data_dir / "services" / sid
     assert data.exists()
     assert client.delete(org.url(f"/services/{sid}"), auth=org.auth).status_code == 200
@@ -186,12 +134,12 @@ def _wait_gone(path: Path) -> None:
 
 
 def test_an_idle_service_asks_before_waking(client: TestClient, org: Org, state: AppState) -> None:
-    service = _create(client, org, idleTimeoutMinutes=5)["service"]
+    service = create(client, org, idleTimeoutMinutes=5)["service"]
     sid = service["id"]
-    _wait_for(client, org, sid, "running")
+    wait_for(client, org, sid, "running")
     # A key that may only query (Member + Query Endpoints) wakes it too: waking is querying.
     querier = create_key(client, org, roles=["query_endpoints"])
-    _bind(client, org, sid, [querier["key"]["id"]])
+    bind(client, org, sid, [querier["key"]["id"]])
     auth = key_auth(querier)
     engines = state.engines
     assert engines is not None
@@ -204,10 +152,10 @@ def test_an_idle_service_asks_before_waking(client: TestClient, org: Org, state:
     )
     assert not engines.supervisor.running(uuid.UUID(sid))
 
-    asked = _run(client, sid, auth, "SELECT 1")
+    asked = run(client, sid, auth, "SELECT 1")
     assert asked.status_code == 206
     assert asked.json() == {"data": "Confirm wake service"}
-    woken = _run(client, sid, auth, "SELECT 1", **{"wake-service": "true"})
+    woken = run(client, sid, auth, "SELECT 1", **{"wake-service": "true"})
     assert woken.status_code == 200, woken.text
     assert woken.text == "1\n"
     assert (
@@ -217,7 +165,7 @@ def test_an_idle_service_asks_before_waking(client: TestClient, org: Org, state:
 
 
 def test_service_permissions_are_checked_on_the_instance(client: TestClient, org: Org) -> None:
-    service = _create(client, org)["service"]
+    service = create(client, org)["service"]
     sid = service["id"]
     developer = key_auth(create_key(client, org, roles=["developer"]))
     assert client.get(org.url(f"/services/{sid}"), auth=developer).status_code == 200
@@ -246,7 +194,7 @@ def test_service_permissions_are_checked_on_the_instance(client: TestClient, org
     assert client.get(org.url(f"/services/{sid}"), auth=scoped).status_code == 200
     renamed = client.patch(org.url(f"/services/{sid}"), json={"name": "renamed"}, auth=scoped)
     assert renamed.status_code == 200, renamed.text
-    other = _create(client, org)["service"]
+    other = create(client, org)["service"]
     assert client.get(org.url(f"/services/{other['id']}"), auth=scoped).status_code == 403
     listed = client.get(org.url("/services"), auth=scoped).json()["result"]
     assert [s["id"] for s in listed] == [sid]
@@ -282,7 +230,7 @@ def test_what_keyhouse_cannot_honour_is_a_400(
 
 
 def test_passwords_are_generated_or_set_from_a_hash(client: TestClient, org: Org) -> None:
-    service = _create(client, org)["service"]
+    service = create(client, org)["service"]
     url = org.url(f"/services/{service['id']}/password")
     generated = client.patch(url, json={}, auth=org.auth).json()["result"]
     assert len(generated["password"]) >= 16
@@ -300,7 +248,7 @@ def test_passwords_are_generated_or_set_from_a_hash(client: TestClient, org: Org
 
 
 def test_query_endpoint_binding(client: TestClient, org: Org) -> None:
-    service = _create(client, org)["service"]
+    service = create(client, org)["service"]
     url = org.url(f"/services/{service['id']}/serviceQueryEndpoint")
     assert client.get(url, auth=org.auth).status_code == 404
     first = client.post(
@@ -317,7 +265,7 @@ def test_query_endpoint_binding(client: TestClient, org: Org) -> None:
         auth=org.auth,
     )
     assert unknown.status_code == 400
-    _bind(client, org, service["id"], [str(org.key_uuid)])
+    bind(client, org, service["id"], [str(org.key_uuid)])
     assert client.get(url, auth=org.auth).json()["result"]["allowedOrigins"] == "*"
     assert client.delete(url, auth=org.auth).status_code == 200
     assert client.get(url, auth=org.auth).status_code == 404
@@ -338,10 +286,10 @@ def test_scaling_is_stored_and_caps_query_memory(state: AppState, org: Org) -> N
 
 
 def _check_scaling(client: TestClient, org: Org) -> None:
-    service = _create(client, org)["service"]
+    service = create(client, org)["service"]
     sid = service["id"]
-    _wait_for(client, org, sid, "running")
-    _bind(client, org, sid, [str(org.key_uuid)])
+    wait_for(client, org, sid, "running")
+    bind(client, org, sid, [str(org.key_uuid)])
     scaled = client.patch(
         org.url(f"/services/{sid}/replicaScaling"),
         json={"minReplicaMemoryGb": 8, "maxReplicaMemoryGb": 8, "idleTimeoutMinutes": 30},
@@ -351,7 +299,7 @@ def _check_scaling(client: TestClient, org: Org) -> None:
     result = scaled.json()["result"]
     assert (result["maxReplicaMemoryGb"], result["idleTimeoutMinutes"]) == (8, 30)
     assert result["currentScaling"]["effectiveMaxReplicaMemoryGb"] == 8
-    cap = _run(client, sid, org.auth, "SELECT getSetting('max_memory_usage')")
+    cap = run(client, sid, org.auth, "SELECT getSetting('max_memory_usage')")
     assert cap.text.strip() == str(8 * 1024**3)
     idle = client.patch(
         org.url(f"/services/{sid}/scaling"), json={"idleScaling": False}, auth=org.auth
@@ -371,25 +319,25 @@ def test_services_come_back_after_a_restart_of_keyhouse(state: AppState, org: Or
     from tests.conftest import make_client
 
     with make_client(state) as client:
-        sid = _create(client, org)["service"]["id"]
-        _wait_for(client, org, sid, "running")
-        _bind(client, org, sid, [str(org.key_uuid)])
-        _run(client, sid, org.auth, "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
-        _run(client, sid, org.auth, "INSERT INTO t VALUES (5)")
+        sid = create(client, org)["service"]["id"]
+        wait_for(client, org, sid, "running")
+        bind(client, org, sid, [str(org.key_uuid)])
+        run(client, sid, org.auth, "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
+        run(client, sid, org.auth, "INSERT INTO t VALUES (5)")
     # The app stopped (and its engines with it); a new one starts them again.
     with make_client(state) as client:
-        _wait_for(client, org, sid, "running")
-        assert _run(client, sid, org.auth, "SELECT a FROM t").text == "5\n"
+        wait_for(client, org, sid, "running")
+        assert run(client, sid, org.auth, "SELECT a FROM t").text == "5\n"
         client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
-        _wait_for(client, org, sid, "stopped")
+        wait_for(client, org, sid, "stopped")
 
 
 def test_member_with_query_endpoints_runs_queries_and_nothing_else(
     client: TestClient, org: Org
 ) -> None:
     """ "Organization role Member + service role Query Endpoints", as the console page says."""
-    sid = _create(client, org)["service"]["id"]
-    _wait_for(client, org, sid, "running")
+    sid = create(client, org)["service"]["id"]
+    wait_for(client, org, sid, "running")
     roles = {
         r["name"]: r["id"] for r in client.get(org.url("/roles"), auth=org.auth).json()["result"]
     }
@@ -397,14 +345,14 @@ def test_member_with_query_endpoints_runs_queries_and_nothing_else(
         client, org, assignedRoleIds=[roles["Member"], roles["Basic service API reader"]]
     )
     auth = key_auth(member)
-    assert _run(client, sid, auth, "SELECT 1").status_code == 403  # not bound yet
-    _bind(client, org, sid, [member["key"]["id"]], role="sql_console_read_only")
-    assert _run(client, sid, auth, "SELECT 1").text == "1\n"
-    write = _run(client, sid, auth, "CREATE TABLE w (a UInt8) ENGINE = Memory")
+    assert run(client, sid, auth, "SELECT 1").status_code == 403  # not bound yet
+    bind(client, org, sid, [member["key"]["id"]], role="sql_console_read_only")
+    assert run(client, sid, auth, "SELECT 1").text == "1\n"
+    write = run(client, sid, auth, "CREATE TABLE w (a UInt8) ENGINE = Memory")
     assert write.headers["x-clickhouse-exception-code"] == "164"
-    other = _create(client, org)["service"]["id"]
-    _wait_for(client, org, other, "running")
-    assert _run(client, other, auth, "SELECT 1").status_code == 403  # bound to one service only
+    other = create(client, org)["service"]["id"]
+    wait_for(client, org, other, "running")
+    assert run(client, other, auth, "SELECT 1").status_code == 403  # bound to one service only
     client.patch(org.url(f"/services/{other}/state"), json={"command": "stop"}, auth=org.auth)
     endpoint = client.get(org.url(f"/services/{sid}/serviceQueryEndpoint"), auth=auth)
     assert endpoint.status_code == 200  # it may see the binding
@@ -426,11 +374,11 @@ def test_a_killed_worker_comes_back_with_its_data_while_the_api_answers(
     import os
     import signal
 
-    sid = _create(client, org)["service"]["id"]
-    _wait_for(client, org, sid, "running")
-    _bind(client, org, sid, [str(org.key_uuid)])
-    _run(client, sid, org.auth, "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
-    _run(client, sid, org.auth, "INSERT INTO t VALUES (9)")
+    sid = create(client, org)["service"]["id"]
+    wait_for(client, org, sid, "running")
+    bind(client, org, sid, [str(org.key_uuid)])
+    run(client, sid, org.auth, "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
+    run(client, sid, org.auth, "INSERT INTO t VALUES (9)")
     engines = state.engines
     assert engines is not None
     worker = engines.supervisor._workers[uuid.UUID(sid)]
@@ -441,7 +389,7 @@ def test_a_killed_worker_comes_back_with_its_data_while_the_api_answers(
         assert (
             client.get(org.url("/services"), auth=org.auth).status_code == 200
         )  # answers throughout
-        answer = _run(client, sid, org.auth, "SELECT a FROM t")
+        answer = run(client, sid, org.auth, "SELECT a FROM t")
         if answer.status_code == 200:
             break
         assert answer.status_code in (400, 503), answer.text
@@ -457,8 +405,8 @@ def test_a_killed_worker_comes_back_with_its_data_while_the_api_answers(
 
 
 def test_cors_follows_the_query_endpoints_allowed_origins(client: TestClient, org: Org) -> None:
-    sid = _create(client, org)["service"]["id"]
-    _wait_for(client, org, sid, "running")
+    sid = create(client, org)["service"]["id"]
+    wait_for(client, org, sid, "running")
     url = org.url(f"/services/{sid}/serviceQueryEndpoint")
     client.post(
         url,
@@ -477,8 +425,8 @@ def test_cors_follows_the_query_endpoints_allowed_origins(client: TestClient, or
         f"/service/{sid}/run", headers={**preflight, "origin": "https://evil.example"}
     )
     assert "access-control-allow-origin" not in other.headers
-    ran = _run(client, sid, org.auth, "SELECT 1", origin="https://app.example.com")
+    ran = run(client, sid, org.auth, "SELECT 1", origin="https://app.example.com")
     assert ran.headers["access-control-allow-origin"] == "https://app.example.com"
-    refused = _run(client, sid, org.auth, "SELECT 1", origin="https://evil.example")
+    refused = run(client, sid, org.auth, "SELECT 1", origin="https://evil.example")
     assert "access-control-allow-origin" not in refused.headers
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)

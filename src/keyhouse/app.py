@@ -25,6 +25,8 @@ from keyhouse.console.routes import router as console_router
 from keyhouse.invitations.routes import router as invitations_router
 from keyhouse.members.routes import router as members_router
 from keyhouse.organizations.routes import router as organizations_router
+from keyhouse.query_endpoints.routes import router as query_endpoints_router
+from keyhouse.query_endpoints.routes import run_router
 from keyhouse.roles.routes import router as roles_router
 from keyhouse.services.lifecycle import Engines
 from keyhouse.services.routes import query_router
@@ -98,8 +100,10 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     v1.include_router(invitations_router)
     v1.include_router(activities_router)
     v1.include_router(services_router)
+    v1.include_router(query_endpoints_router)
     app.include_router(v1)
     app.include_router(query_router)
+    app.include_router(run_router)
 
     def openapi_document() -> JSONResponse:
         return JSONResponse(openapi_with_security(app))

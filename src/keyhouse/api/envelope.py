@@ -58,14 +58,16 @@ def _dump(result: Any) -> bytes:
     return json.dumps(result, separators=(",", ":")).encode()
 
 
-def ok(result: Any = None, *, extra: Mapping[str, Any] | None = None) -> Response:
-    """A 200 envelope around ``result`` (omitted when ``None``, as DELETE answers)."""
-    body = b'{"status":200,"requestId":"' + request_id_var.get().encode() + b'"'
+def ok(
+    result: Any = None, *, extra: Mapping[str, Any] | None = None, status: int = 200
+) -> Response:
+    """A 2xx envelope around ``result`` (omitted when ``None``, as DELETE answers)."""
+    body = b'{"status":%d,"requestId":"' % status + request_id_var.get().encode() + b'"'
     if result is not None:
         body += b',"result":' + _dump(result)
     for name, value in (extra or {}).items():
         body += b"," + json.dumps(name).encode() + b":" + json.dumps(value).encode()
-    return Response(body + b"}", media_type="application/json")
+    return Response(body + b"}", status_code=status, media_type="application/json")
 
 
 def error_body(status: int, message: str) -> bytes:

@@ -48,6 +48,7 @@ from keyhouse.roles.service import (
     roles_by_actor,
     unassign_actor,
 )
+from keyhouse.services.service import unbind_key
 
 # Stored when a key is created without an ipAccessList: reachable from anywhere.
 ANYWHERE: list[dict[str, Any]] = [
@@ -277,6 +278,7 @@ def delete_key(session: Session, principal: Principal, key_uuid: uuid.UUID) -> N
     before = access_of(session, principal.organization_id, [("apiKey", key.id)])
     check_access_change(principal, before, {})
     unassign_actor(session, "apiKey", key.id)
+    unbind_key(session, key.organization_id, key.id)
     session.delete(key)
     session.flush()
     record(session, principal, "key_delete", target_key_id=key_uuid)

@@ -7,7 +7,13 @@ from keyhouse.models.console_session import ConsoleSession
 from keyhouse.models.invitation import Invitation
 from keyhouse.models.organization import Organization
 from keyhouse.models.role import Role, RoleAssignment
-from keyhouse.models.service import Service, ServiceQueryEndpoint
+from keyhouse.models.service import (
+    QueryApiEndpoint,
+    QueryApiEndpointKey,
+    SavedQuery,
+    Service,
+    ServiceQueryEndpoint,
+)
 from keyhouse.models.user import Membership, User
 
 # Core handles on the same tables, for the hot read paths that skip the ORM.
@@ -25,8 +31,11 @@ __all__ = [
     "Invitation",
     "Membership",
     "Organization",
+    "QueryApiEndpoint",
+    "QueryApiEndpointKey",
     "Role",
     "RoleAssignment",
+    "SavedQuery",
     "Service",
     "ServiceQueryEndpoint",
     "User",

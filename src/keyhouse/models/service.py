@@ -4,7 +4,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keyhouse.db import Base, UTCDateTime, utcnow
@@ -41,6 +41,13 @@ class Service(Base):
     # Why the service is `failed`, for the operator (never shown to callers in detail).
     failure: Mapped[str | None] = mapped_column(String(512), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The TCP port of the service's ClickHouse HTTP interface (chosen when first opened).
+    http_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A service attached to a ClickHouse server the operator runs: its HTTP URL, user, and
+    # password (encrypted with a key derived from the server's pepper). None: embedded engine.
+    attached_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    attached_username: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    attached_password: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ServiceQueryEndpoint(Base):
@@ -56,3 +63,58 @@ class ServiceQueryEndpoint(Base):
     open_api_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     allowed_origins: Mapped[str] = mapped_column(String(2048), default="")
+
+
+class QueryApiEndpoint(Base):
+    """Saved SQL published at ``{queryHost}/run/{id}``, callable with the API keys bound to it
+    (``QueryApiEndpointKey``), run under the database ``roles`` it names. ``owner_type`` is
+    ``queryApiEndpoint`` when made through the API and ``user`` when made in the console
+    (the API may read those but not change them, as in ClickHouse Cloud)."""
+
+    __tablename__ = "query_api_endpoints"
+    __table_args__ = (UniqueConstraint("service_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    service_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("services.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    sql: Mapped[str] = mapped_column(Text)
+    database: Mapped[str] = mapped_column(String(255))
+    parameters: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
+    owner_type: Mapped[str] = mapped_column(String(32), default="queryApiEndpoint")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The last calls, newest first (a few, for the console).
+    last_calls: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class QueryApiEndpointKey(Base):
+    """One API key allowed to run one endpoint; deleting the key deletes the binding."""
+
+    __tablename__ = "query_api_endpoint_keys"
+
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("query_api_endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class SavedQuery(Base):
+    """A named SQL text of a service (clickhousectl's ``saved-query``), unique by name."""
+
+    __tablename__ = "saved_queries"
+    __table_args__ = (UniqueConstraint("service_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    service_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("services.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    sql: Mapped[str] = mapped_column(Text)
+    database: Mapped[str] = mapped_column(String(255))
+    parameters: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -101,6 +101,8 @@ class Engines:
         fmt: str,
         database: str | None = None,
         query_id: str | None = None,
+        params: dict[str, str] | None = None,
+        session_id: str | None = None,
         extra_settings: dict[str, Any] | None = None,
     ) -> AsyncIterator[bytes]:
         """Run one query for a caller the domain layer granted (``grant``): under the
@@ -126,6 +128,9 @@ class Engines:
             "format": fmt,
             "database": database,
             "readonly": grant.readonly,
+            "roles": list(grant.roles),
+            "params": params or {},
+            "session_id": session_id,
             "query_id": query_id or str(uuid.uuid4()),
             "settings": limits,
         }

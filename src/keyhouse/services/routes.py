@@ -307,7 +307,7 @@ async def delete_query_endpoint(
 
 # --- the Query API --------------------------------------------------------------------------
 
-_MEDIA_TYPES = {
+MEDIA_TYPES = {
     "JSONEachRow": "application/x-ndjson",
     "JSON": "application/json",
     "JSONCompact": "application/json",
@@ -340,14 +340,14 @@ def _run_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _partial(message: str, cors: dict[str, str]) -> Response:
+def partial(message: str, cors: dict[str, str]) -> Response:
     return JSONResponse({"data": message}, status_code=206, headers=cors)
 
 
 CORS_ALLOW_HEADERS = "authorization, content-type, wake-service, x-service-type, auth-provider"
 
 
-def _cors(allowed_origins: str, origin: str | None) -> dict[str, str]:
+def cors_headers(allowed_origins: str, origin: str | None) -> dict[str, str]:
     if not service.origin_allowed(allowed_origins, origin):
         return {}
     assert origin is not None  # noqa: S101 (origin_allowed refuses None)
@@ -366,7 +366,7 @@ async def run_preflight(request: Request, service_id: ServiceId) -> Response:
     origins = await run_in_transaction(
         app_state(request), lambda session: service.cors_origins(session, service_id)
     )
-    headers = _cors(origins, request.headers.get("origin"))
+    headers = cors_headers(origins, request.headers.get("origin"))
     if headers:
         headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
         headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
@@ -394,12 +394,12 @@ async def run_query(
     grant = await ctx.run(
         lambda session, principal: service.authorize_run(session, principal, service_id)
     )
-    cors = _cors(grant.allowed_origins, request.headers.get("origin"))
+    cors = cors_headers(grant.allowed_origins, request.headers.get("origin"))
     if grant.state in service.NOT_QUERYABLE:
-        return _partial("Service is stopped", cors)
+        return partial("Service is stopped", cors)
     if grant.state == "idle":
         if (wake_service or "").lower() != "true":
-            return _partial("Confirm wake service", cors)
+            return partial("Confirm wake service", cors)
         await ctx.run(
             lambda session, principal: service.wake_for_query(session, principal, service_id)
         )
@@ -413,13 +413,13 @@ async def run_query(
     except EngineError as error:
         raise QueryFailed(error) from None
     return StreamingResponse(
-        _stream(chunks),
-        media_type=_MEDIA_TYPES.get(format, "text/plain; charset=utf-8"),
+        stream_result(chunks),
+        media_type=MEDIA_TYPES.get(format, "text/plain; charset=utf-8"),
         headers={"X-ClickHouse-Format": format, "X-ClickHouse-Query-Id": query_id, **cors},
     )
 
 
-async def _stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def stream_result(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The result's bytes; an error after the first bytes ends the stream (ClickHouse's HTTP
     interface does the same) and a client that goes away closes the engine's side too."""
     try:

@@ -57,6 +57,8 @@ class RunGrant:
     readonly: bool
     max_memory_gb: int
     allowed_origins: str = ""
+    # Database roles the query runs under (SET ROLE); none: the engine user's default role.
+    roles: tuple[str, ...] = ()
 
 
 def _find(session: Session, principal: Principal, service_id: uuid.UUID) -> Service:
@@ -439,6 +441,20 @@ def delete_query_endpoint(session: Session, principal: Principal, service_id: uu
     if endpoint is None:
         raise NotFound("This service has no query endpoint")
     session.delete(endpoint)
+    session.flush()
+
+
+def unbind_key(session: Session, organization_id: uuid.UUID, key_id: uuid.UUID) -> None:
+    """A deleted key leaves every service's query endpoint binding (its Query API endpoint
+    bindings go with it through their foreign key)."""
+    endpoints = session.scalars(
+        select(ServiceQueryEndpoint)
+        .join(Service, Service.id == ServiceQueryEndpoint.service_id)
+        .where(Service.organization_id == organization_id)
+    )
+    for endpoint in endpoints:
+        if str(key_id) in endpoint.open_api_keys:
+            endpoint.open_api_keys = [k for k in endpoint.open_api_keys if k != str(key_id)]
     session.flush()
 
 

@@ -1,0 +1,268 @@
+"""Query API endpoints and saved queries.
+
+An endpoint is saved SQL on a service published at ``/run/{id}``: only the API keys bound to it
+may run it, under the database roles it names; deleting a key unbinds it at once. Endpoints
+and saved queries are managed at the paths clickhousectl 0.5.0 and the Terraform provider use,
+with cursor pagination and 409 on a duplicate name.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import Org, create_key, key_auth
+from tests.services import bind, create, run, wait_for
+
+
+def _endpoint(org: Org, service_id: str, key_ids: list[str], **body: Any) -> dict[str, Any]:
+    return {
+        "name": f"endpoint {uuid.uuid4().hex[:6]}",
+        "sql": "SELECT {n:UInt32} + 1 AS answer, {s:String} AS text",
+        "database": "default",
+        "parameters": {"n": "41", "s": "default"},
+        "apiKeyIds": key_ids,
+        "roles": ["sql_console_read_only"],
+        "allowedOrigins": ["https://app.example.com"],
+        **body,
+    }
+
+
+@pytest.fixture
+def running(client: TestClient, org: Org) -> str:
+    service_id: str = create(client, org)["service"]["id"]
+    wait_for(client, org, service_id, "running")
+    return service_id
+
+
+def test_an_endpoint_runs_its_sql_for_its_keys_only(
+    client: TestClient, org: Org, running: str
+) -> None:
+    caller = create_key(client, org, name="caller", roles=["developer"])
+    stranger = create_key(client, org, name="stranger", roles=["admin"])
+    path = org.url(f"/services/{running}/query-api-endpoints")
+    created = client.post(path, json=_endpoint(org, running, [caller["key"]["id"]]), auth=org.auth)
+    assert created.status_code == 201, created.text
+    endpoint = created.json()["result"]
+    assert endpoint["ownerType"] == "queryApiEndpoint"
+    assert endpoint["apiKeyIds"] == [caller["key"]["id"]]
+    assert endpoint["url"].endswith(f"/run/{endpoint['id']}")
+    url = f"/run/{endpoint['id']}"
+
+    # Version 1 (default): the columns-and-rows JSON, with the saved defaults.
+    answer = client.post(url, json={}, auth=key_auth(caller))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "data": {
+            "columns": [{"name": "answer", "type": "UInt64"}, {"name": "text", "type": "String"}],
+            "rows": [[42, "default"]],
+        }
+    }
+    # queryVariables override the defaults, and param_<name> overrides both.
+    varied = client.post(
+        url,
+        params={"param_s": "from the query string"},
+        json={"queryVariables": {"n": 1, "s": "from the body"}},
+        auth=key_auth(caller),
+    )
+    assert varied.json()["data"]["rows"] == [[2, "from the query string"]]
+    # Version 2 streams in the format asked for; GET works too.
+    streamed = client.get(
+        url,
+        params={"format": "CSV", "param_n": "9"},
+        headers={"x-clickhouse-endpoint-version": "2"},
+        auth=key_auth(caller),
+    )
+    assert streamed.status_code == 200
+    assert streamed.text == '10,"default"\n'
+
+    # Another key of the organization, even an admin's, is not one of the endpoint's keys.
+    assert client.post(url, json={}, auth=key_auth(stranger)).status_code == 401
+    assert client.post(url, json={}, auth=(caller["keyId"], "wrong")).status_code == 401
+    assert client.post(f"/run/{uuid.uuid4()}", json={}, auth=key_auth(caller)).status_code == 404
+
+    # A key that is disabled, or deleted, is refused on the very next call.
+    key_path = org.url(f"/keys/{caller['key']['id']}")
+    client.patch(key_path, json={"state": "disabled"}, auth=org.auth)
+    assert client.post(url, json={}, auth=key_auth(caller)).status_code == 401
+    client.patch(key_path, json={"state": "enabled"}, auth=org.auth)
+    assert client.post(url, json={}, auth=key_auth(caller)).status_code == 200
+    assert client.delete(key_path, auth=org.auth).status_code == 200
+    assert client.post(url, json={}, auth=key_auth(caller)).status_code == 401
+    # ... and leaves every binding.
+    got = client.get(f"{path}/{endpoint['id']}", auth=org.auth).json()["result"]
+    assert got["apiKeyIds"] == []
+
+
+def test_an_endpoint_runs_under_its_database_roles_never_more(
+    client: TestClient, org: Org, running: str
+) -> None:
+    caller = create_key(client, org, name="caller", roles=["developer"])
+    bind(client, org, running, [str(org.key_uuid)])
+    run(client, running, org.auth, "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
+    path = org.url(f"/services/{running}/query-api-endpoints")
+    key_ids = [caller["key"]["id"]]
+
+    def endpoint(sql: str, roles: list[str]) -> str:
+        body = _endpoint(org, running, key_ids, sql=sql, roles=roles, parameters={})
+        response = client.post(path, json=body, auth=org.auth)
+        assert response.status_code == 201, response.text
+        return f"/run/{response.json()['result']['id']}"
+
+    reader = endpoint("INSERT INTO t VALUES (1)", ["sql_console_read_only"])
+    refused = client.post(reader, json={}, auth=key_auth(caller))
+    assert refused.status_code == 400
+    assert refused.headers["x-clickhouse-exception-code"] == "497"  # ACCESS_DENIED
+    writer = endpoint("INSERT INTO t VALUES (2)", ["sql_console_admin"])
+    assert client.post(writer, json={}, auth=key_auth(caller)).status_code == 200
+    counted = endpoint("SELECT count() AS n FROM t", ["sql_console_read_only"])
+    assert client.post(counted, json={}, auth=key_auth(caller)).json()["data"]["rows"] == [[1]]
+    unknown = endpoint("SELECT 1", ["no_such_role"])
+    missing = client.post(unknown, json={}, auth=key_auth(caller))
+    assert missing.status_code == 400
+    assert missing.headers["x-clickhouse-exception-code"] == "511"  # UNKNOWN_ROLE
+
+
+def test_endpoints_are_managed_with_pagination_replace_and_conflicts(
+    client: TestClient, org: Org
+) -> None:
+    service_id = create(client, org)["service"]["id"]
+    path = org.url(f"/services/{service_id}/query-api-endpoints")
+    keys = [str(org.key_uuid)]
+    ids = []
+    for index in range(3):
+        body = _endpoint(org, service_id, keys, name=f"e{index}")
+        ids.append(client.post(path, json=body, auth=org.auth).json()["result"]["id"])
+    duplicate = client.post(path, json=_endpoint(org, service_id, keys, name="e0"), auth=org.auth)
+    assert duplicate.status_code == 409
+
+    # As clickhousectl 0.5.0 reads it: the page is the result, nextCursor is on the envelope.
+    first = client.get(path, params={"limit": 2}, auth=org.auth).json()
+    assert len(first["result"]) == 2
+    assert "sql" not in first["result"][0]
+    rest = client.get(path, params={"limit": 2, "cursor": first["nextCursor"]}, auth=org.auth)
+    assert len(rest.json()["result"]) == 1
+    assert "nextCursor" not in rest.json()
+    assert sorted(i["id"] for i in first["result"] + rest.json()["result"]) == sorted(ids)
+    assert client.get(path, params={"cursor": "nope"}, auth=org.auth).status_code == 400
+
+    # PUT is a full replace: omitted parameters and origins become empty.
+    replaced = client.put(
+        f"{path}/{ids[0]}",
+        json={
+            "name": "renamed",
+            "sql": "SELECT 2",
+            "database": "default",
+            "apiKeyIds": keys,
+            "roles": ["sql_console_admin"],
+        },
+        auth=org.auth,
+    )
+    assert replaced.status_code == 200, replaced.text
+    result = replaced.json()["result"]
+    assert (result["name"], result["parameters"], result["allowedOrigins"]) == ("renamed", {}, [])
+
+    bad: list[dict[str, Any]] = [
+        {**_endpoint(org, service_id, keys), "apiKeyIds": []},
+        {**_endpoint(org, service_id, keys), "roles": []},
+        {**_endpoint(org, service_id, keys), "sql": "   "},
+        {**_endpoint(org, service_id, keys), "apiKeyIds": [str(uuid.uuid4())]},
+        {**_endpoint(org, service_id, keys), "name": "a\x00b"},
+    ]
+    for body in bad:
+        response = client.post(path, json=body, auth=org.auth)
+        assert response.status_code == 400, (body, response.text)
+        assert response.json()["status"] == 400
+
+    assert client.delete(f"{path}/{ids[1]}", auth=org.auth).status_code == 200
+    assert client.get(f"{path}/{ids[1]}", auth=org.auth).status_code == 404
+    # Another service's endpoint is not found through this one.
+    other = create(client, org)["service"]["id"]
+    assert (
+        client.get(
+            org.url(f"/services/{other}/query-api-endpoints/{ids[0]}"), auth=org.auth
+        ).status_code
+        == 404
+    )
+
+
+def test_reading_and_managing_endpoints_need_their_permissions(
+    client: TestClient, org: Org
+) -> None:
+    service_id = create(client, org)["service"]["id"]
+    path = org.url(f"/services/{service_id}/query-api-endpoints")
+    body = _endpoint(org, service_id, [str(org.key_uuid)])
+    developer = key_auth(create_key(client, org, name="dev", roles=["developer"]))
+    member = key_auth(create_key(client, org, name="no role", roles=[]))
+    assert client.post(path, json=body, auth=developer).status_code == 403
+    assert client.post(path, json=body, auth=org.auth).status_code == 201
+    assert client.get(path, auth=developer).status_code == 200
+    assert client.get(path, auth=member).status_code == 403
+    saved = org.url(f"/services/{service_id}/saved-queries")
+    query = {"name": "q", "sql": "SELECT 1", "database": "default"}
+    assert client.post(saved, json=query, auth=developer).status_code == 403
+    assert client.get(saved, auth=developer).status_code == 200
+
+
+def test_saved_queries(client: TestClient, org: Org) -> None:
+    service_id = create(client, org)["service"]["id"]
+    path = org.url(f"/services/{service_id}/saved-queries")
+    body = {"name": "daily", "sql": "SELECT 1", "database": "default", "parameters": {"a": "1"}}
+    created = client.post(path, json=body, auth=org.auth)
+    assert created.status_code == 200, created.text
+    query = created.json()["result"]
+    assert {k: query[k] for k in body} == body
+    assert client.post(path, json=body, auth=org.auth).status_code == 409
+    for index in range(2):
+        client.post(path, json={**body, "name": f"more {index}"}, auth=org.auth)
+    page = client.get(path, params={"limit": 2}, auth=org.auth).json()
+    assert len(page["result"]) == 2
+    assert set(page["result"][0]) == {"id", "name", "database"}
+    last = client.get(path, params={"cursor": page["nextCursor"]}, auth=org.auth).json()
+    assert len(last["result"]) == 1
+    assert "nextCursor" not in last
+
+    replaced = client.put(
+        f"{path}/{query['id']}",
+        json={"name": "daily", "sql": "SELECT 2", "database": "default"},
+        auth=org.auth,
+    )
+    assert replaced.json()["result"]["parameters"] == {}  # an omitted map is empty
+    clash = client.put(
+        f"{path}/{query['id']}",
+        json={"name": "more 0", "sql": "SELECT 2", "database": "default"},
+        auth=org.auth,
+    )
+    assert clash.status_code == 409
+    assert client.delete(f"{path}/{query['id']}", auth=org.auth).status_code == 200
+    assert client.get(f"{path}/{query['id']}", auth=org.auth).status_code == 404
+
+
+def test_endpoint_cors_comes_from_its_allowed_origins(client: TestClient, org: Org) -> None:
+    service_id = create(client, org)["service"]["id"]
+    path = org.url(f"/services/{service_id}/query-api-endpoints")
+    body = _endpoint(org, service_id, [str(org.key_uuid)])
+    endpoint = client.post(path, json=body, auth=org.auth).json()["result"]
+    url = f"/run/{endpoint['id']}"
+    allowed = client.options(url, headers={"Origin": "https://app.example.com"})
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    other = client.options(url, headers={"Origin": "https://evil.example.com"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_stopped_service_does_not_run_endpoints(
+    client: TestClient, org: Org, running: str
+) -> None:
+    path = org.url(f"/services/{running}/query-api-endpoints")
+    endpoint = client.post(
+        path, json=_endpoint(org, running, [str(org.key_uuid)]), auth=org.auth
+    ).json()["result"]
+    client.patch(org.url(f"/services/{running}/state"), json={"command": "stop"}, auth=org.auth)
+    wait_for(client, org, running, "stopped")
+    stopped = client.post(f"/run/{endpoint['id']}", json={}, auth=org.auth)
+    assert stopped.status_code == 206
+    assert json.loads(stopped.text) == {"data": "Service is stopped"}
