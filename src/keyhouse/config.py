@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     query_max_execution_seconds: int = Field(default=60, ge=1)
     query_max_memory_bytes: int = Field(default=2 * 1024**3, ge=1024**2)
     query_max_result_bytes: int = Field(default=1024**3, ge=0)
+    # Each running service's ClickHouse HTTP interface (HTTPS): the address it listens on and is
+    # listed at, and the ports it may take ("9440-9539"; default: a free port, kept per service).
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_ports: str | None = Field(default=None, pattern=r"^\d{1,5}-\d{1,5}$")
+    # The certificate those interfaces serve; default: one Keyhouse makes on first start under
+    # data_dir/tls, signed by its own CA (data_dir/tls/ca.pem, for clients to verify).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     # The address clients reach the Query API at (clickhousectl: CLICKHOUSE_CLOUD_QUERY_HOST);
     # default: the request's own base URL.
     query_host: str | None = None

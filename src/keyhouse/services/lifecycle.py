@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from keyhouse.api.errors import ServiceUnavailable
+from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.models import Service
 from keyhouse.services.service import RUNNING_STATES, RunGrant, set_state
@@ -40,6 +41,8 @@ class Engines:
     def __init__(self, state: AppState, *, idle_check_seconds: float = IDLE_CHECK_SECONDS) -> None:
         self.state = state
         self.supervisor = EngineSupervisor(state.settings.data_dir, on_failed=self._failed)
+        # Each running (or idle) service's ClickHouse HTTP interface.
+        self.listeners = Listeners(state, self)
         self.idle_check_seconds = idle_check_seconds
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_used: dict[uuid.UUID, float] = {}
@@ -72,20 +75,32 @@ class Engines:
             await self._set(service_id, "failed", expected=COMING_UP, failure=str(error))
             return False
         self._last_used[service_id] = time.monotonic()
+        await self._listen(service_id)  # first: a running service lists its interface
         await self._set(service_id, "running", expected=COMING_UP, version=version)
         return True
+
+    async def _listen(self, service_id: uuid.UUID) -> None:
+        try:
+            await self.listeners.open(service_id)
+        except (OSError, ValueError) as error:  # the engine runs; the interface is logged
+            log.error("service %s: no ClickHouse HTTP interface: %s", service_id, error)
 
     def stop_soon(self, service_id: uuid.UUID) -> None:
         self._spawn(self._take_down(service_id, "stopped", frozenset({"stopping"})))
 
     async def _take_down(self, service_id: uuid.UUID, final: str, expected: frozenset[str]) -> None:
+        await self.listeners.close(service_id)
         await self.supervisor.stop(service_id)
         self._last_used.pop(service_id, None)
         await self._set(service_id, final, expected=expected)
 
     def remove_soon(self, service_id: uuid.UUID) -> None:
         self._last_used.pop(service_id, None)
-        self._spawn(self.supervisor.remove_data(service_id))
+        self._spawn(self._remove(service_id))
+
+    async def _remove(self, service_id: uuid.UUID) -> None:
+        await self.listeners.close(service_id)
+        await self.supervisor.remove_data(service_id)
 
     async def _failed(self, service_id: uuid.UUID, why: str) -> None:
         await self._set(service_id, "failed", expected=RUNNING_STATES, failure=why)
@@ -114,15 +129,7 @@ class Engines:
             grant.service_id
         ):
             raise ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
-        settings = self.state.settings
-        limits: dict[str, Any] = {
-            "max_execution_time": settings.query_max_execution_seconds,
-            # The service's memory range caps each query, within the operator's own cap.
-            "max_memory_usage": min(settings.query_max_memory_bytes, grant.max_memory_gb << 30),
-            "max_result_bytes": settings.query_max_result_bytes,
-            "result_overflow_mode": "throw",
-            **(extra_settings or {}),
-        }
+        limits = {**self._limits(grant), **(extra_settings or {})}
         request = {
             "sql": sql,
             "format": fmt,
@@ -143,6 +150,48 @@ class Engines:
                 "The service is not running", headers={"Retry-After": "5"}
             ) from None
         return chunks
+
+    async def insert(
+        self,
+        grant: RunGrant,
+        *,
+        sql: str,
+        fmt: str,
+        data: AsyncIterator[bytes],
+        database: str | None = None,
+        session_id: str | None = None,
+        extra_settings: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Stream ``data`` (in ``fmt``) into ``sql`` (``INSERT INTO t (a, b)``) under the same
+        limits as ``run``; the engine's write statistics."""
+        if not self.supervisor.running(grant.service_id) and not await self.bring_up(
+            grant.service_id
+        ):
+            raise ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
+        request = {
+            "sql": sql,
+            "format": fmt,
+            "database": database,
+            "session_id": session_id,
+            "settings": {**self._limits(grant), **(extra_settings or {})},
+        }
+        self.used(grant.service_id)
+        try:
+            return await self.supervisor.insert(grant.service_id, request, data)
+        except EngineUnavailable:
+            raise ServiceUnavailable(
+                "The service is not running", headers={"Retry-After": "5"}
+            ) from None
+
+    def _limits(self, grant: RunGrant) -> dict[str, Any]:
+        settings = self.state.settings
+        return {
+            "max_execution_time": settings.query_max_execution_seconds,
+            # The service's memory range caps each query, within the operator's own cap.
+            "max_memory_usage": min(settings.query_max_memory_bytes, grant.max_memory_gb << 30),
+            "max_result_bytes": settings.query_max_result_bytes,
+            "result_overflow_mode": "throw",
+        }
 
     # --- the app's lifetime -------------------------------------------------------------
 
@@ -168,7 +217,7 @@ class Engines:
         def pending(session: Any) -> list[tuple[uuid.UUID, str]]:
             rows = session.execute(
                 select(Service.id, Service.state).where(
-                    Service.state.in_([*RUNNING_STATES, "stopping"])
+                    Service.state.in_([*RUNNING_STATES, "stopping", "idle"])
                 )
             )
             return [(service_id, state) for service_id, state in rows]
@@ -176,6 +225,8 @@ class Engines:
         for service_id, state in await run_in_transaction(self.state, pending):
             if state == "stopping":
                 await self._set(service_id, "stopped", expected=frozenset({"stopping"}))
+            elif state == "idle":  # no engine, but its interface answers (and wakes it)
+                await self._listen(service_id)
             else:
                 if state == "running":
                     await self._set(service_id, "starting", expected=frozenset({"running"}))
@@ -189,6 +240,7 @@ class Engines:
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
+        await self.listeners.close_all()
         await self.supervisor.close()
 
     async def _reap_idle(self) -> None:

@@ -54,8 +54,14 @@ def _engines(request: Request) -> Engines:
     return engines_of(app_state(request))
 
 
-def view(row: ServiceRow) -> Service:
-    """The wire view of a service row (stored, already validated data)."""
+def view(row: ServiceRow, host: str) -> Service:
+    """The wire view of a service row (stored, already validated data); ``host`` is where its
+    ClickHouse HTTP interface listens (``KEYHOUSE_CLICKHOUSE_HOST``)."""
+    endpoints = (
+        [{"protocol": "https", "host": host, "port": row.http_port, "username": "default"}]
+        if row.http_port is not None
+        else []
+    )
     return Service.model_validate(
         {
             "id": str(row.id),
@@ -64,7 +70,7 @@ def view(row: ServiceRow) -> Service:
             "region": row.region,
             "state": row.state,
             "clickhouseVersion": row.clickhouse_version,
-            "endpoints": [],
+            "endpoints": endpoints,
             "minReplicaMemoryGb": row.min_replica_memory_gb,
             "maxReplicaMemoryGb": row.max_replica_memory_gb,
             "numReplicas": row.num_replicas,
@@ -112,7 +118,8 @@ async def list_services(
 ) -> Response:
     def services(session: Session, principal: Principal) -> list[Service]:
         return [
-            view(row) for row in service.list_services(session, principal, tag_filters=filter or [])
+            view(row, ctx.state.settings.clickhouse_host)
+            for row in service.list_services(session, principal, tag_filters=filter or [])
         ]
 
     return ok(await ctx.run(services))
@@ -134,7 +141,9 @@ async def create_service(
         row, password = service.create_service(
             session, principal, body, pepper=state.pepper, defaults=defaults
         )
-        return ServicePostResponse(service=view(row), password=password)
+        return ServicePostResponse(
+            service=view(row, ctx.state.settings.clickhouse_host), password=password
+        )
 
     created = await ctx.run(create)
     engines.start_soon(uuid.UUID(created.service.id))
@@ -146,7 +155,9 @@ async def get_service(
     ctx: Annotated[Context, _on_service(Permission.SERVICE_VIEW)], service_id: ServiceId
 ) -> Response:
     def get(session: Session, principal: Principal) -> Service:
-        return view(service.get_service(session, principal, service_id))
+        return view(
+            service.get_service(session, principal, service_id), ctx.state.settings.clickhouse_host
+        )
 
     return ok(await ctx.run(get))
 
@@ -158,7 +169,10 @@ async def update_service(
     body: Annotated[ServicePatchRequest, Body()],
 ) -> Response:
     def update(session: Session, principal: Principal) -> Service:
-        return view(service.update_service(session, principal, service_id, body))
+        return view(
+            service.update_service(session, principal, service_id, body),
+            ctx.state.settings.clickhouse_host,
+        )
 
     return ok(await ctx.run(update))
 
@@ -176,7 +190,7 @@ async def update_state(
 
     def change(session: Session, principal: Principal) -> tuple[Service, str | None]:
         row, action = service.request_state(session, principal, service_id, body.command)
-        return view(row), action
+        return view(row, ctx.state.settings.clickhouse_host), action
 
     result, action = await ctx.run(change)
     if action == "start":
@@ -217,7 +231,10 @@ async def update_scaling(
     body: Annotated[ServiceScalingPatchRequest, Body()],
 ) -> Response:
     def change(session: Session, principal: Principal) -> Service:
-        return view(service.update_scaling(session, principal, service_id, body))
+        return view(
+            service.update_scaling(session, principal, service_id, body),
+            ctx.state.settings.clickhouse_host,
+        )
 
     return ok(await ctx.run(change))
 
@@ -233,7 +250,10 @@ async def update_replica_scaling(
     body: Annotated[ServiceReplicaScalingPatchRequest, Body()],
 ) -> Response:
     def change(session: Session, principal: Principal) -> Service:
-        return view(service.update_scaling(session, principal, service_id, body))
+        return view(
+            service.update_scaling(session, principal, service_id, body),
+            ctx.state.settings.clickhouse_host,
+        )
 
     return ok(await ctx.run(change))
 

@@ -30,8 +30,9 @@ from keyhouse.activities.service import record
 from keyhouse.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from keyhouse.auth import credentials
 from keyhouse.auth.authorize import find_in_organization, require
+from keyhouse.auth.network import ip_allowed
 from keyhouse.auth.permissions import Permission, instance_resource
-from keyhouse.auth.principal import Principal
+from keyhouse.auth.principal import Principal, system_principal
 from keyhouse.models import ApiKey, Service, ServiceQueryEndpoint
 from keyhouse.services import schemas
 
@@ -506,6 +507,54 @@ def _wake(session: Session, principal: Principal, service: Service) -> None:
         service.state = "awaking"
         record(session, principal, "service_awaken", service_id=service.id)
         session.flush()
+
+
+class ClickHouseRefused(Exception):
+    """The ClickHouse HTTP interface refuses the request, with ClickHouse's code and text."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+AUTHENTICATION_FAILED = 516
+IP_ADDRESS_NOT_ALLOWED = 195
+
+
+def authorize_clickhouse(
+    session: Session,
+    service_id: uuid.UUID,
+    user: str,
+    password: str,
+    address: str | None,
+    *,
+    pepper: bytes,
+) -> RunGrant:
+    """The gate of a service's ClickHouse HTTP interface: the address must be in the service's
+    ``ipAccessList`` and the ``default`` user's password must match (the same answer for a
+    wrong user and a wrong password, as ClickHouse gives). A request wakes an idle service."""
+    service = session.get(Service, service_id)
+    if service is None:
+        raise ClickHouseRefused(AUTHENTICATION_FAILED, "the service does not exist")
+    if not ip_allowed(service.ip_access_list, address):
+        raise ClickHouseRefused(
+            IP_ADDRESS_NOT_ALLOWED,
+            f"Code: 195. DB::Exception: Connections from {address} are not allowed by the "
+            "service's IP access list. (IP_ADDRESS_NOT_ALLOWED)",
+        )
+    given = credentials.hash_value(pepper, password)
+    if not credentials.hashes_equal(given, service.password_hash) or user != "default":
+        raise ClickHouseRefused(
+            AUTHENTICATION_FAILED,
+            f"Code: 516. DB::Exception: {user}: Authentication failed: password is incorrect, "
+            "or there is no user with such name. (AUTHENTICATION_FAILED)",
+        )
+    state = service.state
+    if state == "idle":
+        actor = system_principal(service.organization_id, "ClickHouse HTTP interface")
+        _wake(session, actor, service)
+    return RunGrant(service.id, state, False, service.max_replica_memory_gb)
 
 
 def console_sql_grant(session: Session, principal: Principal, service_id: uuid.UUID) -> RunGrant:

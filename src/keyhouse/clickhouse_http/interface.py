@@ -1,0 +1,472 @@
+"""A service's ClickHouse HTTP interface: what ClickHouse's own clients speak to a server.
+
+Enough of ClickHouse's HTTP protocol for ``clickhouse-connect`` and ``curl``: ``/ping``; the query
+in the ``query`` parameter or the body (or both, concatenated); ``INSERT ... FORMAT <name>``
+followed by its data in the body, streamed into the engine; request bodies compressed with
+``Content-Encoding`` gzip, deflate, zstd or lz4; ``database``, ``default_format``,
+``session_id``, ``query_id``, ``param_<name>`` and settings as URL parameters;
+``wait_end_of_query``; errors as ClickHouse's text with ``X-ClickHouse-Exception-Code`` and the
+status ClickHouse gives. The ``default`` user authenticates with the service's password (Basic
+auth, ``X-ClickHouse-User``/``X-ClickHouse-Key`` or ``user``/``password`` parameters); the
+service's ``ipAccessList`` applies; a request wakes an idle service.
+
+The operator's per-query limits (``KEYHOUSE_QUERY_MAX_*``) hold here too: a client may lower them
+with its own settings, never raise them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import lz4.frame
+import zstandard
+
+from keyhouse.api.errors import ServiceUnavailable, TooManyRequests
+from keyhouse.engine.protocol import EngineError
+from keyhouse.services import service
+from keyhouse.transactions import run_in_transaction
+
+if TYPE_CHECKING:
+    from keyhouse.services.lifecycle import Engines
+    from keyhouse.state import AppState
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_QUERY_BYTES = 16 * 1024 * 1024  # SQL text (an INSERT's data is streamed, unbounded)
+BUFFER_BYTES = 16 * 1024 * 1024  # wait_end_of_query buffers this much before streaming
+# URL parameters of the HTTP interface itself; every other one is a setting.
+HTTP_ONLY = {
+    "query",
+    "database",
+    "default_format",
+    "session_id",
+    "session_timeout",
+    "session_check",
+    "query_id",
+    "user",
+    "password",
+    "quota_key",
+    "compress",
+    "decompress",
+    "buffer_size",
+    "wait_end_of_query",
+    "enable_http_compression",
+    "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms",
+    "cancel_http_readonly_queries_on_client_close",
+    "client_protocol_version",
+    "role",
+}
+# Limits a client may only lower.
+LIMITS = ("max_execution_time", "max_memory_usage", "max_result_bytes")
+_INSERT_WITH_DATA = re.compile(
+    rb"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+([A-Za-z0-9_]+)[ \t]*\r?\n", re.IGNORECASE | re.DOTALL
+)
+_INSERT = re.compile(r"^\s*INSERT\s+INTO\s", re.IGNORECASE)
+_TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
+# ClickHouse's HTTP status for its error codes (the rest are 500).
+_STATUS = {
+    516: 401,  # AUTHENTICATION_FAILED
+    194: 401,  # REQUIRED_PASSWORD
+    195: 403,  # IP_ADDRESS_NOT_ALLOWED
+    497: 403,  # ACCESS_DENIED
+    164: 403,  # READONLY
+    60: 404,  # UNKNOWN_TABLE
+    81: 404,  # UNKNOWN_DATABASE
+    62: 400,  # SYNTAX_ERROR
+    47: 400,  # UNKNOWN_IDENTIFIER
+    46: 400,  # UNKNOWN_FUNCTION
+    27: 400,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    115: 400,  # UNKNOWN_SETTING
+    36: 400,  # BAD_ARGUMENTS
+    457: 400,  # BAD_QUERY_PARAMETER
+    456: 400,  # UNKNOWN_QUERY_PARAMETER
+    373: 409,  # SESSION_IS_LOCKED
+    159: 504,  # TIMEOUT_EXCEEDED
+}
+_CONTENT_TYPES = {
+    "TabSeparated": "text/tab-separated-values; charset=UTF-8",
+    "TSV": "text/tab-separated-values; charset=UTF-8",
+    "CSV": "text/csv; charset=UTF-8; header=absent",
+    "CSVWithNames": "text/csv; charset=UTF-8; header=present",
+    "JSON": "application/json; charset=UTF-8",
+    "JSONCompact": "application/json; charset=UTF-8",
+    "JSONEachRow": "application/x-ndjson; charset=UTF-8",
+}
+
+
+class HttpError(Exception):
+    def __init__(self, code: int, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or _STATUS.get(code, 500)
+
+
+class _Decoder:
+    """Undo ``Content-Encoding`` as the body streams in."""
+
+    def __init__(self, encoding: str) -> None:
+        encoding = encoding.strip().lower()
+        self._decompress: Callable[[bytes], bytes] | None
+        if encoding in ("", "identity"):
+            self._decompress = None
+        elif encoding == "gzip":
+            self._decompress = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
+        elif encoding == "deflate":
+            self._decompress = zlib.decompressobj().decompress
+        elif encoding == "zstd":
+            self._decompress = zstandard.ZstdDecompressor().decompressobj().decompress
+        elif encoding == "lz4":
+            self._decompress = lz4.frame.LZ4FrameDecompressor().decompress
+        else:
+            raise HttpError(36, f"Code: 36. Unknown Content-Encoding {encoding!r}. (BAD_ARGUMENTS)")
+
+    def __call__(self, data: bytes) -> bytes:
+        if self._decompress is None:
+            return data
+        try:
+            return self._decompress(data)
+        except (zlib.error, zstandard.ZstdError, RuntimeError, ValueError) as error:
+            raise HttpError(
+                432, f"Code: 432. Cannot decompress the request body: {error}. (UNKNOWN_CODEC)", 400
+            ) from None
+
+
+async def _body(receive: Receive, decode: _Decoder) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("the client went away")
+        chunk = message.get("body", b"")
+        if chunk:
+            data = decode(chunk)
+            if data:
+                yield data
+        if not message.get("more_body", False):
+            return
+
+
+def _credentials(scope: Scope, params: dict[str, str]) -> tuple[str, str]:
+    headers = {name.decode("latin-1").lower(): value for name, value in scope["headers"]}
+    authorization = headers.get("authorization", b"")
+    if authorization[:6].lower() == b"basic ":
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise HttpError(516, "Code: 516. Malformed Authorization header.") from None
+        user, _, password = decoded.partition(":")
+        return user or "default", password
+    if "x-clickhouse-user" in headers or "x-clickhouse-key" in headers:
+        user = headers.get("x-clickhouse-user", b"default").decode("latin-1")
+        return user, headers.get("x-clickhouse-key", b"").decode("latin-1")
+    return params.get("user", "default"), params.get("password", "")
+
+
+def _literal_limit(value: str) -> int | None:
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+class ClickHouseInterface:
+    """The ASGI application of one service's ClickHouse HTTP interface."""
+
+    def __init__(self, state: AppState, engines: Engines, service_id: uuid.UUID) -> None:
+        self.state = state
+        self.engines = engines
+        self.service_id = service_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            await self._handle(scope, receive, send)
+        except HttpError as error:
+            await _answer(send, error.status, error.message, code=error.code)
+        except (ServiceUnavailable, TooManyRequests) as error:
+            await _answer(send, error.status, f"Code: 0. {error}", code=0)
+        except ConnectionResetError:
+            return
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), True))
+        if path == "/ping" or (path == "/" and method in ("GET", "HEAD") and "query" not in params):
+            await _answer(send, 200, "Ok.\n")
+            return
+        if path != "/" or method not in ("GET", "POST"):
+            raise HttpError(0, f"There is no handler for {method} {path}", 404)
+        grant = await self._authenticate(scope, params)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        decode = _Decoder(headers.get("content-encoding", ""))
+        if params.get("decompress") == "1":
+            raise HttpError(
+                36,
+                "Code: 36. decompress=1 (ClickHouse's own compression) is not "
+                "supported: use Content-Encoding. (BAD_ARGUMENTS)",
+            )
+        body = _body(receive, decode)
+        head = params.get("query", "").encode()
+        insert: tuple[str, str] | None = None
+        rest: bytes = b""
+        if head:
+            # The query in the URL: an INSERT's data, or the rest of the query, is the body.
+            match = _INSERT_WITH_DATA.match(head + b"\n")
+            if match:
+                insert = (match.group(1).decode(), match.group(2).decode())
+            else:
+                rest = await _read_all(body, MAX_QUERY_BYTES)
+                if rest.strip():
+                    head = head + b"\n" + rest
+        else:
+            head, insert, rest = await _split(body)
+        settings = self._settings(params)
+        session_id = params.get("session_id") or None
+        query_id = params.get("query_id") or str(uuid.uuid4())
+        database = params.get("database") or None
+        if insert is not None:
+            if method == "GET":
+                raise HttpError(
+                    164,
+                    "Code: 164. Cannot execute an INSERT in a GET request "
+                    "(readonly mode). (READONLY)",
+                )
+            await self._insert(
+                send, grant, insert, rest, body, settings, database, session_id, query_id
+            )
+            return
+        sql = head.decode("utf-8", "replace")
+        fmt = params.get("default_format") or "TabSeparated"
+        trailing = _TRAILING_FORMAT.search(sql)
+        if trailing:
+            fmt, sql = trailing.group(1), sql[: trailing.start()]
+        if not sql.strip():
+            raise HttpError(62, "Code: 62. Empty query. (SYNTAX_ERROR)")
+        query_params = {
+            k[6:]: v for k, v in params.items() if k.startswith("param_") and len(k) > 6
+        }
+        if method == "GET":
+            grant = service.RunGrant(grant.service_id, grant.state, True, grant.max_memory_gb)
+        try:
+            chunks = await self.engines.run(
+                grant,
+                sql=sql,
+                fmt=fmt,
+                database=database,
+                query_id=query_id,
+                params=query_params,
+                session_id=session_id,
+                extra_settings=settings,
+            )
+        except EngineError as error:
+            raise HttpError(error.code, error.message) from None
+        await _stream(send, chunks, fmt, query_id, params.get("wait_end_of_query") == "1")
+
+    async def _authenticate(self, scope: Scope, params: dict[str, str]) -> service.RunGrant:
+        user, password = _credentials(scope, params)
+        address = (scope.get("client") or (None,))[0]
+        failures = self.state.auth_failures
+        subject = f"clickhouse:{self.service_id}"
+        failures.check(address, subject)
+        pepper = self.state.pepper
+
+        def authorize(session: Any) -> service.RunGrant:
+            return service.authorize_clickhouse(
+                session, self.service_id, user, password, address, pepper=pepper
+            )
+
+        try:
+            grant = await run_in_transaction(self.state, authorize)
+        except service.ClickHouseRefused as refused:
+            if refused.code == service.AUTHENTICATION_FAILED:
+                failures.failed(address, subject)
+            raise HttpError(refused.code, refused.message) from None
+        if grant.state in service.NOT_QUERYABLE:
+            raise HttpError(0, "Code: 0. The service is stopped: start it first.", 503)
+        if grant.state == "idle" and not await self.engines.bring_up(self.service_id):
+            raise HttpError(0, "Code: 0. The service could not be woken.", 503)
+        return grant
+
+    def _settings(self, params: dict[str, str]) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            name: value
+            for name, value in params.items()
+            if name not in HTTP_ONLY and not name.startswith(("param_", "http_"))
+        }
+        operator = self.state.settings
+        ceilings = {
+            "max_execution_time": operator.query_max_execution_seconds,
+            "max_memory_usage": operator.query_max_memory_bytes,
+            "max_result_bytes": operator.query_max_result_bytes,
+        }
+        for name in LIMITS:
+            if name in settings:
+                asked = _literal_limit(str(settings[name]))
+                ceiling = ceilings[name]
+                settings[name] = min(asked, ceiling) if asked and asked > 0 else ceiling
+        return settings
+
+    async def _insert(
+        self,
+        send: Send,
+        grant: service.RunGrant,
+        insert: tuple[str, str],
+        first: bytes,
+        body: AsyncIterator[bytes],
+        settings: dict[str, Any],
+        database: str | None,
+        session_id: str | None,
+        query_id: str,
+    ) -> None:
+        async def data() -> AsyncIterator[bytes]:
+            if first:
+                yield first
+            async for chunk in body:
+                yield chunk
+
+        try:
+            written = await self.engines.insert(
+                grant,
+                sql=insert[0],
+                fmt=insert[1],
+                data=data(),
+                database=database,
+                session_id=session_id,
+                extra_settings=settings,
+            )
+        except EngineError as error:
+            raise HttpError(error.code, error.message) from None
+        summary = _summary(
+            written_rows=written.get("written_rows", 0),
+            written_bytes=written.get("written_bytes", 0),
+        )
+        await _answer(send, 200, "", query_id=query_id, summary=summary)
+
+
+async def _read_all(body: AsyncIterator[bytes], limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(0, f"Code: 0. The query is over {limit} bytes.", 413)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _split(body: AsyncIterator[bytes]) -> tuple[bytes, tuple[str, str] | None, bytes]:
+    """The SQL in the body: ``(head, None, b"")`` for a query, or, for ``INSERT ... FORMAT X``
+    followed by data, ``(b"", (statement, format), first data bytes)`` with the rest still in
+    ``body``."""
+    buffered = b""
+    async for chunk in body:
+        buffered += chunk
+        match = _INSERT_WITH_DATA.match(buffered)
+        if match:
+            return b"", (match.group(1).decode(), match.group(2).decode()), buffered[match.end() :]
+        if not _INSERT.match(buffered[:64].decode("utf-8", "replace")) and b"\n" in buffered:
+            break  # not an INSERT with data: the whole body is the query
+        if len(buffered) > MAX_QUERY_BYTES:
+            raise HttpError(0, f"Code: 0. The query is over {MAX_QUERY_BYTES} bytes.", 413)
+    rest = await _read_all(body, MAX_QUERY_BYTES - len(buffered))
+    return buffered + rest, None, b""
+
+
+def _summary(**values: int) -> str:
+    fields = (
+        "read_rows",
+        "read_bytes",
+        "written_rows",
+        "written_bytes",
+        "total_rows_to_read",
+        "result_rows",
+        "result_bytes",
+        "elapsed_ns",
+    )
+    return json.dumps({name: str(values.get(name, 0)) for name in fields}, separators=(",", ":"))
+
+
+async def _answer(
+    send: Send,
+    status: int,
+    text: str,
+    *,
+    code: int | None = None,
+    query_id: str | None = None,
+    summary: str | None = None,
+) -> None:
+    body = text.encode() if text.endswith("\n") or not text else (text + "\n").encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=UTF-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if code is not None:
+        headers.append((b"x-clickhouse-exception-code", str(code).encode()))
+    if query_id is not None:
+        headers.append((b"x-clickhouse-query-id", query_id.encode()))
+    if summary is not None:
+        headers.append((b"x-clickhouse-summary", summary.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _stream(
+    send: Send, chunks: AsyncIterator[bytes], fmt: str, query_id: str, wait: bool
+) -> None:
+    """The result; with ``wait_end_of_query`` it is held (up to ``BUFFER_BYTES``) so that an
+    error is still a status. An error after bytes were sent ends the body with its text."""
+    headers = [
+        (b"content-type", _CONTENT_TYPES.get(fmt, "application/octet-stream").encode()),
+        (b"x-clickhouse-query-id", query_id.encode()),
+        (b"x-clickhouse-format", fmt.encode()),
+    ]
+    held: list[bytes] = []
+    size = 0
+    started = False
+    try:
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                if wait and not started and size + len(chunk) <= BUFFER_BYTES:
+                    held.append(chunk)
+                    size += len(chunk)
+                    continue
+                if not started:
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    started = True
+                    for part in held:
+                        await send({"type": "http.response.body", "body": part, "more_body": True})
+                    held = []
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except EngineError as error:
+            if not started:
+                raise HttpError(error.code, error.message) from None
+            tail = f"\nCode: {error.code}. {error.message}\n".encode()
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            return
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    if not started:
+        body = b"".join(held)
+        summary = _summary(result_bytes=len(body)).encode()
+        headers += [
+            (b"content-length", str(len(body)).encode()),
+            (b"x-clickhouse-summary", summary),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

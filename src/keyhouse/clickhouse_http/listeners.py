@@ -1,0 +1,122 @@
+"""The listening side of the services' ClickHouse HTTP interfaces: one HTTPS port per service
+that is running or idle, served by uvicorn on the app's own event loop.
+
+A service keeps its port (stored on its row) across restarts of the engine and of Keyhouse, so
+clients keep their address; the first time, it takes a free port from ``KEYHOUSE_CLICKHOUSE_PORTS``
+or, without that setting, any free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from sqlalchemy import select
+
+from keyhouse.clickhouse_http.interface import ClickHouseInterface
+from keyhouse.clickhouse_http.tls import server_context
+from keyhouse.models import Service
+from keyhouse.transactions import run_in_transaction
+
+if TYPE_CHECKING:
+    from keyhouse.services.lifecycle import Engines
+    from keyhouse.state import AppState
+
+log = logging.getLogger("keyhouse.clickhouse_http")
+
+
+class Listeners:
+    def __init__(self, state: AppState, engines: Engines) -> None:
+        self.state = state
+        self.engines = engines
+        self._servers: dict[uuid.UUID, uvicorn.Server] = {}
+        self._lock = asyncio.Lock()
+        self._tls: ssl.SSLContext | None = None
+
+    def port(self, service_id: uuid.UUID) -> int | None:
+        server = self._servers.get(service_id)
+        if server is None or not server.servers:
+            return None
+        sockets = server.servers[0].sockets
+        return int(sockets[0].getsockname()[1]) if sockets else None
+
+    async def open(self, service_id: uuid.UUID) -> None:
+        async with self._lock:
+            if service_id in self._servers:
+                return
+            if self._tls is None:
+                self._tls = await asyncio.to_thread(server_context, self.state.settings)
+            stored, taken = await run_in_transaction(self.state, lambda s: _ports(s, service_id))
+            sock = self._bind(stored, taken)
+            port = int(sock.getsockname()[1])
+            if port != stored:
+                await run_in_transaction(self.state, lambda s: _keep_port(s, service_id, port))
+            config = uvicorn.Config(
+                ClickHouseInterface(self.state, self.engines, service_id),
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                date_header=False,
+                timeout_graceful_shutdown=5,
+            )
+            config.load()
+            config.ssl = self._tls
+            server = uvicorn.Server(config)
+            server.lifespan = config.lifespan_class(config)
+            await server.startup(sockets=[sock])
+            self._servers[service_id] = server
+            log.info("service %s: ClickHouse HTTP interface on port %s", service_id, port)
+
+    def _bind(self, stored: int | None, taken: set[int]) -> socket.socket:
+        host = self.state.settings.clickhouse_host
+        candidates: list[int] = [stored] if stored else []
+        ports = self.state.settings.clickhouse_ports
+        if ports:
+            low, high = (int(part) for part in ports.split("-"))
+            candidates += [p for p in range(low, high + 1) if p not in taken and p != stored]
+        else:
+            candidates.append(0)
+        for port in candidates:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue
+            sock.listen(128)
+            sock.setblocking(False)
+            return sock
+        raise OSError(f"no free port for a ClickHouse HTTP interface in {ports or 'any'}")
+
+    async def close(self, service_id: uuid.UUID) -> None:
+        async with self._lock:
+            server = self._servers.pop(service_id, None)
+        if server is not None:
+            await server.shutdown()
+
+    async def close_all(self) -> None:
+        for service_id in list(self._servers):
+            await self.close(service_id)
+
+
+def _ports(session: Any, service_id: uuid.UUID) -> tuple[int | None, set[int]]:
+    stored = session.scalar(select(Service.http_port).where(Service.id == service_id))
+    others = session.scalars(
+        select(Service.http_port).where(Service.http_port.is_not(None), Service.id != service_id)
+    )
+    return stored, set(others)
+
+
+def _keep_port(session: Any, service_id: uuid.UUID, port: int) -> None:
+    service = session.get(Service, service_id)
+    if service is not None:
+        service.http_port = port
+        session.flush()
