@@ -37,7 +37,9 @@ EXTRA_PARAMETERS = {
     ("get", "/v1/organizations/{organizationId}/activities"): {"extensions"},
     ("get", "/v1/organizations/{organizationId}/activities/{activityId}"): {"extensions"},
 }
+# Keyhouse extensions, documented in the README.
 EXTRA_RESULT_FIELDS = {
+    "ServicePostRequest": {"keyhouseAttach"},
     "ApiKey": {"createdBy"},
     "Invitation": {"acceptUrl"},
     "Activity": {"details"},

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # data_dir/tls, signed by its own CA (data_dir/tls/ca.pem, for clients to verify).
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # ClickHouse servers a service may be attached to (``keyhouseAttach`` on create): a comma-
+    # separated list of host or host:port, or "*" for any. Empty: attaching is turned off.
+    attach_allowed_hosts: str = ""
     # The address clients reach the Query API at (clickhousectl: CLICKHOUSE_CLOUD_QUERY_HOST);
     # default: the request's own base URL.
     query_host: str | None = None

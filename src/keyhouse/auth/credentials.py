@@ -22,6 +22,10 @@ import secrets
 import string
 import zlib
 
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
 SECRET_PREFIX = "khs_"
 KEY_ID_LENGTH = 20
@@ -91,3 +95,20 @@ DUMMY_HASH = "0" * 64
 
 def hashes_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _box(pepper: bytes) -> Fernet:
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyhouse sealed secrets"
+    ).derive(pepper)
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def seal(pepper: bytes, secret: str) -> str:
+    """A secret Keyhouse must use again (an attached server's password), encrypted with a key
+    derived from the pepper; ``unseal`` gives it back."""
+    return _box(pepper).encrypt(secret.encode()).decode()
+
+
+def unseal(pepper: bytes, sealed: str) -> str:
+    return _box(pepper).decrypt(sealed.encode()).decode()

@@ -23,9 +23,12 @@ from sqlalchemy import select
 
 from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.clickhouse_http.listeners import Listeners
+from keyhouse.clickhouse_http.tls import ca_path
+from keyhouse.engine.protocol import EngineError
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
+from keyhouse.engine.upstream import Upstream
 from keyhouse.models import Service
-from keyhouse.services.service import RUNNING_STATES, RunGrant, set_state
+from keyhouse.services.service import RUNNING_STATES, RunGrant, attachment, set_state
 from keyhouse.transactions import run_in_transaction
 
 if TYPE_CHECKING:
@@ -43,6 +46,8 @@ class Engines:
         self.supervisor = EngineSupervisor(state.settings.data_dir, on_failed=self._failed)
         # Each running (or idle) service's ClickHouse HTTP interface.
         self.listeners = Listeners(state, self)
+        # Running services attached to a ClickHouse the operator runs (instead of an engine).
+        self._upstreams: dict[uuid.UUID, Upstream] = {}
         self.idle_check_seconds = idle_check_seconds
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_used: dict[uuid.UUID, float] = {}
@@ -65,10 +70,11 @@ class Engines:
         self._spawn(self.bring_up(service_id))
 
     async def bring_up(self, service_id: uuid.UUID) -> bool:
-        """Start the engine and mark the service running; False (and ``failed``) if it can't."""
+        """Start the engine (or reach the attached server) and mark the service running;
+        False (and ``failed``) if it can't."""
         try:
-            version = await self.supervisor.start(service_id)
-        except (EngineUnavailable, OSError) as error:
+            version = await self._start(service_id)
+        except (EngineUnavailable, EngineError, OSError) as error:
             if self.supervisor.closing:  # the server is stopping: the service stays as it is
                 return False
             log.error("service %s did not start: %s", service_id, error)
@@ -78,6 +84,30 @@ class Engines:
         await self._listen(service_id)  # first: a running service lists its interface
         await self._set(service_id, "running", expected=COMING_UP, version=version)
         return True
+
+    async def _start(self, service_id: uuid.UUID) -> str:
+        pepper = self.state.pepper
+        attached = await run_in_transaction(
+            self.state, lambda session: attachment(session, service_id, pepper=pepper)
+        )
+        if attached is None:
+            return await self.supervisor.start(service_id)
+        upstream = self._upstreams.get(service_id)
+        if upstream is None:
+            upstream = Upstream(
+                attached.url, attached.username, attached.password, ca_path(self.state.settings)
+            )
+        try:
+            version = await upstream.version()
+        except EngineError:
+            await upstream.close()
+            self._upstreams.pop(service_id, None)
+            raise
+        self._upstreams[service_id] = upstream
+        return version
+
+    def running(self, service_id: uuid.UUID) -> bool:
+        return service_id in self._upstreams or self.supervisor.running(service_id)
 
     async def _listen(self, service_id: uuid.UUID) -> None:
         try:
@@ -90,7 +120,7 @@ class Engines:
 
     async def _take_down(self, service_id: uuid.UUID, final: str, expected: frozenset[str]) -> None:
         await self.listeners.close(service_id)
-        await self.supervisor.stop(service_id)
+        await self._stop(service_id)
         self._last_used.pop(service_id, None)
         await self._set(service_id, final, expected=expected)
 
@@ -100,7 +130,15 @@ class Engines:
 
     async def _remove(self, service_id: uuid.UUID) -> None:
         await self.listeners.close(service_id)
+        await self._stop(service_id)
         await self.supervisor.remove_data(service_id)
+
+    async def _stop(self, service_id: uuid.UUID) -> None:
+        """Stop the engine, or stop sending queries to the attached server."""
+        upstream = self._upstreams.pop(service_id, None)
+        if upstream is not None:
+            await upstream.close()
+        await self.supervisor.stop(service_id)
 
     async def _failed(self, service_id: uuid.UUID, why: str) -> None:
         await self._set(service_id, "failed", expected=RUNNING_STATES, failure=why)
@@ -125,9 +163,7 @@ class Engines:
         ``readonly``. Waits for an engine that is coming up. Raises ``EngineError`` when the
         engine refuses the query and ``ServiceUnavailable`` when it is not running; the
         iterator then yields the result's bytes."""
-        if not self.supervisor.running(grant.service_id) and not await self.bring_up(
-            grant.service_id
-        ):
+        if not self.running(grant.service_id) and not await self.bring_up(grant.service_id):
             raise ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
         limits = {**self._limits(grant), **(extra_settings or {})}
         request = {
@@ -143,7 +179,11 @@ class Engines:
         }
         self.used(grant.service_id)
         try:
-            chunks = await self.supervisor.query(grant.service_id, request)
+            upstream = self._upstreams.get(grant.service_id)
+            if upstream is not None:
+                chunks = await upstream.query(request)
+            else:
+                chunks = await self.supervisor.query(grant.service_id, request)
             await anext(chunks)  # the engine accepted the query (or raised its error)
         except EngineUnavailable:
             raise ServiceUnavailable(
@@ -164,9 +204,7 @@ class Engines:
     ) -> dict[str, Any]:
         """Stream ``data`` (in ``fmt``) into ``sql`` (``INSERT INTO t (a, b)``) under the same
         limits as ``run``; the engine's write statistics."""
-        if not self.supervisor.running(grant.service_id) and not await self.bring_up(
-            grant.service_id
-        ):
+        if not self.running(grant.service_id) and not await self.bring_up(grant.service_id):
             raise ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
         request = {
             "sql": sql,
@@ -177,6 +215,9 @@ class Engines:
         }
         self.used(grant.service_id)
         try:
+            upstream = self._upstreams.get(grant.service_id)
+            if upstream is not None:
+                return await upstream.insert(request, data)
             return await self.supervisor.insert(grant.service_id, request, data)
         except EngineUnavailable:
             raise ServiceUnavailable(
@@ -241,6 +282,9 @@ class Engines:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
         await self.listeners.close_all()
+        for upstream in list(self._upstreams.values()):
+            await upstream.close()
+        self._upstreams.clear()
         await self.supervisor.close()
 
     async def _reap_idle(self) -> None:
@@ -252,7 +296,7 @@ class Engines:
                 log.exception("idle check failed")
 
     async def _idle_once(self) -> None:
-        running = [sid for sid in list(self._last_used) if self.supervisor.running(sid)]
+        running = [sid for sid in list(self._last_used) if self.running(sid)]
         if not running:
             return
 
@@ -271,7 +315,7 @@ class Engines:
             if now - self._last_used.get(service_id, now) >= minutes * 60:
                 log.info("service %s is idle: stopping its engine", service_id)
                 if await self._set(service_id, "idle", expected=frozenset({"running"})):
-                    await self.supervisor.stop(service_id)
+                    await self._stop(service_id)
                     self._last_used.pop(service_id, None)
 
 

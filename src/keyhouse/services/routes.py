@@ -133,8 +133,11 @@ async def create_service(
 ) -> Response:
     state = app_state(request)
     engines = _engines(request)
+    settings = state.settings
     defaults = service.ServiceDefaults(
-        state.settings.service_default_provider, state.settings.service_default_region
+        settings.service_default_provider,
+        settings.service_default_region,
+        tuple(h.strip().lower() for h in settings.attach_allowed_hosts.split(",") if h.strip()),
     )
 
     def create(session: Session, principal: Principal) -> ServicePostResponse:

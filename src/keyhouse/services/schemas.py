@@ -170,6 +170,15 @@ class Service(Wire):
     current_scaling: CurrentScaling = Field(alias="currentScaling")
 
 
+class AttachedClickHouse(WireRequest):
+    """Keyhouse extension: a ClickHouse server or cluster the operator runs, reached over its
+    HTTP interface; the service then proxies to it instead of starting an engine."""
+
+    url: str = Field(min_length=1, max_length=1024, description="e.g. https://ch.internal:8443")
+    username: str = Field(default="default", min_length=1, max_length=255)
+    password: str = Field(default="", max_length=1024, repr=False)
+
+
 class ServicePostRequest(WireRequest):
     name: str = Field(min_length=1, max_length=50)
     provider: Provider | None = None
@@ -213,6 +222,12 @@ class ServicePostRequest(WireRequest):
     compliance_type: Literal["hipaa", "pci"] | None = Field(default=None, alias="complianceType")
     tags: list[ResourceTag] | None = Field(default=None, max_length=50)
     enable_core_dumps: bool | None = Field(default=None, alias="enableCoreDumps")
+    keyhouse_attach: AttachedClickHouse | None = Field(
+        default=None,
+        alias="keyhouseAttach",
+        description="Keyhouse extension: attach the service to an existing ClickHouse "
+        "(allowed hosts: KEYHOUSE_ATTACH_ALLOWED_HOSTS).",
+    )
 
     _check_name = field_validator("name")(_service_name)
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -47,6 +48,27 @@ SERVICE_PASSWORD_ALPHABET = credentials.ALPHABET
 class ServiceDefaults:
     provider: str
     region: str
+    # Hosts (host or host:port, "*" for any) a service may be attached to.
+    attach_allowed: tuple[str, ...] = ()
+
+
+def _attach_url(url: str, allowed: Sequence[str]) -> str:
+    """The URL of a ClickHouse HTTP interface to attach to, if the operator allows its host."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest("keyhouseAttach.url: must be an http:// or https:// URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise BadRequest("keyhouseAttach.url: give credentials as username and password")
+    if not allowed:
+        raise BadRequest("keyhouseAttach: attaching is turned off on this server")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise BadRequest("keyhouseAttach.url: the port is not valid") from None
+    host = parts.hostname.lower()
+    if not any(entry in ("*", host, f"{host}:{port}") for entry in allowed):
+        raise BadRequest(f"keyhouseAttach.url: {host}:{port} is not an allowed host")
+    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
 
 
 @dataclass(frozen=True)
@@ -155,6 +177,8 @@ def create_service(
     maximum = request.max_replica_memory_gb or max(16, minimum)
     if minimum > maximum:
         raise BadRequest("minReplicaMemoryGb: must not exceed maxReplicaMemoryGb")
+    attached = request.keyhouse_attach
+    attached_url = _attach_url(attached.url, defaults.attach_allowed) if attached else None
     password = new_password()
     service = Service(
         organization_id=principal.organization_id,
@@ -172,6 +196,9 @@ def create_service(
         num_replicas=1,
         release_channel=request.release_channel or "default",
         enable_core_dumps=bool(request.enable_core_dumps),
+        attached_url=attached_url,
+        attached_username=attached.username if attached else None,
+        attached_password=credentials.seal(pepper, attached.password) if attached else None,
     )
     session.add(service)
     session.flush()
@@ -275,6 +302,25 @@ def request_state(
             record(session, principal, "service_awaken", service_id=service.id)
     session.flush()
     return service, action
+
+
+@dataclass(frozen=True)
+class Attachment:
+    url: str
+    username: str
+    password: str = field(repr=False)
+
+
+def attachment(session: Session, service_id: uuid.UUID, *, pepper: bytes) -> Attachment | None:
+    """The ClickHouse server a service is attached to (None: an embedded engine)."""
+    service = session.get(Service, service_id)
+    if service is None or service.attached_url is None:
+        return None
+    return Attachment(
+        service.attached_url,
+        service.attached_username or "default",
+        credentials.unseal(pepper, service.attached_password or ""),
+    )
 
 
 def set_state(
