@@ -3,11 +3,15 @@ query endpoint, run SQL through the Query API."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
 from typing import Any
 
+import pytest
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 from fastapi.testclient import TestClient
 
 from tests.conftest import Org
@@ -63,3 +67,37 @@ def run(
         headers={"content-type": "text/plain;charset=UTF-8", **headers},
         auth=auth,
     )
+
+
+def _naive(text: str) -> dt.datetime:
+    """A DateTime as the client reads it back: naive, in the server's time zone (UTC)."""
+    return dt.datetime.fromisoformat(text + "+00:00").replace(tzinfo=None)
+
+
+def clickhouse_round_trip(ch: Client) -> None:
+    """What a clickhouse-connect user does first: create, insert several types, read back,
+    a parameterised query, Arrow, and a server error as the client's own."""
+    assert ch.ping()
+    assert ch.query("SELECT 1").result_rows == [(1,)]
+    ch.command(
+        "CREATE TABLE events (id UInt64, name String, at DateTime, tags Array(String), "
+        "score Nullable(Float64), kind LowCardinality(String)) ENGINE = MergeTree ORDER BY id"
+    )
+    rows = [
+        (1, "first", _naive("2026-11-27 01:02:03"), ["a", "b"], 1.5, "click"),
+        (2, "second", _naive("2026-11-27 04:05:06"), [], None, "view"),
+        (3, "ünïcode", _naive("2026-01-01 00:00:00"), ["x"], -2.0, "click"),
+    ]
+    summary = ch.insert("events", rows, column_names=["id", "name", "at", "tags", "score", "kind"])
+    assert summary.written_rows == 3
+    back = ch.query("SELECT id, name, at, tags, score, kind FROM events ORDER BY id")
+    assert back.result_rows == rows
+    counted = ch.query(
+        "SELECT count() FROM events WHERE kind = {kind:String}", parameters={"kind": "click"}
+    )
+    assert counted.result_rows == [(2,)]
+    assert ch.query_arrow("SELECT id FROM events ORDER BY id").num_rows == 3
+
+    with pytest.raises(DatabaseError) as missing:
+        ch.query("SELECT * FROM no_such_table")
+    assert "60" in str(missing.value)  # UNKNOWN_TABLE, the server's own code

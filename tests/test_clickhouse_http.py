@@ -4,7 +4,6 @@ that the official Python client, clickhouse-connect, uses as it uses ClickHouse 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,14 +15,9 @@ from fastapi.testclient import TestClient
 
 from keyhouse.config import Settings
 from tests.conftest import Org
-from tests.services import create, wait_for
+from tests.services import clickhouse_round_trip, create, wait_for
 
 LOOPBACK = [{"source": "127.0.0.1/32", "description": "this machine"}]
-
-
-def _naive(text: str) -> dt.datetime:
-    """A DateTime as the client reads it back: naive, in the server's time zone (UTC)."""
-    return dt.datetime.fromisoformat(text + "+00:00").replace(tzinfo=None)
 
 
 @contextlib.contextmanager
@@ -64,34 +58,7 @@ def test_clickhouse_connect_creates_inserts_and_reads_back(
     assert endpoint["protocol"] == "https"
     assert endpoint["username"] == "default"
     with _connected(settings, endpoint, password, compress="lz4") as ch:
-        _create_insert_and_read(ch)
-
-
-def _create_insert_and_read(ch: Client) -> None:
-    assert ch.ping()
-    assert ch.query("SELECT 1").result_rows == [(1,)]
-    ch.command(
-        "CREATE TABLE events (id UInt64, name String, at DateTime, tags Array(String), "
-        "score Nullable(Float64), kind LowCardinality(String)) ENGINE = MergeTree ORDER BY id"
-    )
-    rows = [
-        (1, "first", _naive("2026-11-27 01:02:03"), ["a", "b"], 1.5, "click"),
-        (2, "second", _naive("2026-11-27 04:05:06"), [], None, "view"),
-        (3, "ünïcode", _naive("2026-01-01 00:00:00"), ["x"], -2.0, "click"),
-    ]
-    summary = ch.insert("events", rows, column_names=["id", "name", "at", "tags", "score", "kind"])
-    assert summary.written_rows == 3
-    back = ch.query("SELECT id, name, at, tags, score, kind FROM events ORDER BY id")
-    assert back.result_rows == rows
-    counted = ch.query(
-        "SELECT count() FROM events WHERE kind = {kind:String}", parameters={"kind": "click"}
-    )
-    assert counted.result_rows == [(2,)]
-    assert ch.query_arrow("SELECT id FROM events ORDER BY id").num_rows == 3
-
-    with pytest.raises(DatabaseError) as missing:
-        ch.query("SELECT * FROM no_such_table")
-    assert "60" in str(missing.value)  # UNKNOWN_TABLE, the server's own code
+        clickhouse_round_trip(ch)
 
 
 def test_a_wrong_password_is_refused(
