@@ -4,16 +4,24 @@ that the official Python client, clickhouse-connect, uses as it uses ClickHouse 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import json
+import ssl
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import clickhouse_connect
+import httpx2 as httpx
+import lz4.frame
 import pytest
+import zstandard
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 from fastapi.testclient import TestClient
 
 from keyhouse.config import Settings
+from keyhouse.state import AppState
 from tests.conftest import Org
 from tests.services import clickhouse_round_trip, create, wait_for
 
@@ -78,3 +86,103 @@ def test_an_address_outside_the_ip_access_list_is_refused(
     with pytest.raises(DatabaseError) as refused:
         _connect(settings, service["endpoints"][0], created["password"])
     assert "195" in str(refused.value)  # IP_ADDRESS_NOT_ALLOWED
+
+
+def _raw(settings: Settings, endpoint: dict[str, Any], password: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"https://{endpoint['host']}:{endpoint['port']}",
+        auth=("default", password),
+        verify=ssl.create_default_context(cafile=str(settings.data_dir / "tls" / "ca.pem")),
+        timeout=30,
+    )
+
+
+def test_the_http_protocol_as_curl_speaks_it(
+    settings: Settings, running: tuple[dict[str, Any], str]
+) -> None:
+    service, password = running
+    with _raw(settings, service["endpoints"][0], password) as http:
+        assert http.get("/ping").text == "Ok.\n"
+        # The query in the URL, the body, or both; the FORMAT clause picks the output.
+        assert http.get("/", params={"query": "SELECT 1 + 1"}).text == "2\n"
+        assert http.post("/", content=b"SELECT 'a' AS x FORMAT JSONEachRow").text == '{"x":"a"}\n'
+        created = http.post(
+            "/",
+            params={"query": "CREATE TABLE t (a UInt8, b String)"},
+            content=b"ENGINE = MergeTree ORDER BY a",
+        )
+        assert created.status_code == 200, created.text
+        # An INSERT's data in the body, compressed as clients send it.
+        for encoding, pack in (
+            ("gzip", gzip.compress),
+            ("zstd", zstandard.compress),
+            ("lz4", lz4.frame.compress),
+        ):
+            inserted = http.post(
+                "/",
+                params={"query": "INSERT INTO t FORMAT TSV"},
+                content=pack(b"1\tx\n2\ty\n"),
+                headers={"Content-Encoding": encoding},
+            )
+            assert inserted.status_code == 200, (encoding, inserted.text)
+            summary = json.loads(inserted.headers["x-clickhouse-summary"])
+            assert summary["written_rows"] == "2"
+        counted = http.post("/", params={"query": "SELECT count() FROM t", "database": "default"})
+        assert counted.text == "6\n"
+        assert counted.headers["x-clickhouse-format"] == "TabSeparated"
+        parameterised = http.post(
+            "/", params={"param_b": "x"}, content=b"SELECT count() FROM t WHERE b = {b:String}"
+        )
+        assert parameterised.text == "3\n"
+        # A GET is read-only, as in ClickHouse.
+        refused = http.get("/", params={"query": "INSERT INTO t VALUES (9, 'z')"})
+        assert refused.status_code == 403
+        assert refused.headers["x-clickhouse-exception-code"] == "164"
+        # Errors: ClickHouse's code, text and status.
+        syntax = http.post("/", content=b"SELEC 1")
+        assert (syntax.status_code, syntax.headers["x-clickhouse-exception-code"]) == (400, "62")
+        assert "Syntax error" in syntax.text
+        unknown = http.post("/", content=b"SELECT 1", headers={"Content-Encoding": "br"})
+        assert unknown.status_code == 400
+        # Settings pass through; the operator's limits can be lowered, never raised.
+        ceiling = settings.query_max_execution_seconds
+        shown = http.post(
+            "/",
+            params={"max_execution_time": str(ceiling * 10), "max_threads": "3"},
+            content=b"SELECT name, value FROM system.settings "
+            b"WHERE name IN ('max_execution_time', 'max_threads') ORDER BY name",
+        )
+        assert shown.text == f"max_execution_time\t{ceiling}\nmax_threads\t3\n"
+
+
+def test_sessions_keep_their_state_and_take_one_request_at_a_time(
+    settings: Settings, running: tuple[dict[str, Any], str]
+) -> None:
+    service, password = running
+    with _raw(settings, service["endpoints"][0], password) as http:
+        session = {"session_id": str(uuid.uuid4())}
+        made = http.post("/", params=session, content=b"CREATE TEMPORARY TABLE tmp (a UInt8)")
+        assert made.status_code == 200, made.text
+        http.post("/", params=session, content=b"INSERT INTO tmp VALUES (5)")
+        assert http.post("/", params=session, content=b"SELECT a FROM tmp").text == "5\n"
+        other = http.post("/", content=b"SELECT a FROM tmp")
+        assert other.status_code == 404  # another session does not see it
+
+
+def test_an_idle_service_wakes_on_its_first_request(
+    client: TestClient,
+    org: Org,
+    settings: Settings,
+    state: AppState,
+    running: tuple[dict[str, Any], str],
+) -> None:
+    service, password = running
+    engines, portal = state.engines, client.portal
+    assert engines is not None
+    assert portal is not None
+    engines._last_used[uuid.UUID(service["id"])] -= 3600  # an hour without a query
+    portal.call(engines._idle_once)
+    wait_for(client, org, service["id"], "idle")
+    with _raw(settings, service["endpoints"][0], password) as http:
+        assert http.post("/", content=b"SELECT 42").text == "42\n"
+    wait_for(client, org, service["id"], "running")
