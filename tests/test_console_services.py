@@ -169,3 +169,56 @@ def test_a_developer_runs_sql_read_only_and_cannot_manage(
         assert stop.status_code == 403
         assert _state_of(client, org, sid) == "running"
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
+
+
+def test_query_api_endpoints_in_the_console(client: TestClient, org: Org, state: AppState) -> None:
+    sid = client.post(
+        org.url("/services"),
+        json={"name": f"ep-{uuid.uuid4().hex[:6]}", "ipAccessList": [{"source": "127.0.0.1"}]},
+        auth=org.auth,
+    ).json()["result"]["service"]["id"]
+    _wait(client, org, sid, "running")
+    email = client.get(org.url(f"/members/{org.user_id}"), auth=org.auth).json()["result"]["email"]
+    with _signed_in(state, email, "correct horse battery") as console:
+        services_page = console.get(f"/console/o/{org.id}/services").text
+        assert 'data-testid="clickhouse-address">https://127.0.0.1:' in services_page
+        assert 'data-testid="ca-file">' in services_page
+        page = f"/console/o/{org.id}/services/{sid}/endpoints"
+        made = console.post(
+            page,
+            data={
+                "name": "answer",
+                "sql": "SELECT {n:UInt8} + 1 AS answer",
+                "database": "default",
+                "role": "sql_console_read_only",
+                "api_keys": [str(org.key_uuid)],
+                "csrf_token": _token(console, page),
+            },
+        )
+        assert made.status_code == 200, made.text
+        listed = client.get(org.url(f"/services/{sid}/query-api-endpoints"), auth=org.auth)
+        [endpoint] = listed.json()["result"]
+        assert endpoint["ownerType"] == "user"  # made in the console: read-only to the API
+        url = f"/run/{endpoint['id']}"
+        assert url in made.text
+        assert "curl -u" in made.text
+        called = client.post(url, json={"queryVariables": {"n": 41}}, auth=org.auth)
+        assert called.json()["data"]["rows"] == [[42]]
+        assert "Not called yet" not in console.get(page).text  # the call is listed
+        api_delete = client.delete(
+            org.url(f"/services/{sid}/query-api-endpoints/{endpoint['id']}"), auth=org.auth
+        )
+        assert api_delete.status_code == 409
+        deleted = console.post(
+            f"{page}/{endpoint['id']}/delete",
+            data={"csrf_token": _token(console, page)},
+            follow_redirects=False,
+        )
+        assert deleted.status_code == 303
+        assert (
+            client.get(org.url(f"/services/{sid}/query-api-endpoints"), auth=org.auth).json()[
+                "result"
+            ]
+            == []
+        )
+    client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from keyhouse.api.errors import ApiError, BadRequest
 from keyhouse.api_keys import service as keys
-from keyhouse.auth.permissions import Permission
+from keyhouse.auth.permissions import Permission, instance_resource
+from keyhouse.clickhouse_http.tls import ca_path
 from keyhouse.console.web import (
     Acting,
     SignInRequired,
@@ -30,6 +31,9 @@ from keyhouse.console.web import (
     render_as,
 )
 from keyhouse.engine.protocol import EngineError
+from keyhouse.query_endpoints import service as endpoints
+from keyhouse.query_endpoints.routes import query_host
+from keyhouse.query_endpoints.schemas import PublicQueryApiEndpointRequest
 from keyhouse.services import service as services
 from keyhouse.services.lifecycle import Engines, engines_of
 from keyhouse.services.schemas import (
@@ -61,9 +65,21 @@ def _services_context(session: Session, a: Acting) -> dict[str, Any]:
     }
 
 
+def _interface(request: Request) -> dict[str, Any]:
+    """Where the services' ClickHouse HTTP interfaces are, and the CA file to verify them."""
+    settings = app_state(request).settings
+    ca = ca_path(settings)
+    return {
+        "clickhouse_host": settings.clickhouse_host,
+        "ca_file": str(ca.resolve()) if ca else None,
+    }
+
+
 @router.get("/o/{org_id}/services")
 async def services_page(request: Request, org_id: uuid.UUID) -> Response:
-    return await page(request, org_id, _services_context, "services.html", "services")
+    return await page(
+        request, org_id, _services_context, "services.html", "services", **_interface(request)
+    )
 
 
 def _engine_step(request: Request) -> Any:
@@ -271,3 +287,77 @@ async def run_sql(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) ->
         result=result,
         error=error_text,
     )
+
+
+# --- Query API endpoints ----------------------------------------------------------------------
+
+
+@router.get("/o/{org_id}/services/{service_id}/endpoints")
+async def endpoints_page(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    host = query_host(request)
+
+    def work(session: Session, a: Acting) -> dict[str, Any]:
+        service = services.get_service(session, a.principal, service_id)
+        rows, bound, _next = endpoints.list_endpoints(session, a.principal, service_id, limit=100)
+        full = [endpoints.get_endpoint(session, a.principal, service_id, r.id) for r in rows]
+        names = {
+            str(k.id): f"{k.name} (…{k.key_suffix})"
+            for k in (
+                keys.list_keys(session, a.principal, limit=250, cursor=None).keys
+                if can(a, Permission.ORGANIZATION_VIEW_API_KEYS)
+                else []
+            )
+        }
+        return {
+            "service": service,
+            "endpoints": [
+                {"row": row, "url": f"{host}/run/{row.id}", "keys": [names.get(k, k) for k in ks]}
+                for row, ks in full
+            ],
+            "key_names": names,
+            "bound": bound,
+            "can_manage": a.principal.can(
+                Permission.SERVICE_MANAGE_QUERY_API_ENDPOINTS, instance_resource(service_id)
+            ),
+        }
+
+    return await page(request, org_id, work, "service_endpoints.html", "services")
+
+
+@router.post("/o/{org_id}/services/{service_id}/endpoints")
+async def create_endpoint(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
+        role = str(form.get("role") or "sql_console_read_only")
+        origins = [o.strip() for o in str(form.get("origins") or "").split(",") if o.strip()]
+        try:
+            body = PublicQueryApiEndpointRequest.model_validate(
+                {
+                    "name": str(form.get("name") or ""),
+                    "sql": str(form.get("sql") or ""),
+                    "database": str(form.get("database") or "default"),
+                    "apiKeyIds": form["api_keys"],
+                    "roles": [role],
+                    "allowedOrigins": origins,
+                }
+            )
+        except ValidationError:
+            raise BadRequest("Give the endpoint a name, its SQL and at least one key") from None
+        endpoints.create_endpoint(
+            session, a.principal, service_id, body, owner_type=endpoints.USER_OWNED
+        )
+
+    target = f"/console/o/{org_id}/services/{service_id}/endpoints?msg=endpoint-created"
+    return await form_action(request, org_id, target, work)
+
+
+@router.post("/o/{org_id}/services/{service_id}/endpoints/{endpoint_id}/delete")
+async def delete_endpoint(
+    request: Request, org_id: uuid.UUID, service_id: uuid.UUID, endpoint_id: uuid.UUID
+) -> Response:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
+        endpoints.delete_endpoint(
+            session, a.principal, service_id, endpoint_id, owner_type=endpoints.USER_OWNED
+        )
+
+    target = f"/console/o/{org_id}/services/{service_id}/endpoints?msg=endpoint-deleted"
+    return await form_action(request, org_id, target, work)

@@ -64,6 +64,8 @@ NOTICES = {
     "welcome": "Welcome! You joined the organization.",
     "service-updated": "The service was updated.",
     "service-deleted": "The service was deleted.",
+    "endpoint-created": "The Query API endpoint was created: call its URL with one of its keys.",
+    "endpoint-deleted": "The Query API endpoint was deleted.",
 }
 
 # No inline script or style anywhere in the console, no framing, forms post only to itself.
@@ -187,7 +189,8 @@ async def read_form(request: Request) -> dict[str, Any]:
         raise Forbidden("This form was posted from another site and was refused.")
     form = await request.form()
     values: dict[str, Any] = {key: form.get(key) for key in form}
-    values["roles"] = [str(v) for v in form.getlist("roles")]
+    for multiple in ("roles", "api_keys"):  # checkbox groups
+        values[multiple] = [str(v) for v in form.getlist(multiple)]
     for key in form:
         for value in form.getlist(key):
             problem = unstorable_text(value) if isinstance(value, str) else "must be text"
