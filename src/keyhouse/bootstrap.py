@@ -3,12 +3,14 @@ first service (provisioned: the server starts its engine), for the CLI."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 from dataclasses import dataclass
 
 from keyhouse.api_keys import service as keys
 from keyhouse.api_keys.schemas import ApiKeyPostRequest
 from keyhouse.auth.service import user_principal
+from keyhouse.clickhouse_http.tls import ca_path
 from keyhouse.config import Settings
 from keyhouse.organizations.service import create_organization
 from keyhouse.services import service as services
@@ -28,6 +30,23 @@ class BootstrapResult:
     # With ``service_name``: the service (started by the server) and its password (shown once).
     service_id: uuid.UUID | None = None
     service_password: str | None = None
+    # Where its ClickHouse HTTP interface will listen, and the CA file that verifies it.
+    service_address: str | None = None
+    ca_file: str | None = None
+
+
+LOCAL_ONLY = [
+    {"source": "127.0.0.1/32", "description": "this machine"},
+    {"source": "::1/128", "description": "this machine"},
+]
+
+
+def _free_port(host: str) -> int:
+    """A port for the demo service's interface, chosen now so that it can be printed now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def bootstrap(
@@ -60,19 +79,23 @@ def bootstrap(
             )
             assert key.key_id is not None  # noqa: S101
             assert key.key_secret is not None  # noqa: S101
-            service_id = service_password = None
+            service_id = service_password = service_address = ca_file = None
             if service_name:
                 defaults = services.ServiceDefaults(
                     settings.service_default_provider, settings.service_default_region
                 )
+                # Reachable from this machine only, until its IP access list is changed.
+                request = ServicePostRequest.model_validate(
+                    {"name": service_name, "ipAccessList": LOCAL_ONLY}
+                )
                 row, service_password = services.create_service(
-                    session,
-                    admin,
-                    ServicePostRequest(name=service_name),
-                    pepper=state.pepper,
-                    defaults=defaults,
+                    session, admin, request, pepper=state.pepper, defaults=defaults
                 )
                 service_id = row.id
+                row.http_port = _free_port(settings.clickhouse_host)
+                service_address = f"https://{settings.clickhouse_host}:{row.http_port}"
+                ca = ca_path(settings)
+                ca_file = str(ca.resolve()) if ca else None
             return BootstrapResult(
                 created.organization_id,
                 created.user_id,
@@ -83,6 +106,8 @@ def bootstrap(
                 created.user_created,
                 service_id,
                 service_password,
+                service_address,
+                ca_file,
             )
     finally:
         state.close()

@@ -97,6 +97,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         "keySecret": result.key_secret,
         "serviceId": str(result.service_id) if result.service_id else None,
         "servicePassword": result.service_password,
+        "serviceAddress": result.service_address,
+        "caFile": result.ca_file,
     }
     if args.json:
         print(json.dumps(output))
@@ -112,6 +114,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         if result.service_id:
             print(f"Service        {args.service} ({result.service_id}), started by `serve`")
             print(f"Service password (user default) {result.service_password}")
+            print(f"ClickHouse HTTP {result.service_address} (CA: {result.ca_file})")
         print("The passwords and the key secret are shown once; store them now.")
     return 0
 

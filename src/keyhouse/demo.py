@@ -35,6 +35,19 @@ password is {data["servicePassword"]}. Query it with the official CLI once the s
       service query {data["serviceId"]} -q "SELECT version()"
 """
         )
+    if data.get("serviceAddress"):
+        host, port = data["serviceAddress"].removeprefix("https://").rsplit(":", 1)
+        ca = data["caFile"]
+        print(
+            f"""Its ClickHouse HTTP interface is {data["serviceAddress"]} (user default, from this
+machine only), over HTTPS with a certificate signed by Keyhouse's own CA ({ca}).
+With the official Python client:
+
+  .venv/bin/python -c "import clickhouse_connect; print(clickhouse_connect.get_client(\\
+      host='{host}', port={port}, username='default', password='{data["servicePassword"]}', \\
+      secure=True, ca_cert='{ca}').query('SELECT version()').result_rows)"
+"""
+        )
 
 
 if __name__ == "__main__":
