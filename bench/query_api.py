@@ -2,8 +2,10 @@
 
 (d) ``SELECT 1`` through ``POST /service/{id}/run`` on a real ``keyhouse serve`` (one client,
 sequential requests, p50) against (e) the same query sent straight to an engine worker over its
-own protocol; then rows/s streaming a large result both ways. Prints the figures and ratios of
-one run; it is not a test and never fails on a figure.
+own protocol; then rows/s streaming a large result both ways. (f) clickhouse-connect reading the
+large result through the service's ClickHouse HTTP interface (HTTPS) against (g) the same client
+reading it from an embedded engine directly (its chDB backend, no network). Prints the figures
+and ratios of one run; it is not a test and never fails on a figure.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import time
 import uuid
 from pathlib import Path
 
+import clickhouse_connect
 import httpx2 as httpx
+from clickhouse_connect.driver.client import Client
 
 from keyhouse.engine.supervisor import EngineSupervisor
 
@@ -116,11 +120,48 @@ def through_keyhouse(tmp: Path) -> dict[str, float]:
                 for chunk in response.iter_bytes():
                     rows += chunk.count(b"\n")
             elapsed = time.perf_counter() - started
+            interface = clickhouse_connect.get_client(
+                host="127.0.0.1",
+                port=int(boot["serviceAddress"].rsplit(":", 1)[1]),
+                username="default",
+                password=boot["servicePassword"],
+                secure=True,
+                ca_cert=boot["caFile"],
+            )
+            try:
+                connect_rows_per_s = _client_rows_per_s(interface)
+            finally:
+                interface.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
     assert rows == ROWS, rows
-    return {"p50_ms": _p50_ms(samples), "rows_per_s": rows / elapsed}
+    return {
+        "p50_ms": _p50_ms(samples),
+        "rows_per_s": rows / elapsed,
+        "connect_rows_per_s": connect_rows_per_s,
+    }
+
+
+def _client_rows_per_s(client: Client) -> float:
+    """clickhouse-connect reading LARGE as its users do, block by block (decoded to Python)."""
+    client.query("SELECT 1")
+    started = time.perf_counter()
+    rows = 0
+    with client.query_row_block_stream(LARGE) as blocks:
+        for block in blocks:
+            rows += len(block)
+    elapsed = time.perf_counter() - started
+    assert rows == ROWS, rows
+    return rows / elapsed
+
+
+def embedded_client() -> float:
+    client = clickhouse_connect.get_client(interface="chdb")
+    try:
+        return _client_rows_per_s(client)
+    finally:
+        client.close()
 
 
 def straight_to_the_engine(tmp: Path) -> dict[str, float]:
@@ -157,6 +198,7 @@ def main() -> None:
         tmp = Path(directory)
         api = through_keyhouse(tmp)
         direct = straight_to_the_engine(tmp)
+        embedded = embedded_client()
     print(f"\nQuery API (one client, {ROUNDS} sequential SELECT 1; {ROWS:,} rows streamed)")
     print(
         f"  (d) through /service/{{id}}/run   p50 {api['p50_ms']:.2f} ms   "
@@ -168,6 +210,12 @@ def main() -> None:
     )
     print(f"  SELECT 1 overhead d-e           {api['p50_ms'] - direct['p50_ms']:.2f} ms")
     print(f"  streaming d/e                   {api['rows_per_s'] / direct['rows_per_s']:.2f}")
+    print(f"\nclickhouse-connect reading {ROWS:,} rows (Native, decoded block by block)")
+    print(f"  (f) through the service's HTTPS interface   {api['connect_rows_per_s']:,.0f} rows/s")
+    print(f"  (g) from an embedded engine directly        {embedded:,.0f} rows/s")
+    print(
+        f"  f/g                                         {api['connect_rows_per_s'] / embedded:.2f}"
+    )
 
 
 if __name__ == "__main__":
