@@ -130,6 +130,9 @@ def test_the_http_protocol_as_curl_speaks_it(
         counted = http.post("/", params={"query": "SELECT count() FROM t", "database": "default"})
         assert counted.text == "6\n"
         assert counted.headers["x-clickhouse-format"] == "TabSeparated"
+        binary = http.post("/", content=b"SELECT toUInt8(7) AS a FORMAT RowBinaryWithNamesAndTypes")
+        assert binary.headers["x-clickhouse-format"] == "RowBinaryWithNamesAndTypes"
+        assert binary.content == b"\x01\x01a\x05UInt8\x07"  # 1 column "a" UInt8, value 7
         parameterised = http.post(
             "/", params={"param_b": "x"}, content=b"SELECT count() FROM t WHERE b = {b:String}"
         )

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from keyhouse.activities.service import record
 from keyhouse.api.errors import BadRequest, Conflict, NotFound, Unauthorized
 from keyhouse.auth.authorize import find_in_organization, require
 from keyhouse.auth.permissions import Permission, instance_resource
@@ -26,6 +25,7 @@ from keyhouse.auth.principal import Principal
 from keyhouse.db import utcnow
 from keyhouse.models import ApiKey, QueryApiEndpoint, QueryApiEndpointKey, SavedQuery, Service
 from keyhouse.query_endpoints import schemas
+from keyhouse.services.service import wake_if_idle
 
 API_OWNED = "queryApiEndpoint"
 USER_OWNED = "user"
@@ -256,14 +256,9 @@ def endpoint_origins(session: Session, endpoint_id: uuid.UUID) -> list[str]:
 
 
 def wake_for_endpoint(session: Session, principal: Principal, service_id: uuid.UUID) -> bool:
-    """A bound key's call wakes an idle service; False when it is not idle any more."""
+    """A bound key's call wakes an idle service (the binding is the permission)."""
     service = session.get(Service, service_id)
-    if service is None or service.state != "idle":
-        return False
-    service.state = "awaking"
-    record(session, principal, "service_awaken", service_id=service.id)
-    session.flush()
-    return True
+    return service is not None and wake_if_idle(session, principal, service)
 
 
 # --- saved queries --------------------------------------------------------------------------

@@ -545,14 +545,17 @@ def wake_for_query(session: Session, principal: Principal, service_id: uuid.UUID
     """A bound key's query woke an idle service (the request said ``wake-service: true``):
     waking is part of querying, so the binding is the permission."""
     authorize_run(session, principal, service_id)
-    _wake(session, principal, _find(session, principal, service_id))
+    wake_if_idle(session, principal, _find(session, principal, service_id))
 
 
-def _wake(session: Session, principal: Principal, service: Service) -> None:
-    if service.state == "idle":
-        service.state = "awaking"
-        record(session, principal, "service_awaken", service_id=service.id)
-        session.flush()
+def wake_if_idle(session: Session, principal: Principal, service: Service) -> bool:
+    """A query woke an idle service (``awaking``, recorded); False when it was not idle."""
+    if service.state != "idle":
+        return False
+    service.state = "awaking"
+    record(session, principal, "service_awaken", service_id=service.id)
+    session.flush()
+    return True
 
 
 class ClickHouseRefused(Exception):
@@ -599,7 +602,7 @@ def authorize_clickhouse(
     state = service.state
     if state == "idle":
         actor = system_principal(service.organization_id, "ClickHouse HTTP interface")
-        _wake(session, actor, service)
+        wake_if_idle(session, actor, service)
     return RunGrant(service.id, state, False, service.max_replica_memory_gb)
 
 
@@ -610,7 +613,7 @@ def console_sql_grant(session: Session, principal: Principal, service_id: uuid.U
     _require(principal, Permission.SQL_CONSOLE_DATABASE_ACCESS, service)
     writes = principal.can(Permission.SERVICE_MANAGE, instance_resource(service.id))
     state = service.state
-    _wake(session, principal, service)  # a query in the console wakes an idle service
+    wake_if_idle(session, principal, service)  # a query in the console wakes an idle service
     return RunGrant(service.id, state, not writes, service.max_replica_memory_gb)
 
 
