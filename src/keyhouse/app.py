@@ -105,7 +105,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     app.include_router(query_router)
     app.include_router(run_router)
 
-    def openapi_document() -> JSONResponse:
+    async def openapi_document() -> JSONResponse:
         return JSONResponse(openapi_with_security(app))
 
     app.add_api_route("/v1", openapi_document, methods=["GET"], include_in_schema=False)
