@@ -6,10 +6,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from fastapi.routing import APIRoute
-
 from keyhouse.app import create_app
 from keyhouse.config import Settings
+from keyhouse.docs import api_routes
 
 
 def _calls(dependant: Any) -> list[Any]:
@@ -27,11 +26,9 @@ def _is_async(call: Any) -> bool:
 def test_every_endpoint_and_dependency_is_async(settings: Settings) -> None:
     app = create_app(settings)
     checked = 0
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
+    for path, route in api_routes(app.routes):
         for call in _calls(route.dependant):
             name = getattr(call, "__qualname__", type(call).__qualname__)
-            assert _is_async(call), f"{route.path}: {name} is not async (a thread hop)"
+            assert _is_async(call), f"{path}: {name} is not async (a thread hop)"
             checked += 1
     assert checked > 100
