@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,24 +43,41 @@ DESCRIPTION = (
 )
 
 
+@asynccontextmanager
+async def _engines(state: AppState) -> AsyncIterator[None]:
+    """Engines belong to the running app that started them, and stop with it; another app
+    serving the same state (tests do that) uses them as they are."""
+    if not state.settings.services_enabled or state.engines is not None:
+        yield
+        return
+    engines = state.engines = Engines(state)
+    await engines.open()
+    try:
+        yield
+    finally:
+        await engines.close()
+        state.engines = None
+
+
 def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     owns_state = state is None
     state = state or AppState.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Engines belong to the running app that started them, and stop with it; another app
-        # serving the same state (tests do that) uses them as they are.
-        if not settings.services_enabled or state.engines is not None:
-            yield
-        else:
-            engines = state.engines = Engines(state)
-            await engines.open()
-            try:
+        usage = asyncio.create_task(state.usage.run(state, settings.usage_flush_seconds))
+        try:
+            async with _engines(state):
                 yield
-            finally:
-                await engines.close()
-                state.engines = None
+        finally:
+            usage.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await usage
+            try:
+                await state.usage.flush(state)  # a clean shutdown loses no usedAt
+            except Exception:
+                logging.getLogger("keyhouse.usage").exception("usedAt not written at shutdown")
+            await state.reader.close_loop()
         if owns_state:  # a state handed in belongs to the caller (tests share one)
             state.close()
 

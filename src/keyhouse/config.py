@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # The address clients reach the Query API at (clickhousectl: CLICKHOUSE_CLOUD_QUERY_HOST);
     # default: the request's own base URL.
     query_host: str | None = None
+    # How often usedAt notes are written (and at a clean shutdown).
+    usage_flush_seconds: float = Field(default=5.0, gt=0)
     worker_threads: int = Field(
         default_factory=lambda: min(32, 2 * (os.cpu_count() or 1)), ge=1, le=256
     )

@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
 from keyhouse.auth.ratelimit import AuthFailureLimiter, KeyRateLimiter, LoginThrottle
+from keyhouse.auth.usage import UsageRecorder
 from keyhouse.config import IPNetwork, Settings, parse_rate_limit
 from keyhouse.db import make_engine, make_sessionmaker
+from keyhouse.loop_reads import LoopReader
 
 if TYPE_CHECKING:
     from keyhouse.services.lifecycle import Engines
@@ -30,6 +32,10 @@ class AppState:
     executor: ThreadPoolExecutor
     login_throttle: LoginThrottle
     auth_failures: AuthFailureLimiter
+    # The hot path's reads, on the event loop with the driver directly.
+    reader: LoopReader
+    # usedAt, written behind the request path.
+    usage: UsageRecorder
     # Services' engines, while an app serving this state runs (set by its lifespan).
     engines: Engines | None = None
 
@@ -59,10 +65,13 @@ class AppState:
                 parse_rate_limit(settings.auth_failures_per_key_id),
                 settings.redis_url,
             ),
+            reader=LoopReader(engine, settings),
+            usage=UsageRecorder(),
         )
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        self.reader.close()
         self.engine.dispose()
 
 

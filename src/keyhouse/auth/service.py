@@ -4,10 +4,16 @@ disabling, deleting or re-roling a key takes effect on the very next request, on
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import functools
+import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import Text, and_, bindparam, cast, select
 from sqlalchemy.orm import Session
 
 from keyhouse.api.errors import Forbidden, Unauthorized
@@ -16,6 +22,9 @@ from keyhouse.auth.network import ip_allowed
 from keyhouse.auth.policy import Policy
 from keyhouse.auth.principal import Principal, RoleRef
 from keyhouse.models import API_KEYS, ROLE_ASSIGNMENTS, ROLES
+
+if TYPE_CHECKING:
+    from keyhouse.loop_reads import LoopReader
 
 KEY_NOT_FOUND = "UNAUTHORIZED: Key is not found"
 KEY_NOT_ACTIVE = "UNAUTHORIZED: Key is not active"
@@ -55,10 +64,78 @@ AUTH_QUERY = (
     )
     .where(API_KEYS.c.key_id_hash == bindparam("lookup"))
 )
+_JSON_COLUMNS = {"policies", "ip_access_list"}
 
 
-def authenticate_key(
-    session: Session,
+# The same, for the event loop's reader: JSON columns as their text, so that each role's
+# policies and each key's IP list are parsed once per version (the text is the cache key).
+LOOP_AUTH_QUERY = AUTH_QUERY.with_only_columns(
+    *(
+        cast(column, Text).label(column.name) if column.name in _JSON_COLUMNS else column
+        for column in AUTH_QUERY.selected_columns
+    )
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _policies(text: str) -> tuple[Policy, ...]:
+    return tuple(Policy.from_json(p) for p in json.loads(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _access_list(text: str | None) -> list[dict[str, Any]] | None:
+    return None if text is None else list(json.loads(text))
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """What the usage recorder needs to know of an authenticated key."""
+
+    key_uuid: uuid.UUID
+    used_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+def _check(
+    rows: Sequence[Any],
+    *,
+    offered: str,
+    key_id: str,
+    ip_address: str | None,
+    user_agent: str | None,
+    now: dt.datetime,
+) -> tuple[Principal, KeyUse]:
+    """The rules, whatever read the rows: the secret (compared even for an unknown key ID, so
+    both cost the same), the key's state and expiry, its IP access list."""
+    key = rows[0] if rows else None
+    stored = key.key_secret_hash if key is not None else credentials.DUMMY_HASH
+    if not credentials.hashes_equal(offered, stored) or key is None:
+        raise Unauthorized(KEY_NOT_FOUND)
+    if key.state != "enabled" or (key.expire_at is not None and key.expire_at <= now):
+        raise Unauthorized(KEY_NOT_ACTIVE)
+    if not ip_allowed(_access_list(key.ip_access_list), ip_address):
+        raise Forbidden(IP_NOT_ALLOWED)
+    roles = [row for row in rows if row.role_id is not None]
+    principal = Principal(
+        actor_type="apiKey",
+        actor_id=key.id,
+        organization_id=key.organization_id,
+        name=key.name,
+        roles=tuple(RoleRef(r.role_id, r.role_name, r.role_type) for r in roles),
+        policies=tuple(p for r in roles for p in _policies(r.policies)),
+        ip_address=ip_address,
+        user_agent=user_agent,
+        key_id=key_id,
+    )
+    return principal, KeyUse(key.id, key.used_at, key.created_at)
+
+
+# A loop reader's tuple, with the auth query's column names.
+_Row = collections.namedtuple("_Row", [c.name for c in AUTH_QUERY.selected_columns])  # type: ignore[misc]
+
+
+async def authenticate_key_on_loop(
+    reader: LoopReader,
     *,
     pepper: bytes,
     key_id: str,
@@ -66,57 +143,20 @@ def authenticate_key(
     ip_address: str | None,
     user_agent: str | None,
     now: dt.datetime,
-) -> Principal:
+) -> tuple[Principal, KeyUse]:
+    """On the event loop: one read of the key's current row and roles (so revocation still
+    takes effect on the very next request), the policies and IP lists parsed once per version.
+    The caller records use (``keyhouse.auth.usage``)."""
     lookup = credentials.hash_value(pepper, key_id)
-    offered = credentials.hash_value(pepper, key_secret)
-    rows = session.connection().execute(AUTH_QUERY, {"lookup": lookup}).all()
-    key = rows[0] if rows else None
-    # Unknown ids do the same comparison against a dummy hash: equal work either way.
-    stored = key.key_secret_hash if key is not None else credentials.DUMMY_HASH
-    if not credentials.hashes_equal(offered, stored) or key is None:
-        raise Unauthorized(KEY_NOT_FOUND)
-    if key.state != "enabled" or (key.expire_at is not None and key.expire_at <= now):
-        raise Unauthorized(KEY_NOT_ACTIVE)
-    if not ip_allowed(key.ip_access_list, ip_address):
-        raise Forbidden(IP_NOT_ALLOWED)
-    roles = [row for row in rows if row.role_id is not None]
-    touch_used_at(session, key.id, key.used_at, now, created_at=key.created_at)
-    return Principal(
-        actor_type="apiKey",
-        actor_id=key.id,
-        organization_id=key.organization_id,
-        name=key.name,
-        roles=tuple(RoleRef(r.role_id, r.role_name, r.role_type) for r in roles),
-        policies=tuple(Policy.from_json(p) for r in roles for p in r.policies),
+    rows = [_Row._make(r) for r in await reader.all(LOOP_AUTH_QUERY, {"lookup": lookup})]
+    return _check(
+        rows,
+        offered=credentials.hash_value(pepper, key_secret),
+        key_id=key_id,
         ip_address=ip_address,
         user_agent=user_agent,
-        key_id=key_id,
+        now=now,
     )
-
-
-def touch_used_at(
-    session: Session,
-    key_uuid: uuid.UUID,
-    used_at: dt.datetime | None,
-    now: dt.datetime,
-    *,
-    created_at: dt.datetime,
-) -> bool:
-    """Record use with one-minute precision: at most one write per key per minute, and never
-    earlier than the key's creation (a key made at 12:00:30 and used then reads 12:00:30)."""
-    minute = now.replace(second=0, microsecond=0)
-    if used_at is not None and used_at >= minute:
-        return False
-    minute = max(minute, created_at)
-    session.connection().execute(
-        update(API_KEYS)
-        .where(
-            API_KEYS.c.id == key_uuid,
-            or_(API_KEYS.c.used_at.is_(None), API_KEYS.c.used_at < minute),
-        )
-        .values(used_at=minute)
-    )
-    return True
 
 
 def user_principal(

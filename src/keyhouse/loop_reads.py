@@ -1,0 +1,171 @@
+"""Reads on the event loop, with the database driver directly: the hot path's queries
+(authenticating a key, reading keys) without a thread hop, an ORM session or SQLAlchemy's result
+machinery.
+
+A statement is an ordinary SQLAlchemy Core ``select``, compiled once per dialect; its parameters
+and columns go through the same type processors SQLAlchemy itself would apply, so the values are
+those a session returns (UUIDs, aware UTC datetimes, decoded JSON).
+
+- SQLite: one read-only connection per thread (the event loop's), in WAL mode, where a reader
+  never waits for a writer; a statement that still finds the database busy (a checkpoint) waits
+  at most ``BUSY_MS`` and is then a 503.
+- PostgreSQL: psycopg's async connections, pooled per event loop (tests run several apps on
+  several loops over one state), with the same statement and lock timeouts as the engine's.
+
+Writes never come here: they stay in the request's transaction (``transactions.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import Select
+from sqlalchemy.engine import Compiled, Dialect, Engine
+
+from keyhouse.config import Settings
+from keyhouse.transactions import database_unavailable
+
+BUSY_MS = 200
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    compiled: Compiled
+    sql: str
+    positional: tuple[str, ...] | None  # the parameters' order, for qmark drivers
+    binders: Mapping[str, Callable[[Any], Any]]
+    results: tuple[Callable[[Any], Any] | None, ...]
+
+    def parameters(self, values: dict[str, Any]) -> Any:
+        # With the statement's own literals (e.g. ``actor_type = 'apiKey'`` in a join).
+        bound = dict(self.compiled.construct_params(values) or {})
+        for name, binder in self.binders.items():
+            if bound.get(name) is not None:
+                bound[name] = binder(bound[name])
+        if self.positional is not None:
+            return tuple(bound[name] for name in self.positional)
+        return bound
+
+    def rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        results = self.results
+        return [
+            tuple(
+                process(value) if process is not None and value is not None else value
+                for process, value in zip(results, row, strict=True)
+            )
+            for row in raw
+        ]
+
+
+def _prepare(statement: Select[Any], dialect: Dialect) -> _Prepared:
+    compiled = statement.compile(dialect=dialect)
+    # The processors SQLAlchemy applies to each parameter, by the names the driver sees.
+    binders = {
+        name: cast(Callable[[Any], Any], bind)
+        for name, bind in compiled._bind_processors.items()
+        if bind is not None
+    }
+    results = tuple(
+        column.type.dialect_impl(dialect).result_processor(dialect, None)
+        for column in statement.selected_columns
+    )
+    positional = tuple(compiled.positiontup) if compiled.positiontup else None
+    return _Prepared(compiled, compiled.string, positional, binders, results)
+
+
+class LoopReader:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self._dialect = engine.dialect
+        self._url = engine.url
+        self._settings = settings
+        self._prepared: dict[int, _Prepared] = {}
+        self._local = threading.local()
+        self._pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool] = {}
+        self.sqlite = engine.dialect.name == "sqlite"
+
+    def _statement(self, statement: Select[Any]) -> _Prepared:
+        prepared = self._prepared.get(id(statement))
+        if prepared is None:
+            prepared = self._prepared[id(statement)] = _prepare(statement, self._dialect)
+        return prepared
+
+    async def all(self, statement: Select[Any], values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of ``statement`` (a module-level constant: it is compiled once)."""
+        prepared = self._statement(statement)
+        parameters = prepared.parameters(values)
+        if self.sqlite:
+            try:
+                raw = self._sqlite().execute(prepared.sql, parameters).fetchall()
+            except sqlite3.OperationalError as error:
+                raise database_unavailable(error) from None
+            return prepared.rows(raw)
+        try:
+            pool = await self._pool()
+            async with pool.connection() as connection:
+                cursor = await connection.execute(prepared.sql, parameters, prepare=True)
+                raw = await cursor.fetchall()
+        except (psycopg.OperationalError, TimeoutError) as error:
+            raise database_unavailable(error) from None
+        return prepared.rows(raw)
+
+    # --- SQLite ---------------------------------------------------------------------------
+
+    def _sqlite(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            path = self._url.database or ""
+            connection = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            connection.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            connection.execute("PRAGMA query_only=1")
+            self._local.connection = connection
+        return connection
+
+    # --- PostgreSQL -----------------------------------------------------------------------
+
+    async def _pool(self) -> AsyncConnectionPool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            settings = self._settings
+            statement_ms = int(settings.database_statement_timeout * 1000)
+            url = self._url.set(drivername="postgresql")
+            pool = AsyncConnectionPool(
+                url.render_as_string(hide_password=False),
+                min_size=1,
+                max_size=max(2, settings.worker_threads),
+                timeout=settings.database_connect_timeout,
+                open=False,
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": max(1, round(settings.database_connect_timeout)),
+                    "options": f"-c statement_timeout={statement_ms}",
+                    "keepalives": 1,
+                    "keepalives_idle": 10,
+                    "keepalives_interval": 5,
+                    "keepalives_count": 3,
+                },
+            )
+            self._pools[loop] = pool
+            await pool.open(wait=False)
+        return pool
+
+    async def close_loop(self) -> None:
+        """Close this event loop's pool (at the end of the app that ran on it)."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
