@@ -18,6 +18,7 @@ Writes never come here: they stay in the request's transaction (``transactions.p
 from __future__ import annotations
 
 import asyncio
+import collections
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +43,7 @@ class _Prepared:
     positional: tuple[str, ...] | None  # the parameters' order, for qmark drivers
     binders: Mapping[str, Callable[[Any], Any]]
     results: tuple[Callable[[Any], Any] | None, ...]
+    row: Callable[..., Any]  # a named tuple of the statement's columns
 
     def parameters(self, values: dict[str, Any]) -> Any:
         # With the statement's own literals (e.g. ``actor_type = 'apiKey'`` in a join).
@@ -53,12 +55,14 @@ class _Prepared:
             return tuple(bound[name] for name in self.positional)
         return bound
 
-    def rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-        results = self.results
+    def rows(self, raw: Sequence[Sequence[Any]]) -> list[Any]:
+        results, make = self.results, self.row
         return [
-            tuple(
-                process(value) if process is not None and value is not None else value
-                for process, value in zip(results, row, strict=True)
+            make(
+                *(
+                    process(value) if process is not None and value is not None else value
+                    for process, value in zip(results, row, strict=True)
+                )
             )
             for row in raw
         ]
@@ -77,7 +81,10 @@ def _prepare(statement: Select[Any], dialect: Dialect) -> _Prepared:
         for column in statement.selected_columns
     )
     positional = tuple(compiled.positiontup) if compiled.positiontup else None
-    return _Prepared(compiled, compiled.string, positional, binders, results)
+    row = collections.namedtuple(  # type: ignore[misc]
+        "Row", [column.name for column in statement.selected_columns]
+    )
+    return _Prepared(compiled, compiled.string, positional, binders, results, row)
 
 
 class LoopReader:
@@ -96,8 +103,9 @@ class LoopReader:
             prepared = self._prepared[id(statement)] = _prepare(statement, self._dialect)
         return prepared
 
-    async def all(self, statement: Select[Any], values: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """The rows of ``statement`` (a module-level constant: it is compiled once)."""
+    async def all(self, statement: Select[Any], values: dict[str, Any]) -> list[Any]:
+        """The rows of ``statement`` (a module-level constant: it is compiled once), as named
+        tuples of its columns."""
         prepared = self._statement(statement)
         parameters = prepared.parameters(values)
         if self.sqlite:

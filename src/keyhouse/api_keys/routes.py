@@ -68,10 +68,8 @@ async def create_key(
 async def get_key(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_VIEW_API_KEYS)], key_id: KeyId
 ) -> Response:
-    def get(session: Session, principal: Principal) -> ApiKey:
-        return service.get_key_view(session, principal, key_id)
-
-    return ok(await ctx.run(get))
+    principal = await ctx.authenticate()
+    return ok(await service.read_key_view(ctx.state.reader, principal, key_id))
 
 
 @router.patch("/{keyId}", operation_id="openapiKeyUpdate", response_model=Envelope[ApiKey])

@@ -14,7 +14,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +37,9 @@ from keyhouse.models import (
     Role,
     RoleAssignment,
 )
+
+if TYPE_CHECKING:
+    from keyhouse.loop_reads import LoopReader
 from keyhouse.roles.service import (
     Actor,
     access_of,
@@ -319,12 +322,23 @@ KEY_VIEW_QUERY = (
 
 
 def get_key_view(session: Session, principal: Principal, key_uuid: uuid.UUID) -> schemas.ApiKey:
+    """One key of the caller's organization, in a transaction (the console's)."""
     require(principal, Permission.ORGANIZATION_VIEW_API_KEYS)
-    rows = (
-        session.connection()
-        .execute(KEY_VIEW_QUERY, {"key_id": key_uuid, "org_id": principal.organization_id})
-        .all()
-    )
+    values = {"key_id": key_uuid, "org_id": principal.organization_id}
+    return _key_from_rows(session.connection().execute(KEY_VIEW_QUERY, values).all())
+
+
+async def read_key_view(
+    reader: LoopReader, principal: Principal, key_uuid: uuid.UUID
+) -> schemas.ApiKey:
+    """One key of the caller's organization, read on the event loop (the hot read of the key
+    API: no thread hop, no session)."""
+    require(principal, Permission.ORGANIZATION_VIEW_API_KEYS)
+    values = {"key_id": key_uuid, "org_id": principal.organization_id}
+    return _key_from_rows(await reader.all(KEY_VIEW_QUERY, values))
+
+
+def _key_from_rows(rows: Sequence[Any]) -> schemas.ApiKey:
     if not rows:
         raise NotFound("API key not found")
     roles = [RoleRef(r.role_id, r.role_name, r.role_type) for r in rows if r.role_id is not None]

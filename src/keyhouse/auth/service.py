@@ -4,7 +4,6 @@ disabling, deleting or re-roling a key takes effect on the very next request, on
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import functools
 import json
@@ -130,10 +129,6 @@ def _check(
     return principal, KeyUse(key.id, key.used_at, key.created_at)
 
 
-# A loop reader's tuple, with the auth query's column names.
-_Row = collections.namedtuple("_Row", [c.name for c in AUTH_QUERY.selected_columns])  # type: ignore[misc]
-
-
 async def authenticate_key_on_loop(
     reader: LoopReader,
     *,
@@ -148,7 +143,7 @@ async def authenticate_key_on_loop(
     takes effect on the very next request), the policies and IP lists parsed once per version.
     The caller records use (``keyhouse.auth.usage``)."""
     lookup = credentials.hash_value(pepper, key_id)
-    rows = [_Row._make(r) for r in await reader.all(LOOP_AUTH_QUERY, {"lookup": lookup})]
+    rows = await reader.all(LOOP_AUTH_QUERY, {"lookup": lookup})
     return _check(
         rows,
         offered=credentials.hash_value(pepper, key_secret),
