@@ -21,6 +21,7 @@ from keyhouse.api import handlers
 from keyhouse.api.envelope import ErrorEnvelope
 from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.api.handlers import error_response
+from keyhouse.api.hot_paths import HotPaths
 from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from keyhouse.api_keys.routes import router as keys_router
 from keyhouse.config import Settings
@@ -93,6 +94,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     )
     app.state.keyhouse = state
     handlers.install(app)
+    app.add_middleware(HotPaths, state=state)  # innermost: after the request id, the body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
 

@@ -23,6 +23,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Path, Request
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from keyhouse.api.errors import Forbidden, NotFound, Unauthorized
 from keyhouse.auth.network import request_address
@@ -110,7 +111,13 @@ class Context:
 
 
 def _context(request: Request, permission: str, organization_id: uuid.UUID | None) -> Context:
-    state = app_state(request)
+    return context_for(request, app_state(request), permission, organization_id)
+
+
+def context_for(
+    request: HTTPConnection, state: AppState, permission: str, organization_id: uuid.UUID | None
+) -> Context:
+    """The request's context: its Basic credentials, client address and what it needs."""
     key_id, secret = parse_basic(request.headers.get("authorization"))
     return Context(
         state=state,
