@@ -50,7 +50,18 @@ def in_networks(address: str, networks: Sequence[IPNetwork]) -> bool:
 
 def ip_allowed(access_list: list[dict[str, Any]] | None, address: str | None) -> bool:
     """``None`` allows everywhere; an empty list allows nowhere."""
+    return address_allowed(access_networks(access_list), address)
+
+
+def access_networks(access_list: list[dict[str, Any]] | None) -> tuple[IPNetwork, ...] | None:
+    """An IP access list's networks (``None``: everywhere)."""
     if access_list is None:
+        return None
+    return tuple(parse_source(entry["source"]) for entry in access_list)
+
+
+def address_allowed(networks: tuple[IPNetwork, ...] | None, address: str | None) -> bool:
+    if networks is None:
         return True
     if address is None:
         return False
@@ -60,8 +71,4 @@ def ip_allowed(access_list: list[dict[str, Any]] | None, address: str | None) ->
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for entry in access_list:
-        network = parse_source(entry["source"])
-        if ip.version == network.version and ip in network:
-            return True
-    return False
+    return any(ip.version == network.version and ip in network for network in networks)

@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 
 from keyhouse.api.errors import Forbidden, Unauthorized
 from keyhouse.auth import credentials
-from keyhouse.auth.network import ip_allowed
+from keyhouse.auth.network import access_networks, address_allowed
 from keyhouse.auth.policy import Policy
 from keyhouse.auth.principal import Principal, RoleRef
+from keyhouse.config import IPNetwork
 from keyhouse.models import API_KEYS, ROLE_ASSIGNMENTS, ROLES
 
 if TYPE_CHECKING:
@@ -82,8 +83,8 @@ def _policies(text: str) -> tuple[Policy, ...]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _access_list(text: str | None) -> list[dict[str, Any]] | None:
-    return None if text is None else list(json.loads(text))
+def _networks(text: str | None) -> tuple[IPNetwork, ...] | None:
+    return access_networks(None if text is None else json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _check(
         raise Unauthorized(KEY_NOT_FOUND)
     if key.state != "enabled" or (key.expire_at is not None and key.expire_at <= now):
         raise Unauthorized(KEY_NOT_ACTIVE)
-    if not ip_allowed(_access_list(key.ip_access_list), ip_address):
+    if not address_allowed(_networks(key.ip_access_list), ip_address):
         raise Forbidden(IP_NOT_ALLOWED)
     roles = [row for row in rows if row.role_id is not None]
     principal = Principal(
