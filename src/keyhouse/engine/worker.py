@@ -79,6 +79,12 @@ class _Handler(socketserver.BaseRequestHandler):
     server: _Server
 
     def handle(self) -> None:
+        try:
+            self._serve_connection()
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client went away (a closed result, a cancelled query)
+
+    def _serve_connection(self) -> None:
         sock: socket.socket = self.request
         while True:
             head = _recv_exact(sock, protocol.HEAD_SIZE)
@@ -147,10 +153,14 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def _prepare(self, handle: Any, request: dict[str, Any]) -> None:
         """Settings, then the database, then the roles and ``readonly`` (last: once set, the
         query cannot change them back)."""
-        for name, value in (request.get("settings") or {}).items():
+        settings = request.get("settings") or {}
+        for name in settings:
             if not _SETTING_NAME.match(name):
                 raise ValueError(f"Code: 115. Unknown setting {name!r}. (UNKNOWN_SETTING)")
-            handle.query(f"SET {name} = {_literal(value)}")
+        if settings:  # one statement: each is a query of its own for the engine
+            handle.query(
+                "SET " + ", ".join(f"{name} = {_literal(v)}" for name, v in settings.items())
+            )
         if request.get("database"):
             handle.query(f"USE {_identifier(str(request['database']))}")
         roles = request.get("roles")

@@ -414,9 +414,8 @@ async def run_query(
     idle (unless ``wake-service: true``) or stopped. The answer streams in ``format``."""
     engines = _engines(request)
     body = _run_body(await request.body())
-    grant = await ctx.run(
-        lambda session, principal: service.authorize_run(session, principal, service_id)
-    )
+    principal = await ctx.authenticate()
+    grant = await service.read_run_grant(ctx.state.reader, principal, service_id)
     cors = cors_headers(grant.allowed_origins, request.headers.get("origin"))
     if grant.state in service.NOT_QUERYABLE:
         return partial("Service is stopped", cors)

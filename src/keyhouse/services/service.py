@@ -21,10 +21,10 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
@@ -36,6 +36,9 @@ from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.auth.principal import Principal, system_principal
 from keyhouse.models import ApiKey, Service, ServiceQueryEndpoint
 from keyhouse.services import schemas
+
+if TYPE_CHECKING:
+    from keyhouse.loop_reads import LoopReader
 
 RUNNING_STATES = frozenset({"provisioning", "starting", "awaking", "running"})
 STOPPED_STATES = frozenset({"stopping", "stopped"})
@@ -505,24 +508,54 @@ def unbind_key(session: Session, organization_id: uuid.UUID, key_id: uuid.UUID) 
     session.flush()
 
 
-def authorize_run(session: Session, principal: Principal, service_id: uuid.UUID) -> RunGrant:
-    """The Query API's gate: the key must be bound to the service's query endpoint. The binding,
-    not the key's roles, grants database access; a read-only binding runs read-only."""
-    service = _find(session, principal, service_id)
-    endpoint = session.get(ServiceQueryEndpoint, service.id)
+_SERVICES = Service.__table__
+_ENDPOINTS = ServiceQueryEndpoint.__table__
+# The Query API's gate in one read: the service and its query endpoint binding.
+RUN_GRANT_QUERY = (
+    select(
+        _SERVICES.c.organization_id,
+        _SERVICES.c.state,
+        _SERVICES.c.max_replica_memory_gb,
+        _ENDPOINTS.c.open_api_keys,
+        _ENDPOINTS.c.roles,
+        _ENDPOINTS.c.allowed_origins,
+    )
+    .select_from(_SERVICES)
+    .outerjoin(_ENDPOINTS, _ENDPOINTS.c.service_id == _SERVICES.c.id)
+    .where(_SERVICES.c.id == bindparam("service_id"))
+)
+
+
+def _run_grant(principal: Principal, service_id: uuid.UUID, row: Any) -> RunGrant:
+    """The key must be bound to the service's query endpoint. The binding, not the key's roles,
+    grants database access; a read-only binding runs read-only."""
+    if row is None or row.organization_id != principal.organization_id:
+        raise NotFound("Service not found")
     if (
         principal.actor_type != "apiKey"
-        or endpoint is None
-        or str(principal.actor_id) not in endpoint.open_api_keys
+        or row.open_api_keys is None
+        or str(principal.actor_id) not in row.open_api_keys
     ):
         raise Forbidden(
             "FORBIDDEN: This API key is not bound to the service's query endpoint "
             "(serviceQueryEndpoint openApiKeys)"
         )
-    readonly = "sql_console_admin" not in endpoint.roles
-    return RunGrant(
-        service.id, service.state, readonly, service.max_replica_memory_gb, endpoint.allowed_origins
-    )
+    readonly = "sql_console_admin" not in row.roles
+    return RunGrant(service_id, row.state, readonly, row.max_replica_memory_gb, row.allowed_origins)
+
+
+def authorize_run(session: Session, principal: Principal, service_id: uuid.UUID) -> RunGrant:
+    """The Query API's gate, in a transaction."""
+    row = session.connection().execute(RUN_GRANT_QUERY, {"service_id": service_id}).first()
+    return _run_grant(principal, service_id, row)
+
+
+async def read_run_grant(
+    reader: LoopReader, principal: Principal, service_id: uuid.UUID
+) -> RunGrant:
+    """The Query API's gate, read on the event loop (every query passes it)."""
+    rows = await reader.all(RUN_GRANT_QUERY, {"service_id": service_id})
+    return _run_grant(principal, service_id, rows[0] if rows else None)
 
 
 def origin_allowed(allowed_origins: str, origin: str | None) -> bool:
