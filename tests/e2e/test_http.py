@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from pathlib import Path
 
 import httpx2 as httpx
 
@@ -80,3 +83,59 @@ def test_two_server_processes_share_revocation(server: Server, tmp_path) -> None
         assert httpx.get(replica_url, auth=auth).status_code == 401
     finally:
         stop(process)
+
+
+def test_a_key_disabled_through_one_process_is_refused_by_another_under_load(
+    server: Server, tmp_path: Path
+) -> None:
+    """Two server processes on one database, both busy: once the PATCH that disables a key has
+    answered on one, every request with that key that the other starts afterwards is refused."""
+    created = httpx.post(
+        server.url("/keys"), json={"name": "victim", "roles": ["developer"]}, auth=server.auth
+    ).json()["result"]
+    victim = (created["keyId"], created["keySecret"])
+    key_path = f"/keys/{created['key']['id']}"
+    env = {**server.env, "KEYHOUSE_SERVICES_ENABLED": "false"}
+    process, other = start_server(
+        server.database_url, env, tmp_path / "replica.log", "--rate-limit", "off"
+    )
+    stop_load = threading.Event()
+    seen: list[tuple[float, int]] = []  # (when the request started, its status) for the victim
+
+    def load(base: str, auth: tuple[str, str], record: bool) -> None:
+        url = f"{base}/v1/organizations/{server.org_id}{key_path}"
+        with httpx.Client(auth=auth, timeout=30) as client:
+            while not stop_load.is_set():
+                started = time.monotonic()
+                status = client.get(url).status_code
+                if record:
+                    seen.append((started, status))
+
+    threads = [
+        threading.Thread(target=load, args=(server.base_url, server.auth, False)),
+        threading.Thread(target=load, args=(other, server.auth, False)),
+        threading.Thread(target=load, args=(other, victim, True)),
+        threading.Thread(target=load, args=(other, victim, True)),
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        assert seen
+        assert all(status == 200 for _, status in seen)
+        disabled = httpx.patch(server.url(key_path), json={"state": "disabled"}, auth=server.auth)
+        assert disabled.status_code == 200
+        answered = time.monotonic()
+        after = httpx.get(f"{other}/v1/organizations/{server.org_id}{key_path}", auth=victim)
+        # Refused: 401, or 429 once the refusals spent the key ID's failed-authentication limit.
+        assert after.status_code in (401, 429)
+        time.sleep(1.0)
+    finally:
+        stop_load.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        stop(process)
+    later = [status for started, status in seen if started > answered]
+    assert later, "the load did not go on after the key was disabled"
+    assert set(later) <= {401, 429}
+    assert 401 in later
