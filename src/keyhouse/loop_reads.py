@@ -155,7 +155,10 @@ class LoopReader:
                 kwargs={
                     "autocommit": True,
                     "connect_timeout": max(1, round(settings.database_connect_timeout)),
-                    "options": f"-c statement_timeout={statement_ms}",
+                    # Prepared once, planned for each call's values: a plan cached while the
+                    # table was small must not outlive its growth.
+                    "options": f"-c statement_timeout={statement_ms} "
+                    "-c plan_cache_mode=force_custom_plan",
                     "keepalives": 1,
                     "keepalives_idle": 10,
                     "keepalives_interval": 5,

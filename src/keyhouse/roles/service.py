@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, literal_column, select
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
@@ -109,16 +109,17 @@ def held_roles(
     actor_ids: Iterable[uuid.UUID],
     *,
     organization_id: uuid.UUID | None = None,
+    with_policies: bool = True,
 ) -> dict[uuid.UUID, list[HeldRole]]:
     """The roles each actor holds (in one organization, if given), by name: the one query for
-    the roles of actors, used by key and member views, principals and the no-escalation rule."""
+    the roles of actors, used by key and member views, principals and the no-escalation rule.
+    Views need no policies (``with_policies=False`` does not read them)."""
     held: dict[uuid.UUID, list[HeldRole]] = {actor_id: [] for actor_id in actor_ids}
     if not held:
         return held
+    policies_column = ROLES.c.policies if with_policies else literal_column("NULL")
     query = (
-        select(
-            ROLE_ASSIGNMENTS.c.actor_id, ROLES.c.id, ROLES.c.name, ROLES.c.type, ROLES.c.policies
-        )
+        select(ROLE_ASSIGNMENTS.c.actor_id, ROLES.c.id, ROLES.c.name, ROLES.c.type, policies_column)
         .join(ROLES, ROLES.c.id == ROLE_ASSIGNMENTS.c.role_id)
         .where(
             ROLE_ASSIGNMENTS.c.actor_type == actor_type,
@@ -129,7 +130,7 @@ def held_roles(
     if organization_id is not None:
         query = query.where(ROLES.c.organization_id == organization_id)
     for actor_id, role_id, name, role_type, policies in session.connection().execute(query):
-        held[actor_id].append(HeldRole(RoleRef(role_id, name, role_type), policies))
+        held[actor_id].append(HeldRole(RoleRef(role_id, name, role_type), policies or []))
     return held
 
 
@@ -141,7 +142,9 @@ def roles_by_actor(
     organization_id: uuid.UUID | None = None,
 ) -> dict[uuid.UUID, list[RoleRef]]:
     """The roles each of ``actor_ids`` holds, as references (for wire views)."""
-    held = held_roles(session, actor_type, actor_ids, organization_id=organization_id)
+    held = held_roles(
+        session, actor_type, actor_ids, organization_id=organization_id, with_policies=False
+    )
     return {actor_id: [role.ref for role in roles] for actor_id, roles in held.items()}
 
 
