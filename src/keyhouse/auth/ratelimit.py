@@ -21,7 +21,9 @@ from keyhouse.api.errors import TooManyRequests
 
 
 def _storage(redis_url: str | None) -> Storage:
-    storage = storage_from_string(redis_url or "memory://")
+    # A Redis that stops answering must not hold requests for ever.
+    options = {"socket_timeout": 2, "socket_connect_timeout": 2} if redis_url else {}
+    storage = storage_from_string(redis_url or "memory://", **options)
     if not isinstance(storage, Storage):  # an asyncio storage: not what this URL gives
         raise TypeError(f"not a synchronous limits storage: {type(storage).__name__}")
     return storage
