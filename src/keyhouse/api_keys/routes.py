@@ -34,12 +34,10 @@ async def list_keys(
     limit: Annotated[int, Query(ge=1, le=250, description="Page size (1-250).")] = 250,
     cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
 ) -> Response:
-    def page(session: Session, principal: Principal) -> tuple[list[ApiKey], int, str | None]:
-        found = service.list_keys(session, principal, limit=limit, cursor=cursor)
-        return service.describe(session, found.keys), found.total_count, found.next_cursor
-
-    keys, total, next_cursor = await ctx.run(page)
-    return ok(keys, extra={"limit": limit, "totalCount": total, "nextCursor": next_cursor})
+    principal = await ctx.authenticate()
+    page = await service.read_key_page(ctx.state.reader, principal, limit=limit, cursor=cursor)
+    extra = {"limit": limit, "totalCount": page.total_count, "nextCursor": page.next_cursor}
+    return ok(list(page.keys), extra=extra)
 
 
 @router.post("", operation_id="openapiKeyCreate", response_model=Envelope[ApiKeyPostResponse])

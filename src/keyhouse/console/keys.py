@@ -44,9 +44,7 @@ async def keys_page(request: Request, org_id: uuid.UUID) -> Response:
     def work(session: Session, a: Acting) -> dict[str, Any]:
         found = []
         if can(a, Permission.ORGANIZATION_VIEW_API_KEYS):
-            found = keys.describe(
-                session, keys.list_keys(session, a.principal, limit=250, cursor=None).keys
-            )
+            found = list(keys.key_view_page(session, a.principal, limit=250, cursor=None).keys)
         return {
             "keys": found,
             "can_create": can(a, Permission.ORGANIZATION_CREATE_API_KEYS),

@@ -58,7 +58,7 @@ def _services_context(session: Session, a: Acting) -> dict[str, Any]:
         "bindings": services.bound_keys(session, a.principal, found),
         "can_create": can(a, Permission.ORGANIZATION_CREATE_SERVICE),
         "keys": (
-            keys.list_keys(session, a.principal, limit=250, cursor=None).keys
+            keys.key_view_page(session, a.principal, limit=250, cursor=None).keys
             if can(a, Permission.ORGANIZATION_VIEW_API_KEYS)
             else []
         ),
@@ -303,7 +303,7 @@ async def endpoints_page(request: Request, org_id: uuid.UUID, service_id: uuid.U
         names = {
             str(k.id): f"{k.name} (…{k.key_suffix})"
             for k in (
-                keys.list_keys(session, a.principal, limit=250, cursor=None).keys
+                keys.key_view_page(session, a.principal, limit=250, cursor=None).keys
                 if can(a, Permission.ORGANIZATION_VIEW_API_KEYS)
                 else []
             )

@@ -5,7 +5,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from keyhouse.db import Base, UTCDateTime, utcnow
 
@@ -65,14 +65,12 @@ class ServiceQueryEndpoint(Base):
     allowed_origins: Mapped[str] = mapped_column(String(2048), default="")
 
 
-class QueryApiEndpoint(Base):
-    """Saved SQL published at ``{queryHost}/run/{id}``, callable with the API keys bound to it
-    (``QueryApiEndpointKey``), run under the database ``roles`` it names. ``owner_type`` is
-    ``queryApiEndpoint`` when made through the API and ``user`` when made in the console
-    (the API may read those but not change them, as in ClickHouse Cloud)."""
+class _ServiceSql:
+    """Named SQL of a service (unique by name in it), with parameter defaults."""
 
-    __tablename__ = "query_api_endpoints"
-    __table_args__ = (UniqueConstraint("service_id", "name"),)
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:  # one constraint object per table
+        return (UniqueConstraint("service_id", "name"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     service_id: Mapped[uuid.UUID] = mapped_column(
@@ -82,10 +80,20 @@ class QueryApiEndpoint(Base):
     sql: Mapped[str] = mapped_column(Text)
     database: Mapped[str] = mapped_column(String(255))
     parameters: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class QueryApiEndpoint(_ServiceSql, Base):
+    """Saved SQL published at ``{queryHost}/run/{id}``, callable with the API keys bound to it
+    (``QueryApiEndpointKey``), run under the database ``roles`` it names. ``owner_type`` is
+    ``queryApiEndpoint`` when made through the API and ``user`` when made in the console
+    (the API may read those but not change them, as in ClickHouse Cloud)."""
+
+    __tablename__ = "query_api_endpoints"
+
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     owner_type: Mapped[str] = mapped_column(String(32), default="queryApiEndpoint")
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The last calls, newest first (a few, for the console).
     last_calls: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
@@ -103,18 +111,7 @@ class QueryApiEndpointKey(Base):
     )
 
 
-class SavedQuery(Base):
-    """A named SQL text of a service (clickhousectl's ``saved-query``), unique by name."""
+class SavedQuery(_ServiceSql, Base):
+    """A named SQL text of a service (clickhousectl's ``saved-query``)."""
 
     __tablename__ = "saved_queries"
-    __table_args__ = (UniqueConstraint("service_id", "name"),)
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    service_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("services.id", ondelete="CASCADE"), index=True
-    )
-    name: Mapped[str] = mapped_column(String(255))
-    sql: Mapped[str] = mapped_column(Text)
-    database: Mapped[str] = mapped_column(String(255))
-    parameters: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
