@@ -83,7 +83,7 @@ class Context:
         the permission (403), and counted against the key's rate limit."""
         state = self.state
         failures = state.auth_failures
-        await self._limits(failures.check, self.ip_address, self.key_id)
+        await limiter_call(state, failures.check, self.ip_address, self.key_id)
         now = utcnow()
         try:
             principal, use = await authenticate_key_on_loop(
@@ -96,22 +96,12 @@ class Context:
                 now=now,
             )
         except Unauthorized:
-            await self._limits(failures.failed, self.ip_address, self.key_id)
+            await limiter_call(state, failures.failed, self.ip_address, self.key_id)
             raise
         state.usage.note(use, now)
         self._authorize(principal)
-        await self._limits(state.rate_limiter.check, str(principal.actor_id))
+        await limiter_call(state, state.rate_limiter.check, str(principal.actor_id))
         return principal
-
-    async def _limits(self, call: Callable[..., None], *args: Any) -> None:
-        """A limiter's look-up: in memory, right here; in Redis (a network round trip), on a
-        database thread, so that the event loop never waits for Redis."""
-        if self.state.settings.redis_url is None:
-            call(*args)
-            return
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.state.executor, context.run, call, *args)
 
     def _authorize(self, principal: Principal) -> None:
         if self.organization_id is not None and self.organization_id != principal.organization_id:
@@ -120,6 +110,17 @@ class Context:
             self.permission, organization_resource(principal.organization_id)
         ):
             raise Forbidden(f"FORBIDDEN: This operation requires the {self.permission} permission")
+
+
+async def limiter_call(state: AppState, call: Callable[..., None], *args: Any) -> None:
+    """A limiter's look-up: in memory, right here; in Redis (a network round trip), on a
+    database thread, so that the event loop never waits for Redis."""
+    if state.settings.redis_url is None:
+        call(*args)
+        return
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(state.executor, context.run, call, *args)
 
 
 def _context(request: Request, permission: str, organization_id: uuid.UUID | None) -> Context:

@@ -30,6 +30,7 @@ import lz4.frame
 import zstandard
 
 from keyhouse.api.errors import ServiceUnavailable, TooManyRequests
+from keyhouse.auth.dependencies import limiter_call
 from keyhouse.engine.protocol import EngineError
 from keyhouse.services import service
 from keyhouse.transactions import run_in_transaction
@@ -279,7 +280,7 @@ class ClickHouseInterface:
         address = (scope.get("client") or (None,))[0]
         failures = self.state.auth_failures
         subject = f"clickhouse:{self.service_id}"
-        failures.check(address, subject)
+        await limiter_call(self.state, failures.check, address, subject)
         pepper = self.state.pepper
 
         def authorize(session: Any) -> service.RunGrant:
@@ -291,7 +292,7 @@ class ClickHouseInterface:
             grant = await run_in_transaction(self.state, authorize)
         except service.ClickHouseRefused as refused:
             if refused.code == service.AUTHENTICATION_FAILED:
-                failures.failed(address, subject)
+                await limiter_call(self.state, failures.failed, address, subject)
             raise HttpError(refused.code, refused.message) from None
         if grant.state in service.NOT_QUERYABLE:
             raise HttpError(0, "Code: 0. The service is stopped: start it first.", 503)
