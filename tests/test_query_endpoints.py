@@ -15,6 +15,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from keyhouse.api.errors import Unauthorized
+from keyhouse.auth.principal import Principal
+from keyhouse.models import Service
+from keyhouse.query_endpoints.service import wake_for_endpoint
+from keyhouse.state import AppState
 from tests.conftest import Org, create_key, key_auth
 from tests.services import bind, create, run, wait_for
 
@@ -266,3 +271,26 @@ def test_a_stopped_service_does_not_run_endpoints(
     stopped = client.post(f"/run/{endpoint['id']}", json={}, auth=org.auth)
     assert stopped.status_code == 206
     assert json.loads(stopped.text) == {"data": "Service is stopped"}
+
+
+def test_only_an_endpoints_keys_wake_its_service(
+    client: TestClient, org: Org, state: AppState
+) -> None:
+    """The domain function checks the binding itself, whatever front end calls it."""
+    service_id = create(client, org)["service"]["id"]
+    path = org.url(f"/services/{service_id}/query-api-endpoints")
+    body = _endpoint(org, service_id, [str(org.key_uuid)])
+    endpoint = client.post(path, json=body, auth=org.auth).json()["result"]
+    stranger = create_key(client, org, name="stranger", roles=["admin"])
+    with state.sessionmaker.begin() as session:
+        session.get(Service, uuid.UUID(service_id)).state = "idle"  # type: ignore[union-attr]
+    caller = Principal(
+        actor_type="apiKey",
+        actor_id=uuid.UUID(stranger["key"]["id"]),
+        organization_id=org.id,
+        name="stranger",
+    )
+    with state.sessionmaker() as session, pytest.raises(Unauthorized):
+        wake_for_endpoint(session, caller, uuid.UUID(endpoint["id"]))
+    with state.sessionmaker() as session:
+        assert session.get(Service, uuid.UUID(service_id)).state == "idle"  # type: ignore[union-attr]

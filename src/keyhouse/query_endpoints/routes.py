@@ -383,9 +383,7 @@ async def run_endpoint(
         return partial("Service is stopped", cors)
     if grant.state == "idle":
         await ctx.run(
-            lambda session, principal: service.wake_for_endpoint(
-                session, principal, grant.service_id
-            )
+            lambda session, principal: service.wake_for_endpoint(session, principal, endpoint_id)
         )
         if not await engines.bring_up(grant.service_id):
             raise ServiceUnavailable("The service could not be woken", headers={"Retry-After": "5"})

@@ -223,17 +223,8 @@ def delete_endpoint(
 def authorize_endpoint_run(
     session: Session, principal: Principal, endpoint_id: uuid.UUID
 ) -> EndpointGrant:
-    """The gate of ``/run/{id}``: the endpoint must exist in the key's organization (404) and
-    the key must be one of its keys (401). Records the call for the console."""
-    endpoint = session.get(QueryApiEndpoint, endpoint_id)
-    service = session.get(Service, endpoint.service_id) if endpoint is not None else None
-    if endpoint is None or service is None or service.organization_id != principal.organization_id:
-        raise NotFound(f"Query API endpoint {endpoint_id} was not found")
-    bound = principal.actor_type == "apiKey" and (
-        session.get(QueryApiEndpointKey, (endpoint.id, principal.actor_id)) is not None
-    )
-    if not bound:
-        raise Unauthorized("This API key may not run this Query API endpoint")
+    """The gate of ``/run/{id}`` (see ``_bound``). Records the call for the console."""
+    endpoint, service = _bound(session, principal, endpoint_id)
     call: dict[str, Any] = {"at": utcnow().isoformat(), "key": principal.name}
     endpoint.last_calls = [call, *endpoint.last_calls][:LAST_CALLS]
     session.flush()
@@ -255,10 +246,28 @@ def endpoint_origins(session: Session, endpoint_id: uuid.UUID) -> list[str]:
     return list(endpoint.allowed_origins) if endpoint is not None else []
 
 
-def wake_for_endpoint(session: Session, principal: Principal, service_id: uuid.UUID) -> bool:
-    """A bound key's call wakes an idle service (the binding is the permission)."""
-    service = session.get(Service, service_id)
-    return service is not None and wake_if_idle(session, principal, service)
+def wake_for_endpoint(session: Session, principal: Principal, endpoint_id: uuid.UUID) -> bool:
+    """A call with one of the endpoint's keys wakes its idle service (the binding is the
+    permission)."""
+    _endpoint, service = _bound(session, principal, endpoint_id)
+    return wake_if_idle(session, principal, service)
+
+
+def _bound(
+    session: Session, principal: Principal, endpoint_id: uuid.UUID
+) -> tuple[QueryApiEndpoint, Service]:
+    """The endpoint must exist in the key's organization (404) and the key must be one of its
+    keys (401)."""
+    endpoint = session.get(QueryApiEndpoint, endpoint_id)
+    service = session.get(Service, endpoint.service_id) if endpoint is not None else None
+    if endpoint is None or service is None or service.organization_id != principal.organization_id:
+        raise NotFound(f"Query API endpoint {endpoint_id} was not found")
+    bound = principal.actor_type == "apiKey" and (
+        session.get(QueryApiEndpointKey, (endpoint.id, principal.actor_id)) is not None
+    )
+    if not bound:
+        raise Unauthorized("This API key may not run this Query API endpoint")
+    return endpoint, service
 
 
 # --- saved queries --------------------------------------------------------------------------
