@@ -38,6 +38,7 @@ BUSY_MS = 200
 
 @dataclass(frozen=True)
 class _Prepared:
+    statement: Select[Any]
     compiled: Compiled
     sql: str
     positional: tuple[str, ...] | None  # the parameters' order, for qmark drivers
@@ -84,7 +85,7 @@ def _prepare(statement: Select[Any], dialect: Dialect) -> _Prepared:
     row = collections.namedtuple(  # type: ignore[misc]
         "Row", [column.name for column in statement.selected_columns]
     )
-    return _Prepared(compiled, compiled.string, positional, binders, results, row)
+    return _Prepared(statement, compiled, compiled.string, positional, binders, results, row)
 
 
 class LoopReader:
@@ -99,7 +100,7 @@ class LoopReader:
 
     def _statement(self, statement: Select[Any]) -> _Prepared:
         prepared = self._prepared.get(id(statement))
-        if prepared is None:
+        if prepared is None or prepared.statement is not statement:  # ids of the dead are reused
             prepared = self._prepared[id(statement)] = _prepare(statement, self._dialect)
         return prepared
 

@@ -31,7 +31,9 @@ KEY_NOT_ACTIVE = "UNAUTHORIZED: Key is not active"
 IP_NOT_ALLOWED = "FORBIDDEN: Requests from this IP address are not allowed for this key"
 
 
-# One round trip per request: the key row by its lookup hash, with its roles' policies.
+# One round trip per request: the key row by its lookup hash, with its roles' policies. The
+# JSON columns come as their text, so that each role's policies and each key's IP list are
+# parsed once per version (the text is the cache key).
 AUTH_QUERY = (
     select(
         API_KEYS.c.id,
@@ -42,11 +44,11 @@ AUTH_QUERY = (
         API_KEYS.c.expire_at,
         API_KEYS.c.used_at,
         API_KEYS.c.created_at,
-        API_KEYS.c.ip_access_list,
+        cast(API_KEYS.c.ip_access_list, Text).label("ip_access_list"),
         ROLES.c.id.label("role_id"),
         ROLES.c.name.label("role_name"),
         ROLES.c.type.label("role_type"),
-        ROLES.c.policies,
+        cast(ROLES.c.policies, Text).label("policies"),
     )
     .select_from(API_KEYS)
     .outerjoin(
@@ -63,17 +65,6 @@ AUTH_QUERY = (
         ),
     )
     .where(API_KEYS.c.key_id_hash == bindparam("lookup"))
-)
-_JSON_COLUMNS = {"policies", "ip_access_list"}
-
-
-# The same, for the event loop's reader: JSON columns as their text, so that each role's
-# policies and each key's IP list are parsed once per version (the text is the cache key).
-LOOP_AUTH_QUERY = AUTH_QUERY.with_only_columns(
-    *(
-        cast(column, Text).label(column.name) if column.name in _JSON_COLUMNS else column
-        for column in AUTH_QUERY.selected_columns
-    )
 )
 
 
@@ -144,7 +135,7 @@ async def authenticate_key_on_loop(
     takes effect on the very next request), the policies and IP lists parsed once per version.
     The caller records use (``keyhouse.auth.usage``)."""
     lookup = credentials.hash_value(pepper, key_id)
-    rows = await reader.all(LOOP_AUTH_QUERY, {"lookup": lookup})
+    rows = await reader.all(AUTH_QUERY, {"lookup": lookup})
     return _check(
         rows,
         offered=credentials.hash_value(pepper, key_secret),

@@ -38,13 +38,6 @@ class Listeners:
         self._lock = asyncio.Lock()
         self._tls: ssl.SSLContext | None = None
 
-    def port(self, service_id: uuid.UUID) -> int | None:
-        server = self._servers.get(service_id)
-        if server is None or not server.servers:
-            return None
-        sockets = server.servers[0].sockets
-        return int(sockets[0].getsockname()[1]) if sockets else None
-
     async def open(self, service_id: uuid.UUID) -> None:
         async with self._lock:
             if service_id in self._servers:

@@ -163,9 +163,7 @@ class Engines:
         ``readonly``. Waits for an engine that is coming up. Raises ``EngineError`` when the
         engine refuses the query and ``ServiceUnavailable`` when it is not running; the
         iterator then yields the result's bytes."""
-        if not self.running(grant.service_id) and not await self.bring_up(grant.service_id):
-            raise ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
-        limits = {**self._limits(grant), **(extra_settings or {})}
+        upstream = await self._ready(grant)
         request = {
             "sql": sql,
             "format": fmt,
@@ -175,20 +173,16 @@ class Engines:
             "params": params or {},
             "session_id": session_id,
             "query_id": query_id or str(uuid.uuid4()),
-            "settings": limits,
+            "settings": {**self._limits(grant), **(extra_settings or {})},
         }
-        self.used(grant.service_id)
         try:
-            upstream = self._upstreams.get(grant.service_id)
             if upstream is not None:
                 chunks = await upstream.query(request)
             else:
                 chunks = await self.supervisor.query(grant.service_id, request)
             await anext(chunks)  # the engine accepted the query (or raised its error)
         except EngineUnavailable:
-            raise ServiceUnavailable(
-                "The service is not running", headers={"Retry-After": "5"}
-            ) from None
+            raise _not_running() from None
         return chunks
 
     async def insert(
@@ -204,8 +198,7 @@ class Engines:
     ) -> dict[str, Any]:
         """Stream ``data`` (in ``fmt``) into ``sql`` (``INSERT INTO t (a, b)``) under the same
         limits as ``run``; the engine's write statistics."""
-        if not self.running(grant.service_id) and not await self.bring_up(grant.service_id):
-            raise ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
+        upstream = await self._ready(grant)
         request = {
             "sql": sql,
             "format": fmt,
@@ -213,16 +206,20 @@ class Engines:
             "session_id": session_id,
             "settings": {**self._limits(grant), **(extra_settings or {})},
         }
-        self.used(grant.service_id)
         try:
-            upstream = self._upstreams.get(grant.service_id)
             if upstream is not None:
                 return await upstream.insert(request, data)
             return await self.supervisor.insert(grant.service_id, request, data)
         except EngineUnavailable:
-            raise ServiceUnavailable(
-                "The service is not running", headers={"Retry-After": "5"}
-            ) from None
+            raise _not_running() from None
+
+    async def _ready(self, grant: RunGrant) -> Upstream | None:
+        """Bring the service up when it is not (503 if it cannot be), count it as used, and
+        return its attached server (None: its own engine)."""
+        if not self.running(grant.service_id) and not await self.bring_up(grant.service_id):
+            raise _not_running()
+        self.used(grant.service_id)
+        return self._upstreams.get(grant.service_id)
 
     def _limits(self, grant: RunGrant) -> dict[str, Any]:
         settings = self.state.settings
@@ -317,6 +314,10 @@ class Engines:
                 if await self._set(service_id, "idle", expected=frozenset({"running"})):
                     await self._stop(service_id)
                     self._last_used.pop(service_id, None)
+
+
+def _not_running() -> ServiceUnavailable:
+    return ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
 
 
 def engines_of(state: AppState) -> Engines:
