@@ -21,7 +21,7 @@ from keyhouse.api import handlers
 from keyhouse.api.envelope import ErrorEnvelope
 from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.api.handlers import error_response
-from keyhouse.api.hot_paths import HotPaths
+from keyhouse.api.hot_paths import HotPaths, KeyhouseAPI
 from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from keyhouse.api_keys.routes import router as keys_router
 from keyhouse.config import Settings
@@ -82,7 +82,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
         if owns_state:  # a state handed in belongs to the caller (tests share one)
             state.close()
 
-    app = FastAPI(
+    app = KeyhouseAPI(
         title="Keyhouse: ClickHouse Cloud API v1",
         version=__version__,
         description=DESCRIPTION,
@@ -93,8 +93,8 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
         separate_input_output_schemas=False,
     )
     app.state.keyhouse = state
+    app.hot_paths = HotPaths(state)
     handlers.install(app)
-    app.add_middleware(HotPaths, state=state)  # innermost: after the request id, the body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
 

@@ -62,12 +62,18 @@ def ok(
     result: Any = None, *, extra: Mapping[str, Any] | None = None, status: int = 200
 ) -> Response:
     """A 2xx envelope around ``result`` (omitted when ``None``, as DELETE answers)."""
+    body = ok_body(result, extra=extra, status=status)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def ok_body(result: Any, *, extra: Mapping[str, Any] | None = None, status: int = 200) -> bytes:
+    """The bytes of ``ok``'s envelope."""
     body = b'{"status":%d,"requestId":"' % status + request_id_var.get().encode() + b'"'
     if result is not None:
         body += b',"result":' + _dump(result)
     for name, value in (extra or {}).items():
         body += b"," + json.dumps(name).encode() + b":" + json.dumps(value).encode()
-    return Response(body + b"}", status_code=status, media_type="application/json")
+    return body + b"}"
 
 
 def error_body(status: int, message: str) -> bytes:

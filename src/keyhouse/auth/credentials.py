@@ -71,7 +71,7 @@ def secret_checksum_ok(secret: str) -> bool:
 
 def sha256_b64(value: str) -> str:
     """The ``hashData`` digest: standard padded base64 of SHA-256 of the UTF-8 value."""
-    return base64.b64encode(hashlib.sha256(value.encode()).digest()).decode()
+    return binascii.b2a_base64(hashlib.sha256(value.encode()).digest(), newline=False).decode()
 
 
 def is_sha256_b64(value: str) -> bool:
@@ -82,7 +82,7 @@ def is_sha256_b64(value: str) -> bool:
 
 
 def pepper_digest(pepper: bytes, digest_b64: str) -> str:
-    return hmac.new(pepper, digest_b64.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(pepper, digest_b64.encode(), "sha256").hex()
 
 
 def hash_value(pepper: bytes, value: str) -> str:

@@ -26,9 +26,10 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Path, Request
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from keyhouse.api.errors import Forbidden, NotFound, Unauthorized
-from keyhouse.auth.network import request_address
+from keyhouse.auth.network import client_address
 from keyhouse.auth.permissions import Permission, organization_resource
 from keyhouse.auth.principal import Principal
 from keyhouse.auth.service import KEY_NOT_FOUND, authenticate_key_on_loop
@@ -131,13 +132,36 @@ def context_for(
     request: HTTPConnection, state: AppState, permission: str, organization_id: uuid.UUID | None
 ) -> Context:
     """The request's context: its Basic credentials, client address and what it needs."""
-    key_id, secret = parse_basic(request.headers.get("authorization"))
+    return context_from_scope(request.scope, state, permission, organization_id)
+
+
+def context_from_scope(
+    scope: Scope, state: AppState, permission: str, organization_id: uuid.UUID | None
+) -> Context:
+    """``context_for`` from the ASGI scope itself (the hot paths have no Request object): the
+    first Authorization and User-Agent lines, every X-Forwarded-For line, decoded as Starlette
+    decodes headers (latin-1)."""
+    authorization: str | None = None
+    user_agent: str | None = None
+    forwarded_for: list[str] = []
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name == b"user-agent":
+            if user_agent is None:
+                user_agent = value.decode("latin-1")
+        elif name == b"x-forwarded-for":
+            forwarded_for.append(value.decode("latin-1"))
+    key_id, secret = parse_basic(authorization)
+    client = scope.get("client")
+    peer = client[0] if client else None
     return Context(
         state=state,
         key_id=key_id,
         key_secret=secret,
-        ip_address=request_address(request, state.trusted_proxies),
-        user_agent=request.headers.get("user-agent"),
+        ip_address=client_address(peer, forwarded_for, state.trusted_proxies),
+        user_agent=user_agent,
         permission=permission,
         organization_id=organization_id,
     )

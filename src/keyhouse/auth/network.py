@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from typing import Any
@@ -60,7 +61,10 @@ def access_networks(access_list: list[dict[str, Any]] | None) -> tuple[IPNetwork
     return tuple(parse_source(entry["source"]) for entry in access_list)
 
 
+@functools.lru_cache(maxsize=8192)
 def address_allowed(networks: tuple[IPNetwork, ...] | None, address: str | None) -> bool:
+    """Whether ``address`` is inside one of ``networks`` (an IPv4-mapped IPv6 address counts as
+    its IPv4 address). Remembered: a key's list and its clients' addresses repeat."""
     if networks is None:
         return True
     if address is None:

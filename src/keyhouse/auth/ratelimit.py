@@ -86,9 +86,17 @@ class AuthFailureLimiter:
         storage = _storage(redis_url)
         self._ip = _Window(storage, _per_seconds(per_ip), "keyhouse-auth-ip")
         self._key_id = _Window(storage, _per_seconds(per_key_id), "keyhouse-auth-key-id")
+        # In process memory, a window can hold a failure only if this process counted one less
+        # than a window ago; until then every request's check has nothing to find, and skips
+        # the look-ups. In Redis, other replicas count too: always look.
+        self._shared = redis_url is not None
+        self._longest = max((rule[1] for rule in (per_ip, per_key_id) if rule), default=0)
+        self._last_failure = -math.inf
 
     def check(self, ip: str | None, key_id: str) -> None:
         """429 while this address or this key ID has spent its failures."""
+        if not self._shared and time.time() - self._last_failure > self._longest + 1:
+            return
         for window, identifier in ((self._ip, ip or "unknown"), (self._key_id, key_id)):
             if not window.test(identifier):
                 seconds = window.retry_after(identifier)
@@ -98,6 +106,7 @@ class AuthFailureLimiter:
                 )
 
     def failed(self, ip: str | None, key_id: str) -> None:
+        self._last_failure = time.time()
         self._ip.hit(ip or "unknown")
         self._key_id.hit(key_id)
 

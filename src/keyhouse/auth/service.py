@@ -69,6 +69,12 @@ AUTH_QUERY = (
 
 
 @functools.lru_cache(maxsize=4096)
+def _lookup(pepper: bytes, key_id: str) -> str:
+    """A key ID's lookup hash (a key ID is a name, not a secret: remembering it is safe)."""
+    return credentials.hash_value(pepper, key_id)
+
+
+@functools.lru_cache(maxsize=4096)
 def _policies(text: str) -> tuple[Policy, ...]:
     return tuple(Policy.from_json(p) for p in json.loads(text))
 
@@ -134,8 +140,7 @@ async def authenticate_key_on_loop(
     """On the event loop: one read of the key's current row and roles (so revocation still
     takes effect on the very next request), the policies and IP lists parsed once per version.
     The caller records use (``keyhouse.auth.usage``)."""
-    lookup = credentials.hash_value(pepper, key_id)
-    rows = await reader.all(AUTH_QUERY, {"lookup": lookup})
+    rows = await reader.all(AUTH_QUERY, {"lookup": _lookup(pepper, key_id)})
     return _check(
         rows,
         offered=credentials.hash_value(pepper, key_secret),

@@ -1,0 +1,105 @@
+"""The hot paths answered before FastAPI's stack (``keyhouse.api.hot_paths``) answer exactly as
+FastAPI's own routes do, errors included, and keep the same last line of defence."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from starlette.types import Receive, Scope, Send
+
+from keyhouse.api import hot_paths
+from keyhouse.app import create_app
+from keyhouse.config import Settings
+from keyhouse.state import AppState
+from tests.conftest import Org, create_key, create_org, make_client
+
+
+def _fastapi_only(state: AppState) -> TestClient:
+    """A client of the same app whose requests skip the hot paths (FastAPI's route answers)."""
+    app = create_app(state.settings, state=state)
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        await FastAPI.__call__(app, scope, receive, send)
+
+    return TestClient(asgi, client=("127.0.0.1", 50000))
+
+
+@pytest.fixture
+def both(state: AppState) -> Iterator[tuple[TestClient, TestClient]]:
+    with make_client(state) as fast, _fastapi_only(state) as slow:
+        yield fast, slow
+
+
+def _answer(response: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    body = dict(response.json())
+    assert uuid.UUID(body.pop("requestId")).version == 4
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name in ("content-type", "www-authenticate", "retry-after", "x-ratelimit-reset")
+    }
+    assert response.headers["x-request-id"]
+    return response.status_code, body, headers
+
+
+def test_get_key_answers_as_fastapis_route_does(
+    both: tuple[TestClient, TestClient], org: Org, settings: Settings
+) -> None:
+    fast, slow = both
+    key = create_key(fast, org, name="watched", roles=["developer"])["key"]
+    fenced = create_key(fast, org, roles=["admin"], ipAccessList=[{"source": "10.0.0.0/8"}])
+    other = create_org(settings)
+    url = org.url(f"/keys/{key['id']}")
+    cases: list[tuple[str, dict[str, Any]]] = [
+        (url, {"auth": org.auth}),  # 200
+        (org.url(f"/keys/{uuid.uuid4()}"), {"auth": org.auth}),  # 404: no such key
+        (other.url(f"/keys/{key['id']}"), {"auth": org.auth}),  # 404: not the caller's org
+        (url, {"auth": (org.key_id, "khs_wrong")}),  # 401
+        (url, {}),  # 401 with the Basic challenge
+        (url, {"headers": {"Authorization": "Basic !!!"}}),  # 401: malformed
+        (url, {"auth": (fenced["keyId"], fenced["keySecret"])}),  # 403: outside its IP list
+    ]
+    statuses = []
+    for path, options in cases:
+        answer = _answer(fast.get(path, **options))
+        assert answer == _answer(slow.get(path, **options)), path
+        statuses.append(answer[0])
+    assert statuses == [200, 404, 404, 401, 401, 401, 403]
+
+
+def test_an_unexpected_error_on_a_hot_path_is_a_500_without_internals(
+    client: TestClient, org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def boom(*_args: Any) -> None:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(hot_paths, "read_key_view", boom)
+    response = client.get(org.url(f"/keys/{org.key_uuid}"), auth=org.auth)
+    body = response.json()
+    assert response.status_code == 500
+    assert body == {"status": 500, "requestId": body["requestId"], "error": "Internal server error"}
+    assert "secret" not in response.text
+    assert response.headers["x-request-id"] == body["requestId"]
+
+
+def test_failed_authentications_are_limited_on_a_hot_path_too(
+    settings: Settings, org: Org
+) -> None:
+    state = AppState.from_settings(settings.model_copy(update={"auth_failures_per_ip": "2/60s"}))
+    url = org.url(f"/keys/{org.key_uuid}")
+    try:
+        with make_client(state, ip="192.0.2.40") as attacker, make_client(state) as other:
+            assert attacker.get(url, auth=org.auth).status_code == 200
+            for _ in range(2):
+                assert attacker.get(url, auth=(org.key_id, "khs_wrong")).status_code == 401
+            refused = attacker.get(url, auth=org.auth)  # even the right secret, from there
+            assert refused.status_code == 429
+            assert int(refused.headers["retry-after"]) > 0
+            assert other.get(url, auth=org.auth).status_code == 200
+    finally:
+        state.close()
