@@ -87,9 +87,7 @@ def test_an_unexpected_error_on_a_hot_path_is_a_500_without_internals(
     assert response.headers["x-request-id"] == body["requestId"]
 
 
-def test_failed_authentications_are_limited_on_a_hot_path_too(
-    settings: Settings, org: Org
-) -> None:
+def test_failed_authentications_are_limited_on_a_hot_path_too(settings: Settings, org: Org) -> None:
     state = AppState.from_settings(settings.model_copy(update={"auth_failures_per_ip": "2/60s"}))
     url = org.url(f"/keys/{org.key_uuid}")
     try:
