@@ -75,10 +75,10 @@ def test_get_key_answers_as_fastapis_route_does(
 def test_an_unexpected_error_on_a_hot_path_is_a_500_without_internals(
     client: TestClient, org: Org, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def boom(*_args: Any) -> None:
+    def boom(*_args: Any) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(hot_paths, "read_key_view", boom)
+    monkeypatch.setattr(hot_paths, "key_view", boom)
     response = client.get(org.url(f"/keys/{org.key_uuid}"), auth=org.auth)
     body = response.json()
     assert response.status_code == 500

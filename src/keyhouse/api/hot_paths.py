@@ -6,9 +6,10 @@ key's state and last use). Through FastAPI it costs several times its work: the 
 router trying the routes before it one by one, the dependency solver and the response machinery,
 for a route whose whole work is two reads. ``KeyhouseAPI`` (the app ``create_app`` returns) hands
 a request to ``HotPaths`` first; one regular expression recognises it, and it then runs the very
-same steps as the FastAPI route: ``Context.authenticate`` (the one authentication path: the key's
-current row, the organization and permission checks, the rate limit, usedAt), the domain function
-``read_key_view`` (which checks the permission itself), the same envelope and error envelope, a
+same steps as the FastAPI route: ``Context.authenticate_reading`` (the one authentication path:
+the key's current row, the organization and permission checks, the rate limit, usedAt; the key's
+view read in the same round trip), the domain function ``key_view`` (which checks the permission
+itself), the same envelope and error envelope, a
 fresh request id, and the same last line of defence (an unexpected error is a 500 envelope, logged
 with the request id). Anything it does not recognise goes on to FastAPI, which still declares the
 route (the OpenAPI document is unchanged) and answers it the slower way; a test holds the two
@@ -26,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from keyhouse.api.envelope import error_body, ok_body, request_id_var
 from keyhouse.api.errors import ApiError
-from keyhouse.api_keys.service import read_key_view
+from keyhouse.api_keys.service import key_view, key_view_read
 from keyhouse.auth.dependencies import context_from_scope
 from keyhouse.auth.permissions import Permission
 from keyhouse.state import AppState
@@ -73,8 +74,9 @@ class HotPaths:
             ctx = context_from_scope(
                 scope, self.state, Permission.ORGANIZATION_VIEW_API_KEYS, organization_id
             )
-            principal = await ctx.authenticate()
-            return 200, ok_body(await read_key_view(self.state.reader, principal, key_id)), []
+            read = key_view_read(organization_id, key_id)
+            principal, rows = await ctx.authenticate_reading(read)
+            return 200, ok_body(key_view(principal, rows)), []
         except ApiError as error:
             headers = [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
             return error.status, error_body(error.status, error.message), headers

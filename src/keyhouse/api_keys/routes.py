@@ -66,8 +66,10 @@ async def create_key(
 async def get_key(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_VIEW_API_KEYS)], key_id: KeyId
 ) -> Response:
-    principal = await ctx.authenticate()
-    return ok(await service.read_key_view(ctx.state.reader, principal, key_id))
+    assert ctx.organization_id is not None  # noqa: S101 (a path parameter)
+    read = service.key_view_read(ctx.organization_id, key_id)
+    principal, rows = await ctx.authenticate_reading(read)
+    return ok(service.key_view(principal, rows))
 
 
 @router.patch("/{keyId}", operation_id="openapiKeyUpdate", response_model=Envelope[ApiKey])

@@ -15,7 +15,7 @@ import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +29,7 @@ from keyhouse.auth.authorize import find_in_organization, require
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal, RoleRef
 from keyhouse.db import utcnow
+from keyhouse.loop_reads import LoopReader, Read
 from keyhouse.models import (
     API_KEYS,
     ROLE_ASSIGNMENTS,
@@ -38,9 +39,6 @@ from keyhouse.models import (
     Role,
     RoleAssignment,
 )
-
-if TYPE_CHECKING:
-    from keyhouse.loop_reads import LoopReader
 from keyhouse.roles.service import (
     Actor,
     access_of,
@@ -331,6 +329,7 @@ _VIEW_COLUMNS = [
 KEY_VIEW_QUERY = (
     select(
         *_VIEW_COLUMNS,
+        API_KEYS.c.organization_id,
         ROLES.c.id.label("role_id"),
         ROLES.c.name.label("role_name"),
         ROLES.c.type.label("role_type"),
@@ -399,14 +398,18 @@ def get_key_view(session: Session, principal: Principal, key_uuid: uuid.UUID) ->
     return _key_from_rows(session.connection().execute(KEY_VIEW_QUERY, values).all())
 
 
-async def read_key_view(
-    reader: LoopReader, principal: Principal, key_uuid: uuid.UUID
-) -> schemas.ApiKey:
-    """One key of the caller's organization, read on the event loop (the hot read of the key
-    API: no thread hop, no session)."""
+def key_view_read(organization_id: uuid.UUID, key_uuid: uuid.UUID) -> Read:
+    """The read ``key_view`` needs: sent with the caller's authentication, in the same round
+    trip (the hot read of the key API: no thread hop, no session)."""
+    return Read(KEY_VIEW_QUERY, {"key_id": key_uuid, "org_id": organization_id})
+
+
+def key_view(principal: Principal, rows: Sequence[Any]) -> schemas.ApiKey:
+    """One key of the caller's organization, from the rows of ``key_view_read``."""
     require(principal, Permission.ORGANIZATION_VIEW_API_KEYS)
-    values = {"key_id": key_uuid, "org_id": principal.organization_id}
-    return _key_from_rows(await reader.all(KEY_VIEW_QUERY, values))
+    if rows and rows[0].organization_id != principal.organization_id:
+        raise NotFound("API key not found")  # read for another organization: never shown
+    return _key_from_rows(rows)
 
 
 def _key_from_rows(rows: Sequence[Any]) -> schemas.ApiKey:

@@ -34,6 +34,7 @@ from keyhouse.auth.permissions import Permission, organization_resource
 from keyhouse.auth.principal import Principal
 from keyhouse.auth.service import KEY_NOT_FOUND, authenticate_key_on_loop
 from keyhouse.db import utcnow
+from keyhouse.loop_reads import Read
 from keyhouse.state import AppState, app_state
 from keyhouse.transactions import run_in_transaction
 
@@ -82,12 +83,19 @@ class Context:
     async def authenticate(self) -> Principal:
         """The caller, from the key's current row: checked against the organization (404) and
         the permission (403), and counted against the key's rate limit."""
+        principal, _rows = await self.authenticate_reading(None)
+        return principal
+
+    async def authenticate_reading(self, read: Read | None) -> tuple[Principal, list[Any]]:
+        """``authenticate``, with ``read`` (of the request's organization) sent in the same
+        round trip as the key's own read: its rows come back only once the caller passed every
+        check, the organization's included."""
         state = self.state
         failures = state.auth_failures
         await limiter_call(state, failures.check, self.ip_address, self.key_id)
         now = utcnow()
         try:
-            principal, use = await authenticate_key_on_loop(
+            principal, use, rows = await authenticate_key_on_loop(
                 state.reader,
                 pepper=state.pepper,
                 key_id=self.key_id,
@@ -95,6 +103,7 @@ class Context:
                 ip_address=self.ip_address,
                 user_agent=self.user_agent,
                 now=now,
+                also=read,
             )
         except Unauthorized:
             await limiter_call(state, failures.failed, self.ip_address, self.key_id)
@@ -102,7 +111,7 @@ class Context:
         state.usage.note(use, now)
         self._authorize(principal)
         await limiter_call(state, state.rate_limiter.check, str(principal.actor_id))
-        return principal
+        return principal, rows
 
     def _authorize(self, principal: Principal) -> None:
         if self.organization_id is not None and self.organization_id != principal.organization_id:

@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Text, and_, bindparam, cast, select
 from sqlalchemy.orm import Session
@@ -21,10 +21,8 @@ from keyhouse.auth.network import access_networks, address_allowed
 from keyhouse.auth.policy import Policy
 from keyhouse.auth.principal import Principal, RoleRef
 from keyhouse.config import IPNetwork
+from keyhouse.loop_reads import LoopReader, Read
 from keyhouse.models import API_KEYS, ROLE_ASSIGNMENTS, ROLES
-
-if TYPE_CHECKING:
-    from keyhouse.loop_reads import LoopReader
 
 KEY_NOT_FOUND = "UNAUTHORIZED: Key is not found"
 KEY_NOT_ACTIVE = "UNAUTHORIZED: Key is not active"
@@ -136,12 +134,18 @@ async def authenticate_key_on_loop(
     ip_address: str | None,
     user_agent: str | None,
     now: dt.datetime,
-) -> tuple[Principal, KeyUse]:
+    also: Read | None = None,
+) -> tuple[Principal, KeyUse, list[Any]]:
     """On the event loop: one read of the key's current row and roles (so revocation still
     takes effect on the very next request), the policies and IP lists parsed once per version.
-    The caller records use (``keyhouse.auth.usage``)."""
-    rows = await reader.all(AUTH_QUERY, {"lookup": _lookup(pepper, key_id)})
-    return _check(
+    ``also`` is read in the same round trip; its rows are returned only once the key passed
+    (the caller then authorizes before using them). The caller records use
+    (``keyhouse.auth.usage``)."""
+    reads = [Read(AUTH_QUERY, {"lookup": _lookup(pepper, key_id)})]
+    if also is not None:
+        reads.append(also)
+    rows, *other = await reader.all_of(*reads)
+    principal, use = _check(
         rows,
         offered=credentials.hash_value(pepper, key_secret),
         key_id=key_id,
@@ -149,6 +153,7 @@ async def authenticate_key_on_loop(
         user_agent=user_agent,
         now=now,
     )
+    return principal, use, other[0] if other else []
 
 
 def user_principal(

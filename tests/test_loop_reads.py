@@ -1,0 +1,83 @@
+"""Reads on the event loop (``keyhouse.loop_reads``) return what a session returns, several
+reads in one call come back in order, and the key view read with a caller's authentication
+never shows a key of another organization."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+from sqlalchemy import update
+
+from keyhouse.api.errors import NotFound
+from keyhouse.api_keys.service import KEY_VIEW_QUERY, key_view, key_view_read
+from keyhouse.auth.principal import Principal, system_principal
+from keyhouse.auth.service import AUTH_QUERY
+from keyhouse.config import Settings
+from keyhouse.loop_reads import Read
+from keyhouse.models import API_KEYS
+from keyhouse.state import AppState
+from tests.conftest import Org, create_org
+
+T = TypeVar("T")
+
+
+def on_loop(state: AppState, read: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        try:
+            return await read()
+        finally:
+            await state.reader.close_loop()
+
+    return asyncio.run(main())
+
+
+def test_a_read_returns_what_a_session_returns(state: AppState, org: Org) -> None:
+    expires = dt.datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
+    with state.sessionmaker.begin() as session:
+        session.execute(
+            update(API_KEYS)
+            .where(API_KEYS.c.id == org.key_uuid)
+            .values(expire_at=expires, ip_access_list=[{"source": "10.0.0.0/8"}])
+        )
+    values = {"key_id": org.key_uuid, "org_id": org.id}
+    with state.sessionmaker() as session:
+        expected = [tuple(row) for row in session.execute(KEY_VIEW_QUERY, values)]
+    for _ in range(2):  # the second time, from the remembered UUIDs and datetimes
+        rows = on_loop(state, lambda: state.reader.all(KEY_VIEW_QUERY, values))
+        assert [tuple(row) for row in rows] == expected
+    row = rows[0]
+    assert row.id == org.key_uuid
+    assert isinstance(row.id, uuid.UUID)
+    assert row.expire_at == expires
+    assert row.expire_at.tzinfo is not None
+    assert row.ip_access_list == [{"source": "10.0.0.0/8"}]
+
+
+def test_several_reads_come_back_in_order(state: AppState, org: Org) -> None:
+    unknown = Read(AUTH_QUERY, {"lookup": "0" * 64})
+    view = key_view_read(org.id, org.key_uuid)
+    first, second, third = on_loop(state, lambda: state.reader.all_of(view, unknown, view))
+    assert second == []
+    assert first == third
+    assert first[0].id == org.key_uuid
+
+
+def test_the_key_view_never_shows_another_organizations_key(
+    state: AppState, org: Org, settings: Settings
+) -> None:
+    other = create_org(settings)
+    rows = on_loop(state, lambda: state.reader.all_of(key_view_read(other.id, other.key_uuid)))[0]
+    assert rows
+    caller = _principal(org)
+    with pytest.raises(NotFound):
+        key_view(caller, rows)
+    assert key_view(_principal(other), rows).id == other.key_uuid
+
+
+def _principal(org: Org) -> Principal:
+    return system_principal(org.id, "caller")  # holds everything in its organization
