@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from keyhouse.api.errors import NotFound
-from keyhouse.api_keys.service import KEY_VIEW_QUERY, key_view, key_view_read
+from keyhouse.api_keys.service import KEY_VIEW_QUERY, key_view, key_view_reads
 from keyhouse.auth.principal import Principal, system_principal
 from keyhouse.auth.service import AUTH_QUERY
 from keyhouse.config import Settings
@@ -55,12 +56,12 @@ def test_a_read_returns_what_a_session_returns(state: AppState, org: Org) -> Non
     assert isinstance(row.id, uuid.UUID)
     assert row.expire_at == expires
     assert row.expire_at.tzinfo is not None
-    assert row.ip_access_list == [{"source": "10.0.0.0/8"}]
+    assert json.loads(row.ip_access_list) == [{"source": "10.0.0.0/8"}]  # its text, as read
 
 
 def test_several_reads_come_back_in_order(state: AppState, org: Org) -> None:
     unknown = Read(AUTH_QUERY, {"lookup": "0" * 64})
-    view = key_view_read(org.id, org.key_uuid)
+    (view,) = key_view_reads(org.id, org.key_uuid)
     first, second, third = on_loop(state, lambda: state.reader.all_of(view, unknown, view))
     assert second == []
     assert first == third
@@ -71,7 +72,7 @@ def test_the_key_view_never_shows_another_organizations_key(
     state: AppState, org: Org, settings: Settings
 ) -> None:
     other = create_org(settings)
-    rows = on_loop(state, lambda: state.reader.all_of(key_view_read(other.id, other.key_uuid)))[0]
+    rows = on_loop(state, lambda: state.reader.all_of(*key_view_reads(other.id, other.key_uuid)))[0]
     assert rows
     caller = _principal(org)
     with pytest.raises(NotFound):

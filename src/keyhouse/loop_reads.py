@@ -55,7 +55,8 @@ class _Prepared:
     sql: str
     positional: tuple[str, ...] | None  # the parameters' order, for qmark drivers
     binders: Mapping[str, Callable[[Any], Any]]
-    results: tuple[Callable[[Any], Any] | None, ...]
+    # (column index, type processor) for the columns that have one
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
     row: Callable[..., Any]  # a named tuple of the statement's columns
 
     def parameters(self, values: dict[str, Any]) -> Any:
@@ -69,16 +70,18 @@ class _Prepared:
         return bound
 
     def rows(self, raw: Sequence[Sequence[Any]]) -> list[Any]:
-        results, make = self.results, self.row
-        return [
-            make(
-                *(
-                    process(value) if process is not None and value is not None else value
-                    for process, value in zip(results, row, strict=True)
-                )
-            )
-            for row in raw
-        ]
+        make = self.row._make  # type: ignore[attr-defined]
+        if not self.processors:
+            return [make(row) for row in raw]
+        rows = []
+        for row in raw:
+            values = list(row)
+            for index, process in self.processors:
+                value = values[index]
+                if value is not None:
+                    values[index] = process(value)
+            rows.append(make(values))
+        return rows
 
 
 # The values of these types are immutable and repeat from request to request (a key's own id,
@@ -107,14 +110,16 @@ def _prepare(statement: Select[Any], dialect: Dialect) -> _Prepared:
         for name, bind in compiled._bind_processors.items()
         if bind is not None
     }
-    results = tuple(
-        _result_processor(column.type, dialect) for column in statement.selected_columns
+    processors = tuple(
+        (index, process)
+        for index, column in enumerate(statement.selected_columns)
+        if (process := _result_processor(column.type, dialect)) is not None
     )
     positional = tuple(compiled.positiontup) if compiled.positiontup else None
     row = collections.namedtuple(  # type: ignore[misc]
         "Row", [column.name for column in statement.selected_columns]
     )
-    return _Prepared(statement, compiled, compiled.string, positional, binders, results, row)
+    return _Prepared(statement, compiled, compiled.string, positional, binders, processors, row)
 
 
 class LoopReader:

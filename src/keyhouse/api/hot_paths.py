@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from keyhouse.api.envelope import error_body, ok_body, request_id_var
 from keyhouse.api.errors import ApiError
-from keyhouse.api_keys.service import key_view, key_view_read
+from keyhouse.api_keys.service import key_view, key_view_reads
 from keyhouse.auth.dependencies import context_from_scope
 from keyhouse.auth.permissions import Permission
 from keyhouse.state import AppState
@@ -74,8 +74,9 @@ class HotPaths:
             ctx = context_from_scope(
                 scope, self.state, Permission.ORGANIZATION_VIEW_API_KEYS, organization_id
             )
-            read = key_view_read(organization_id, key_id)
-            principal, rows = await ctx.authenticate_reading(read)
+            principal, (rows,) = await ctx.authenticate_reading(
+                lambda organization: key_view_reads(organization, key_id)
+            )
             return 200, ok_body(key_view(principal, rows)), []
         except ApiError as error:
             headers = [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]

@@ -34,8 +34,10 @@ async def list_keys(
     limit: Annotated[int, Query(ge=1, le=250, description="Page size (1-250).")] = 250,
     cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
 ) -> Response:
-    principal = await ctx.authenticate()
-    page = await service.read_key_page(ctx.state.reader, principal, limit=limit, cursor=cursor)
+    principal, (rows, count) = await ctx.authenticate_reading(
+        lambda organization_id: service.key_page_reads(organization_id, limit, cursor)
+    )
+    page = service.key_page(principal, rows, count, limit)
     extra = {"limit": limit, "totalCount": page.total_count, "nextCursor": page.next_cursor}
     return ok(list(page.keys), extra=extra)
 
@@ -66,9 +68,9 @@ async def create_key(
 async def get_key(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_VIEW_API_KEYS)], key_id: KeyId
 ) -> Response:
-    assert ctx.organization_id is not None  # noqa: S101 (a path parameter)
-    read = service.key_view_read(ctx.organization_id, key_id)
-    principal, rows = await ctx.authenticate_reading(read)
+    principal, (rows,) = await ctx.authenticate_reading(
+        lambda organization_id: service.key_view_reads(organization_id, key_id)
+    )
     return ok(service.key_view(principal, rows))
 
 

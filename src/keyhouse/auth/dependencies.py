@@ -19,7 +19,7 @@ import base64
 import binascii
 import contextvars
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
@@ -83,13 +83,20 @@ class Context:
     async def authenticate(self) -> Principal:
         """The caller, from the key's current row: checked against the organization (404) and
         the permission (403), and counted against the key's rate limit."""
-        principal, _rows = await self.authenticate_reading(None)
+        principal, _rows = await self._authenticate(())
         return principal
 
-    async def authenticate_reading(self, read: Read | None) -> tuple[Principal, list[Any]]:
-        """``authenticate``, with ``read`` (of the request's organization) sent in the same
-        round trip as the key's own read: its rows come back only once the caller passed every
-        check, the organization's included."""
+    async def authenticate_reading(
+        self, reads: Callable[[uuid.UUID], Sequence[Read]]
+    ) -> tuple[Principal, list[list[Any]]]:
+        """``authenticate``, with ``reads(organizationId)`` (the request's organization, the one
+        the caller is checked against) sent in the same round trip as the key's own read. Their
+        rows come back only once the caller passed every check."""
+        if self.organization_id is None:
+            raise TypeError("reads with the authentication need the request's organization")
+        return await self._authenticate(reads(self.organization_id))
+
+    async def _authenticate(self, reads: Sequence[Read]) -> tuple[Principal, list[list[Any]]]:
         state = self.state
         failures = state.auth_failures
         await limiter_call(state, failures.check, self.ip_address, self.key_id)
@@ -103,7 +110,7 @@ class Context:
                 ip_address=self.ip_address,
                 user_agent=self.user_agent,
                 now=now,
-                also=read,
+                also=reads,
             )
         except Unauthorized:
             await limiter_call(state, failures.failed, self.ip_address, self.key_id)

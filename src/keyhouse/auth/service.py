@@ -134,17 +134,14 @@ async def authenticate_key_on_loop(
     ip_address: str | None,
     user_agent: str | None,
     now: dt.datetime,
-    also: Read | None = None,
-) -> tuple[Principal, KeyUse, list[Any]]:
+    also: Sequence[Read] = (),
+) -> tuple[Principal, KeyUse, list[list[Any]]]:
     """On the event loop: one read of the key's current row and roles (so revocation still
     takes effect on the very next request), the policies and IP lists parsed once per version.
-    ``also`` is read in the same round trip; its rows are returned only once the key passed
+    ``also`` is read in the same round trip; their rows are returned only once the key passed
     (the caller then authorizes before using them). The caller records use
     (``keyhouse.auth.usage``)."""
-    reads = [Read(AUTH_QUERY, {"lookup": _lookup(pepper, key_id)})]
-    if also is not None:
-        reads.append(also)
-    rows, *other = await reader.all_of(*reads)
+    rows, *other = await reader.all_of(Read(AUTH_QUERY, {"lookup": _lookup(pepper, key_id)}), *also)
     principal, use = _check(
         rows,
         offered=credentials.hash_value(pepper, key_secret),
@@ -153,7 +150,7 @@ async def authenticate_key_on_loop(
         user_agent=user_agent,
         now=now,
     )
-    return principal, use, other[0] if other else []
+    return principal, use, other
 
 
 def user_principal(
