@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 from fastapi.testclient import TestClient
@@ -101,3 +102,17 @@ def test_unexpected_error_is_500_without_internals(state: AppState) -> None:
 def test_healthz_needs_no_auth(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
+
+
+def test_a_served_app_freezes_its_heap_once_started(state: AppState) -> None:
+    """The served process's app (``create_app_from_env``) moves what exists once it has started
+    out of the collector's generations, so that a full collection does not scan it."""
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(state.settings, state=state)):
+            assert gc.get_freeze_count() == 0  # tests' apps leave the heap alone
+        with TestClient(create_app(state.settings, state=state, freeze_heap=True)) as client:
+            assert gc.get_freeze_count() > 0
+            assert client.get("/healthz").status_code == 200
+    finally:
+        gc.unfreeze()
