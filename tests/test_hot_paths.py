@@ -16,6 +16,7 @@ from keyhouse.api import hot_paths
 from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.state import AppState
+from tests import services
 from tests.conftest import Org, create_key, create_org, make_client
 
 
@@ -35,15 +36,27 @@ def both(state: AppState) -> Iterator[tuple[TestClient, TestClient]]:
         yield fast, slow
 
 
-def _answer(response: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
-    body = dict(response.json())
-    assert uuid.UUID(body.pop("requestId")).version == 4
-    headers = {
-        name: value
-        for name, value in response.headers.items()
-        if name in ("content-type", "www-authenticate", "retry-after", "x-ratelimit-reset")
-    }
-    assert response.headers["x-request-id"]
+_COMPARED = (
+    "content-type",
+    "www-authenticate",
+    "retry-after",
+    "x-ratelimit-reset",
+    "x-clickhouse-format",
+    "x-clickhouse-query-id",
+    "x-clickhouse-exception-code",
+    "access-control-allow-origin",
+)
+
+
+def _answer(response: Any) -> tuple[int, Any, dict[str, str]]:
+    """Status, body (its requestId checked and left out) and the headers that carry meaning."""
+    body: Any = response.text
+    if response.headers["content-type"] == "application/json":
+        body = dict(response.json())
+        if "requestId" in body:
+            assert uuid.UUID(body.pop("requestId")).version == 4
+            assert response.headers["x-request-id"]
+    headers = {name: value for name, value in response.headers.items() if name in _COMPARED}
     return response.status_code, body, headers
 
 
@@ -72,14 +85,21 @@ def test_get_key_answers_as_fastapis_route_does(
     assert statuses == [200, 404, 404, 401, 401, 401, 403]
 
 
+@pytest.mark.parametrize("hot", ["get key", "run"])
 def test_an_unexpected_error_on_a_hot_path_is_a_500_without_internals(
-    client: TestClient, org: Org, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, org: Org, monkeypatch: pytest.MonkeyPatch, hot: str
 ) -> None:
-    def boom(*_args: Any) -> None:
+    def boom(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(hot_paths, "key_view", boom)
-    response = client.get(org.url(f"/keys/{org.key_uuid}"), auth=org.auth)
+    if hot == "get key":
+        monkeypatch.setattr(hot_paths, "key_view", boom)
+        response = client.get(org.url(f"/keys/{org.key_uuid}"), auth=org.auth)
+    else:
+        monkeypatch.setattr(hot_paths, "answer_run", boom)
+        response = client.post(
+            f"/service/{uuid.uuid4()}/run", json={"sql": "SELECT 1"}, auth=org.auth
+        )
     body = response.json()
     assert response.status_code == 500
     assert body == {"status": 500, "requestId": body["requestId"], "error": "Internal server error"}
@@ -101,3 +121,32 @@ def test_failed_authentications_are_limited_on_a_hot_path_too(settings: Settings
             assert other.get(url, auth=org.auth).status_code == 200
     finally:
         state.close()
+
+
+def test_the_query_api_answers_as_fastapis_route_does(
+    both: tuple[TestClient, TestClient], org: Org, state: AppState
+) -> None:
+    fast, slow = both
+    sid = services.create(fast, org)["service"]["id"]
+    services.wait_for(fast, org, sid, "running")
+    services.bind(fast, org, sid, [org.key_id])
+    other = create_key(fast, org)
+    too_large = b"x" * (state.settings.max_body_bytes + 1)
+    run_id = str(uuid.uuid4())
+    cases: list[dict[str, Any]] = [
+        {"params": {"format": "JSONEachRow"}, "json": {"sql": "SELECT 1 AS a", "runId": run_id}},
+        {"json": {"sql": "SELECT 1", "runId": run_id}, "headers": {"origin": "https://x.example"}},
+        {"json": {"sql": "SELEKT", "runId": run_id}},  # the engine's 400 and its code
+        {"content": b"not json"},  # 400
+        {"json": {"sql": "SELECT 1"}, "auth": (org.key_id, "khs_wrong")},  # 401
+        {"json": {"sql": "SELECT 1"}, "auth": (other["keyId"], other["keySecret"])},  # 403
+        {"content": too_large},  # 413
+        {"json": {"sql": "SELECT 1"}, "params": {"format": "JSON;DROP"}},  # 400: FastAPI's
+    ]
+    statuses = []
+    for case in cases:
+        options = {"auth": org.auth, **case}
+        answer = _answer(fast.post(f"/service/{sid}/run", **options))
+        assert answer == _answer(slow.post(f"/service/{sid}/run", **options)), case
+        statuses.append(answer[0])
+    assert statuses == [200, 200, 400, 400, 401, 403, 413, 400]
