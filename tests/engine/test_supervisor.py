@@ -128,6 +128,45 @@ def test_limits_apply_as_settings(tmp_path: Path) -> None:
     _with_one_service(tmp_path, scenario)
 
 
+def test_the_operators_limits_are_constraints_no_query_lifts(tmp_path: Path) -> None:
+    """An engine starts with the operator's limits as constraints: a query's limits (in its
+    connection string) and the caller's own settings may lower them, neither SET nor a
+    SETTINGS clause may lift them (ClickHouse's 452), and 0 ("no limit") is lifting too."""
+
+    async def run() -> None:
+        supervisor = EngineSupervisor(
+            tmp_path, limits={"max_execution_time": 30, "max_memory_usage": 1 << 30}
+        )
+        service = uuid.uuid4()
+        show = "SELECT getSetting('max_execution_time'), getSetting('max_memory_usage')"
+        try:
+            await supervisor.start(service)
+            assert await _collect(supervisor, service, sql=show) == b"30\t1073741824\n"
+            lowered = {"max_execution_time": 10, "max_memory_usage": 1 << 20}
+            assert await _collect(supervisor, service, sql=show, limits=lowered) == (
+                b"10\t1048576\n"
+            )
+            for sql in (
+                "SELECT 1 SETTINGS max_execution_time = 0",
+                "SELECT 1 SETTINGS max_memory_usage = 2147483648",
+                "SET max_execution_time = 31",
+            ):
+                with pytest.raises(EngineError) as refused:
+                    await _collect(supervisor, service, sql=sql, limits=lowered)
+                assert refused.value.code == 452  # SETTING_CONSTRAINT_VIOLATION
+            with pytest.raises(EngineError) as refused:
+                await _collect(
+                    supervisor, service, sql="SELECT 1", settings={"max_memory_usage": 0}
+                )
+            assert refused.value.code == 452
+            with pytest.raises(EngineError):  # only the operator's limits, by name
+                await _collect(supervisor, service, sql="SELECT 1", limits={"path": "elsewhere"})
+        finally:
+            await supervisor.close()
+
+    _run(run())
+
+
 def test_data_survives_a_stop_and_a_start(tmp_path: Path) -> None:
     async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
         await _collect(

@@ -10,18 +10,21 @@ after another. Every frame is a type byte, a 4-byte big-endian length and a payl
 Requests:
 
 - ``{"op": "ping"}``: answers ``H`` with the engine's version, then ``Z``.
-- ``{"op": "query", "sql", "format", "database"?, "params"?, "settings"?, "roles"?,
+- ``{"op": "query", "sql", "format", "database"?, "params"?, "limits"?, "settings"?, "roles"?,
   "readonly"?, "session_id"?}``: answers the result as it streams.
-- ``{"op": "insert", "sql", "format", "database"?, "settings"?, "session_id"?}``: ``sql`` is
-  the statement's head (``INSERT INTO t (a, b)``); the worker answers ``H`` when it is ready,
+- ``{"op": "insert", "sql", "format", "database"?, "limits"?, "settings"?, "session_id"?}``:
+  ``sql`` is the statement's head (``INSERT INTO t (a, b)``); the worker answers ``H`` when it
+  is ready,
   the client sends the data as ``D`` frames and ``Z``, and the worker answers ``Z`` with
   ``{"written_rows", "written_bytes"}`` (or ``E``).
 
 A worker opens a fresh engine handle for every request, so no ``SET`` or ``USE`` of one query
 reaches another; a ``session_id`` (the ClickHouse HTTP interface's sessions) keeps one handle
-for that session instead, used by one request at a time. The limits in ``settings`` are set
-first, then the database ``roles`` (``SET ROLE``) and ``readonly``, so the query cannot undo
-them.
+for that session instead, used by one request at a time. ``limits`` (the operator's, and the
+service's memory cap) open the handle (in its connection string; a session's handle has them
+set again), then the caller's ``settings`` are set, then the database ``roles`` (``SET ROLE``)
+and ``readonly``, so the query cannot undo them. An engine starts with the operator's limits as
+constraints (``--limits``), so neither ``SET`` nor a query's ``SETTINGS`` lifts them.
 """
 
 from __future__ import annotations

@@ -59,8 +59,11 @@ class EngineSupervisor:
         max_restarts: int = 3,
         restart_window: float = 60,
         on_failed: FailedCallback | None = None,
+        limits: dict[str, int | str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        # The operator's limits: each engine starts with them as defaults and constraints.
+        self.limits = dict(limits or {})
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self.max_restarts = max_restarts
@@ -106,6 +109,8 @@ class EngineSupervisor:
             str(data_path),
             "--socket",
             str(socket_path),
+            "--limits",
+            json.dumps(self.limits),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C to the server is not delivered to engines twice

@@ -44,9 +44,8 @@ class Upstream:
 
     @staticmethod
     def _params(request: dict[str, Any]) -> list[tuple[str, str]]:
-        params: list[tuple[str, str]] = [
-            (name, _text(value)) for name, value in (request.get("settings") or {}).items()
-        ]
+        settings = {**(request.get("limits") or {}), **(request.get("settings") or {})}
+        params: list[tuple[str, str]] = [(name, _text(value)) for name, value in settings.items()]
         if request.get("database"):
             params.append(("database", str(request["database"])))
         if request.get("session_id"):

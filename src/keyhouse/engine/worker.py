@@ -25,6 +25,7 @@ import socketserver
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,15 @@ SESSION_TIMEOUT = 60.0
 MAX_SESSION_TIMEOUT = 3600.0
 
 
-def engine_config(directory: Path) -> Path:
-    """Write the engine's configuration (its users and roles) into ``directory``."""
+# The operator's limits a worker may be started with, and may be given per query.
+LIMITS = ("max_execution_time", "max_memory_usage", "max_result_bytes", "result_overflow_mode")
+_LIMIT_VALUE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def engine_config(directory: Path, limits: dict[str, int | str] | None = None) -> Path:
+    """Write the engine's configuration (its users, roles and the operator's ``limits``) into
+    ``directory``. Each numeric limit is the default and a constraint (1 to the limit; 0 is no
+    limit): neither ``SET`` nor a query's ``SETTINGS`` clause can lift it, only lower it."""
     roles = "".join(
         f"<{name}><grants><query>{grant}</query></grants></{name}>"
         for name, grant in DATABASE_ROLES.items()
@@ -57,7 +65,8 @@ def engine_config(directory: Path) -> Path:
         "<ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota>"
         f"<grants><query>GRANT {', '.join(DATABASE_ROLES)}</query></grants>"
         f"<default_roles><{ADMIN_ROLE}/></default_roles></default></users>"
-        f"<roles>{roles}</roles><profiles><default/></profiles><quotas><default/></quotas>"
+        f"<roles>{roles}</roles><profiles><default>{_profile(limits or {})}</default></profiles>"
+        "<quotas><default/></quotas>"
         "</clickhouse>"
     )
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -67,6 +76,24 @@ def engine_config(directory: Path) -> Path:
         f"<clickhouse><users_config>{directory / 'users.xml'}</users_config></clickhouse>"
     )
     return config
+
+
+def _profile(limits: dict[str, int | str]) -> str:
+    values, constraints = [], []
+    for name, value in _checked_limits(limits).items():
+        values.append(f"<{name}>{value}</{name}>")
+        if isinstance(value, int) and value > 0:
+            constraints.append(f"<{name}><min>1</min><max>{value}</max></{name}>")
+    return "".join(values) + f"<constraints>{''.join(constraints)}</constraints>"
+
+
+def _checked_limits(limits: dict[str, Any]) -> dict[str, int | str]:
+    """The operator's limits, refused unless each is a known name with a plain value (they go
+    into the configuration and into connection strings)."""
+    for name, value in limits.items():
+        if name not in LIMITS or not _LIMIT_VALUE.match(str(value)):
+            raise ValueError(f"not an engine limit: {name}={value!r}")
+    return dict(limits)
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -120,7 +147,11 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
         session_id = request.get("session_id")
         if not session_id:
-            return chdb.connect(self.address), None  # type: ignore[no-untyped-call]
+            # The query's limits in the connection string: the engine applies them as the
+            # session starts, cheaper than a SET (each SET is a query of its own).
+            limits = urllib.parse.urlencode(_checked_limits(request.get("limits") or {}))
+            address = f"{self.address}&{limits}" if limits else self.address
+            return chdb.connect(address), None  # type: ignore[no-untyped-call]
         with self._sessions_lock:
             session = self._sessions.get(session_id)
             if session is None:
@@ -150,10 +181,12 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     del self._sessions[session_id]
                     session.handle.close()
 
-    def _prepare(self, handle: Any, request: dict[str, Any]) -> None:
+    def _prepare(self, handle: Any, session: _Session | None, request: dict[str, Any]) -> None:
         """Settings, then the database, then the roles and ``readonly`` (last: once set, the
         query cannot change them back)."""
         settings = request.get("settings") or {}
+        if session is not None:  # a kept handle: its limits again, before the caller's
+            settings = {**(request.get("limits") or {}), **settings}
         for name in settings:
             if not _SETTING_NAME.match(name):
                 raise ValueError(f"Code: 115. Unknown setting {name!r}. (UNKNOWN_SETTING)")
@@ -192,7 +225,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return
         inserter = None
         try:
-            self._prepare(handle, request)
+            self._prepare(handle, session, request)
             inserter = handle.send_insert(request["sql"], request.get("format") or "Native")
             sock.sendall(protocol.json_frame(protocol.HEADER, {"ok": True}))
             while True:
@@ -234,7 +267,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         stream = None
         started = False
         try:
-            self._prepare(handle, request)
+            self._prepare(handle, session, request)
             sql, fmt = request["sql"], request.get("format") or "TabSeparated"
             params = request.get("params") or {}
             try:
@@ -307,12 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keyhouse-engine-worker")
     parser.add_argument("--path", required=True, help="the service's data directory")
     parser.add_argument("--socket", required=True, help="the Unix socket to serve on")
+    parser.add_argument("--limits", default="{}", help="the operator's limits, as JSON")
     args = parser.parse_args(argv)
 
     import chdb
 
     Path(args.path).mkdir(parents=True, exist_ok=True)
-    config = engine_config(Path(args.socket + ".d"))
+    config = engine_config(Path(args.socket + ".d"), json.loads(args.limits))
     address = f"file:{Path(args.path).resolve()}?config-file={config}"
     engine = chdb.connect(address)  # type: ignore[no-untyped-call]  # holds the engine (and its directory lock) open
     version = engine.query("SELECT version()", "TabSeparated").bytes().decode().strip()

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.clickhouse_http.tls import ca_path
+from keyhouse.config import Settings
 from keyhouse.engine.protocol import EngineError
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
@@ -43,7 +44,9 @@ IDLE_CHECK_SECONDS = 30.0
 class Engines:
     def __init__(self, state: AppState, *, idle_check_seconds: float = IDLE_CHECK_SECONDS) -> None:
         self.state = state
-        self.supervisor = EngineSupervisor(state.settings.data_dir, on_failed=self._failed)
+        self.supervisor = EngineSupervisor(
+            state.settings.data_dir, on_failed=self._failed, limits=operator_limits(state.settings)
+        )
         # Each running (or idle) service's ClickHouse HTTP interface.
         self.listeners = Listeners(state, self)
         # Running services attached to a ClickHouse the operator runs (instead of an engine).
@@ -173,7 +176,8 @@ class Engines:
             "params": params or {},
             "session_id": session_id,
             "query_id": query_id or str(uuid.uuid4()),
-            "settings": {**self._limits(grant), **(extra_settings or {})},
+            "limits": self._limits(grant),
+            "settings": extra_settings or {},
         }
         try:
             if upstream is not None:
@@ -204,7 +208,8 @@ class Engines:
             "format": fmt,
             "database": database,
             "session_id": session_id,
-            "settings": {**self._limits(grant), **(extra_settings or {})},
+            "limits": self._limits(grant),
+            "settings": extra_settings or {},
         }
         try:
             if upstream is not None:
@@ -221,15 +226,12 @@ class Engines:
         self.used(grant.service_id)
         return self._upstreams.get(grant.service_id)
 
-    def _limits(self, grant: RunGrant) -> dict[str, Any]:
-        settings = self.state.settings
-        return {
-            "max_execution_time": settings.query_max_execution_seconds,
-            # The service's memory range caps each query, within the operator's own cap.
-            "max_memory_usage": min(settings.query_max_memory_bytes, grant.max_memory_gb << 30),
-            "max_result_bytes": settings.query_max_result_bytes,
-            "result_overflow_mode": "throw",
-        }
+    def _limits(self, grant: RunGrant) -> dict[str, int | str]:
+        limits = operator_limits(self.state.settings)
+        # The service's memory range caps each query, within the operator's own cap (the
+        # engine's constraint: a query may lower its cap, never raise it past the operator's).
+        limits["max_memory_usage"] = min(int(limits["max_memory_usage"]), grant.max_memory_gb << 30)
+        return limits
 
     # --- the app's lifetime -------------------------------------------------------------
 
@@ -318,6 +320,16 @@ class Engines:
 
 def _not_running() -> ServiceUnavailable:
     return ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
+
+
+def operator_limits(settings: Settings) -> dict[str, int | str]:
+    """What every query runs under: engines start with these as constraints."""
+    return {
+        "max_execution_time": settings.query_max_execution_seconds,
+        "max_memory_usage": settings.query_max_memory_bytes,
+        "max_result_bytes": settings.query_max_result_bytes,
+        "result_overflow_mode": "throw",
+    }
 
 
 def engines_of(state: AppState) -> Engines:
