@@ -1,11 +1,13 @@
 """``make bench``: requests/s and latency of (a) a raw-ASGI yardstick, (b) GET /healthz and
 (c) an authenticated GET /v1/organizations/{id}/keys/{keyId}, on SQLite and PostgreSQL; then
-c's p50 at one client, a list of 100 keys at one client, c's p50 with 100,000 keys in the
-database, and (SQLite) c with two worker processes.
+c's p50 at one client, a list of 100 keys at one client, c's p50 at one client on a database
+holding 100,000 more keys, and (SQLite) c with two worker processes.
 
-One run, wrk on loopback, the rate limit off; ``BENCH_DURATION`` (10s), ``BENCH_CONNECTIONS``
-(32) and ``BENCH_DATABASES`` (``sqlite,postgresql``) narrow it. Prints figures and ratios against
-the goals; it is not a test and never fails on a figure.
+Every server of the comparison runs at once and the figures are taken in interleaved rounds
+(medians), wrk on loopback, the rate limit off; ``BENCH_DURATION`` (4s a figure),
+``BENCH_ROUNDS`` (3), ``BENCH_CONNECTIONS`` (32) and ``BENCH_DATABASES`` (``sqlite,postgresql``)
+tune it. Prints figures and ratios against the goals; it is not a test and never fails on a
+figure.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,16 +32,17 @@ import psycopg
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 PEPPER = "bench-pepper"
-DURATION = os.environ.get("BENCH_DURATION", "10s")
+DURATION = os.environ.get("BENCH_DURATION", "4s")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = os.environ.get("BENCH_CONNECTIONS", "32")
 POSTGRES = "postgresql://127.0.0.1:5432/test"
 
 
-def postgres_url() -> str:
+def postgres_url(database: str) -> str:
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "keyhouse_bench" WITH (FORCE)')
-        conn.execute('CREATE DATABASE "keyhouse_bench"')
-    return "postgresql+psycopg://127.0.0.1:5432/keyhouse_bench"
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
+    return f"postgresql+psycopg://127.0.0.1:5432/{database}"
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -84,95 +88,102 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=15)
 
 
-def bench_database(name: str, database_url: str) -> dict[str, dict[str, float]]:
+def _bootstrap(database_url: str, env: dict[str, str]) -> dict[str, str]:
+    command = [str(BIN / "keyhouse"), "bootstrap", "--org-name", "Bench"]
+    command += ["--email", "bench@example.com", "--database-url", database_url, "--json"]
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    boot: dict[str, str] = json.loads(output)
+    return boot
+
+
+def _keyhouse(database_url: str, port: int, env: dict[str, str], workers: int = 1) -> Server:
+    command = [str(BIN / "keyhouse"), "serve", "--port", str(port)]
+    command += ["--database-url", database_url, "--rate-limit", "off", "--workers", str(workers)]
+    return Server(serve(command, env, f"http://127.0.0.1:{port}/healthz"), port)
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+        self.process = process
+        self.base = f"http://127.0.0.1:{port}"
+
+
+def bench_database(name: str, database_url: str, large_url: str) -> dict[str, dict[str, float]]:
+    """Every server of the comparison up at once, then rounds of every figure in turn, and
+    each figure's median over the rounds: the machine's speed drifts from minute to minute,
+    and a ratio of figures taken minutes apart drifts with it. ``large_url`` is a second
+    database holding 100,000 more keys, served beside the first."""
     env = {**os.environ, "KEYHOUSE_PEPPER": PEPPER, "BENCH_DATABASE_URL": database_url}
     env["PYTHONPATH"] = str(ROOT / "bench")
-    boot = json.loads(
-        subprocess.run(
-            [
-                str(BIN / "keyhouse"),
-                "bootstrap",
-                "--org-name",
-                "Bench",
-                "--email",
-                "bench@example.com",
-                "--database-url",
-                database_url,
-                "--json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    auth = base64.b64encode(f"{boot['keyId']}:{boot['keySecret']}".encode()).decode()
-    results: dict[str, dict[str, float]] = {}
-    port = "18099"
-    raw = serve(
-        [
-            str(BIN / "granian"),
-            "--interface",
-            "asgi",
-            "--port",
-            port,
-            "--no-ws",
-            "--log-level",
-            "warning",
-            "raw_app:app",
-        ],
-        env,
-        f"http://127.0.0.1:{port}/",
-    )
-    try:
-        results["a raw ASGI"] = wrk(f"http://127.0.0.1:{port}/", auth)
-    finally:
-        stop(raw)
-    port = "18098"
-    command = [
-        str(BIN / "keyhouse"),
-        "serve",
-        "--port",
-        port,
-        "--database-url",
-        database_url,
-        "--rate-limit",
-        "off",
-    ]
     env["KEYHOUSE_MAX_KEYS_PER_ORGANIZATION"] = "1000"
     env["KEYHOUSE_SERVICES_ENABLED"] = "false"
-    base = f"http://127.0.0.1:{port}"
-    org = f"{base}/v1/organizations/{boot['organizationId']}"
-    credentials = (boot["keyId"], boot["keySecret"])
-    server = serve(command, env, f"{base}/healthz")
+    boot = _bootstrap(database_url, env)
+    large_boot = _bootstrap(large_url, env)
+    _add_keys(large_url, large_boot["organizationId"], 100_000)
+    raw_port = 18099
+    raw = serve(
+        [str(BIN / "granian"), "--interface", "asgi", "--port", str(raw_port), "--no-ws"]
+        + ["--log-level", "warning", "raw_app:app"],
+        env,
+        f"http://127.0.0.1:{raw_port}/",
+    )
+    servers = {"one": _keyhouse(database_url, 18098, env)}
+    servers["large"] = _keyhouse(large_url, 18097, env)
+    if name == "SQLite":
+        servers["two"] = _keyhouse(database_url, 18096, env, workers=2)
     try:
-        key_uuid = httpx.get(f"{org}/keys", auth=credentials).json()["result"][0]["id"]
-        get_key = f"{org}/keys/{key_uuid}"
-        results["b /healthz"] = wrk(f"{base}/healthz", None)
-        results["c GET key"] = wrk(get_key, auth)
-        results["c, one client"] = wrk(get_key, auth, "1")
+        urls = {}
+        for label, (server, booted) in {
+            "one": (servers["one"], boot),
+            "large": (servers["large"], large_boot),
+        }.items():
+            org = f"{server.base}/v1/organizations/{booted['organizationId']}"
+            credentials = (booted["keyId"], booted["keySecret"])
+            key_uuid = httpx.get(f"{org}/keys?limit=1", auth=credentials).json()["result"][0]["id"]
+            urls[label] = (org, f"{org}/keys/{key_uuid}", credentials)
+        org, get_key, credentials = urls["one"]
         for index in range(99):
             httpx.post(
                 f"{org}/keys", json={"name": f"k{index}", "roles": ["developer"]}, auth=credentials
             ).raise_for_status()
-        results["list 100 keys"] = wrk(f"{org}/keys?limit=100", auth, "1")
-        results["c, 100 keys"] = wrk(get_key, auth, "1")
-        _add_keys(database_url, boot["organizationId"], 100_000)
-        results["c, 100k keys"] = wrk(get_key, auth, "1")
+        auth = _basic(credentials)
+        large_auth = _basic(urls["large"][2])
+        figures: dict[str, tuple[str, str | None, str]] = {
+            "a raw ASGI": (f"http://127.0.0.1:{raw_port}/", auth, CONNECTIONS),
+            "b /healthz": (f"{servers['one'].base}/healthz", None, CONNECTIONS),
+            "c GET key": (get_key, auth, CONNECTIONS),
+            "c, one client": (get_key, auth, "1"),
+            "list 100 keys": (f"{org}/keys?limit=100", auth, "1"),
+            "c, 100k keys": (urls["large"][1], large_auth, "1"),
+        }
+        if "two" in servers:
+            figures["c, 2 workers"] = (
+                get_key.replace(servers["one"].base, servers["two"].base),
+                auth,
+                CONNECTIONS,
+            )
+        rounds: dict[str, list[dict[str, float]]] = {label: [] for label in figures}
+        for _ in range(ROUNDS):
+            for label, (url, credential, connections) in figures.items():
+                rounds[label].append(wrk(url, credential, connections))
     finally:
-        stop(server)
-    if name == "SQLite":
-        two = serve([*command, "--workers", "2"], env, f"{base}/healthz")
-        try:
-            results["c, 2 workers"] = wrk(get_key, auth)
-        finally:
-            stop(two)
+        stop(raw)
+        for server in servers.values():
+            stop(server.process)
+    results = {
+        label: {
+            key: statistics.median(sample[key] for sample in samples)
+            for key in ("rps", "p50", "p99")
+        }
+        for label, samples in rounds.items()
+    }
     print(
-        f"\n{name}: wrk -t1 -c{CONNECTIONS} -d{DURATION} (one client: -c1), one worker unless said"
+        f"\n{name}: medians of {ROUNDS} interleaved rounds, wrk -t1 -c{CONNECTIONS} -d{DURATION} "
+        "(one client: -c1), one worker unless said"
     )
     print(f"  {'':16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for label, figures in results.items():
-        print(f"  {label:16} {figures['rps']:9.0f} {figures['p50']:8.2f} {figures['p99']:8.2f}")
+    for label, values in results.items():
+        print(f"  {label:16} {values['rps']:9.0f} {values['p50']:8.2f} {values['p99']:8.2f}")
     a, b, c = (results[k]["rps"] for k in ("a raw ASGI", "b /healthz", "c GET key"))
     c_goal, p50_goal = (0.3, 0.5) if name == "SQLite" else (0.5, 1.0)
     print(f"  c/a = {c / a:.2f} (goal >= {c_goal})   c/b = {c / b:.2f} (goal >= 0.5)")
@@ -180,11 +191,18 @@ def bench_database(name: str, database_url: str) -> dict[str, dict[str, float]]:
         f"  c p50 at one client {results['c, one client']['p50']:.2f} ms (goal <= {p50_goal})   "
         f"list of 100 keys p50 {results['list 100 keys']['p50']:.2f} ms (goal <= 5)"
     )
-    flat = results["c, 100k keys"]["p50"] / results["c, 100 keys"]["p50"]
-    print(f"  c p50 with 100,000 keys / with 100 keys = {flat:.2f} (goal: flat, ~1.0)")
+    flat = results["c, 100k keys"]["p50"] / results["c, one client"]["p50"]
+    print(
+        "  c p50 at one client, 100,100 keys in the database / 100 keys = "
+        f"{flat:.2f} (goal: flat, ~1.0)"
+    )
     if "c, 2 workers" in results:
         print(f"  two workers / one = {results['c, 2 workers']['rps'] / c:.2f} (goal >= 1.7)")
     return results
+
+
+def _basic(credentials: tuple[str, str]) -> str:
+    return base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
 
 
 def _add_keys(database_url: str, organization_id: str, count: int) -> None:
@@ -224,9 +242,9 @@ def main() -> None:
     databases = os.environ.get("BENCH_DATABASES", "sqlite,postgresql").split(",")
     if "sqlite" in databases:
         with tempfile.TemporaryDirectory() as tmp:
-            bench_database("SQLite", f"sqlite:///{tmp}/bench.db")
+            bench_database("SQLite", f"sqlite:///{tmp}/bench.db", f"sqlite:///{tmp}/large.db")
     if "postgresql" in databases:
-        bench_database("PostgreSQL", postgres_url())
+        bench_database("PostgreSQL", postgres_url("keyhouse_bench"), postgres_url("keyhouse_large"))
 
 
 if __name__ == "__main__":
