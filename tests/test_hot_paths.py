@@ -85,7 +85,39 @@ def test_get_key_answers_as_fastapis_route_does(
     assert statuses == [200, 404, 404, 401, 401, 401, 403]
 
 
-@pytest.mark.parametrize("hot", ["get key", "run"])
+def test_the_key_list_answers_as_fastapis_route_does(
+    both: tuple[TestClient, TestClient], org: Org, settings: Settings
+) -> None:
+    fast, slow = both
+    for index in range(3):
+        create_key(fast, org, name=f"k{index}", roles=["developer"])
+    other = create_org(settings)
+    first = fast.get(org.url("/keys"), params={"limit": 2}, auth=org.auth).json()
+    cursor = first["nextCursor"]
+    assert cursor
+    cases: list[tuple[str, dict[str, Any]]] = [
+        (org.url("/keys"), {}),  # 200, every key
+        (org.url("/keys"), {"params": {"limit": 2}}),
+        (org.url("/keys"), {"params": {"limit": 2, "cursor": cursor}}),  # the next page
+        (org.url("/keys"), {"params": [("limit", "1"), ("limit", "3")]}),  # the last one counts
+        (org.url("/keys"), {"params": {"cursor": ""}}),  # the first page
+        (org.url("/keys"), {"params": {"cursor": "bm90IGEgY3Vyc29y"}}),  # 400
+        (org.url("/keys"), {"params": {"limit": 0}}),  # 400: FastAPI's
+        (org.url("/keys"), {"params": {"limit": 251}}),  # 400: FastAPI's
+        (org.url("/keys"), {"params": {"limit": "2.0"}}),  # FastAPI's reading (it takes 2)
+        (other.url("/keys"), {}),  # 404: not the caller's organization
+        (org.url("/keys"), {"auth": (org.key_id, "khs_wrong")}),  # 401
+    ]
+    statuses = []
+    for path, options in cases:
+        options = {"auth": org.auth, **options}
+        answer = _answer(fast.get(path, **options))
+        assert answer == _answer(slow.get(path, **options)), options
+        statuses.append(answer[0])
+    assert statuses == [200, 200, 200, 200, 200, 400, 400, 400, 200, 404, 401]
+
+
+@pytest.mark.parametrize("hot", ["get key", "key list", "run"])
 def test_an_unexpected_error_on_a_hot_path_is_a_500_without_internals(
     client: TestClient, org: Org, monkeypatch: pytest.MonkeyPatch, hot: str
 ) -> None:
@@ -93,8 +125,11 @@ def test_an_unexpected_error_on_a_hot_path_is_a_500_without_internals(
         raise RuntimeError("secret internal detail")
 
     if hot == "get key":
-        monkeypatch.setattr(hot_paths, "key_view", boom)
+        monkeypatch.setattr(hot_paths, "key_body", boom)
         response = client.get(org.url(f"/keys/{org.key_uuid}"), auth=org.auth)
+    elif hot == "key list":
+        monkeypatch.setattr(hot_paths, "key_list_body", boom)
+        response = client.get(org.url("/keys"), auth=org.auth)
     else:
         monkeypatch.setattr(hot_paths, "answer_run", boom)
         response = client.post(

@@ -1,24 +1,20 @@
 """The hottest calls, answered before FastAPI's stack.
 
-Two calls carry most of the traffic: ``GET /v1/organizations/{organizationId}/keys/{keyId}``
-(automation polls a key's state and last use) and the Query API's
+A few calls carry most of the traffic: ``GET /v1/organizations/{organizationId}/keys/{keyId}``
+and the key list (automation polls keys' state and last use), and the Query API's
 ``POST /service/{serviceId}/run`` (whose latency is measured against the engine's own). Through
 FastAPI each costs several times its work: Starlette's error and exception layers, FastAPI's
 telemetry and body-limit layers, the router trying the routes one by one, the dependency solver.
 ``KeyhouseAPI`` (the app ``create_app`` returns) asks ``HotPaths`` first; a regular expression
-recognises the call, and it then runs the very same steps as the FastAPI route, inside the same
-two middlewares as every other request (``RequestIdMiddleware``: a fresh request id, an unexpected
-error as a 500 envelope; ``BodyLimitMiddleware`` for a body):
-
-- GET key: ``Context.authenticate_reading`` (the one authentication path: the key's current row,
-  the organization and permission checks, the rate limit, usedAt; the key's view read in the same
-  round trip), the domain function ``key_view`` (which checks the permission itself), the same
-  envelopes;
-- run: ``answer_run``, the function the FastAPI route itself calls.
+recognises the call, and it then runs the very functions the FastAPI route calls
+(``key_body``, ``key_list_body``, ``answer_run``: authentication through
+``Context.authenticate_reading``/``authenticate``, the domain functions, the envelopes), inside
+the same middlewares as every other request (``RequestIdMiddleware``: a fresh request id, an
+unexpected error as a 500 envelope; ``BodyLimitMiddleware`` for a body).
 
 Anything it does not recognise, or whose parameters it would have to refuse (a malformed
-``format``), goes on to FastAPI, which still declares both routes (the OpenAPI document is
-unchanged) and answers them the slower way; tests hold the two answers equal.
+``limit`` or ``format``), goes on to FastAPI, which still declares every route (the OpenAPI
+document is unchanged) and answers them the slower way; tests hold the two answers equal.
 """
 
 from __future__ import annotations
@@ -30,11 +26,11 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keyhouse.api.envelope import error_body, ok_body
+from keyhouse.api.envelope import error_body
 from keyhouse.api.errors import ApiError
 from keyhouse.api.handlers import error_response
 from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from keyhouse.api_keys.service import key_view, key_view_reads
+from keyhouse.api_keys.routes import MAX_KEYS_PAGE, key_body, key_list_body
 from keyhouse.auth.dependencies import AUTHENTICATED, context_from_scope
 from keyhouse.auth.permissions import Permission
 from keyhouse.services.routes import RUN_FORMAT, answer_run
@@ -42,6 +38,8 @@ from keyhouse.state import AppState
 
 _UUID = r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
 _GET_KEY = re.compile(rf"/v1/organizations/{_UUID}/keys/{_UUID}")
+_LIST_KEYS = re.compile(rf"/v1/organizations/{_UUID}/keys")
+_LIMIT = re.compile(r"[0-9]{1,3}")
 _RUN = re.compile(rf"/service/{_UUID}/run")
 _FORMAT = re.compile(RUN_FORMAT)
 _JSON = (b"content-type", b"application/json")
@@ -50,7 +48,7 @@ _JSON = (b"content-type", b"application/json")
 class HotPaths:
     def __init__(self, state: AppState) -> None:
         self.state = state
-        self._get_key_app = RequestIdMiddleware(self._get_key)
+        self._keys_app = RequestIdMiddleware(self._keys)
         self._run_app = RequestIdMiddleware(
             BodyLimitMiddleware(self._run, max_bytes=state.settings.max_body_bytes)
         )
@@ -61,25 +59,32 @@ class HotPaths:
         method = scope["method"]
         if method == "GET":
             match = _GET_KEY.fullmatch(scope["path"])
+            if match is not None:
+                scope["path_params"] = {"organization": match[1], "key": match[2]}
+                return self._keys_app
+            match = _LIST_KEYS.fullmatch(scope["path"])
             if match is None:
                 return None
-            scope["path_params"] = {"organization": match[1], "key": match[2]}
-            return self._get_key_app
+            query = _last_values(scope)
+            limit, cursor = query.get("limit", "250"), query.get("cursor")
+            if not _LIMIT.fullmatch(limit) or not 1 <= int(limit) <= MAX_KEYS_PAGE:
+                return None  # FastAPI's 400 names the parameter
+            scope["path_params"] = {"organization": match[1], "limit": int(limit)}
+            scope["path_params"]["cursor"] = cursor
+            return self._keys_app
         if method == "POST":
             match = _RUN.fullmatch(scope["path"])
             if match is None:
                 return None
-            fmt = "TabSeparated"
-            for name, value in parse_qsl(scope["query_string"].decode("latin-1")):
-                if name == "format":
-                    fmt = value  # the last one, as FastAPI reads a query parameter
+            fmt = _last_values(scope).get("format", "TabSeparated")
             if len(fmt) > 64 or _FORMAT.match(fmt) is None:
                 return None  # FastAPI's 400 names the parameter
             scope["path_params"] = {"service": match[1], "format": fmt}
             return self._run_app
         return None
 
-    async def _get_key(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _keys(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """GET key and the key list: the same functions as their FastAPI routes."""
         params = scope["path_params"]
         headers: list[tuple[bytes, bytes]] = []
         try:
@@ -89,11 +94,11 @@ class HotPaths:
                 Permission.ORGANIZATION_VIEW_API_KEYS,
                 uuid.UUID(params["organization"]),
             )
-            key_uuid = uuid.UUID(params["key"])
-            principal, (rows,) = await ctx.authenticate_reading(
-                lambda organization: key_view_reads(organization, key_uuid)
-            )
-            status, body = 200, ok_body(key_view(principal, rows))
+            if "key" in params:
+                body = await key_body(ctx, uuid.UUID(params["key"]))
+            else:
+                body = await key_list_body(ctx, params["limit"], params["cursor"])
+            status = 200
         except ApiError as error:
             status, body = error.status, error_body(error.status, error.message)
             headers = [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
@@ -122,6 +127,11 @@ class HotPaths:
         except ApiError as error:
             response = error_response(error.status, error.message, error.headers)
         await response(scope, receive, send)
+
+
+def _last_values(scope: Scope) -> dict[str, str]:
+    """The query string's parameters, the last value of each (as FastAPI reads a parameter)."""
+    return dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from keyhouse.api.envelope import EmptyEnvelope, Envelope, ok
+from keyhouse.api.envelope import EmptyEnvelope, Envelope, ok, ok_body
 from keyhouse.api_keys import service
 from keyhouse.api_keys.schemas import (
     ApiKey,
@@ -21,6 +21,7 @@ from keyhouse.state import app_state
 
 router = APIRouter(prefix="/organizations/{organizationId}/keys", tags=["OpenAPI"])
 
+MAX_KEYS_PAGE = 250
 KeyId = Annotated[uuid.UUID, Path(alias="keyId", description="ID of the key (its `id`, a UUID).")]
 
 
@@ -31,15 +32,27 @@ def _ctx(permission: Permission) -> object:
 @router.get("", operation_id="openapiKeyGetList", response_model=Envelope[list[ApiKey]])
 async def list_keys(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_VIEW_API_KEYS)],
-    limit: Annotated[int, Query(ge=1, le=250, description="Page size (1-250).")] = 250,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_KEYS_PAGE, description="Page size (1-250).")
+    ] = MAX_KEYS_PAGE,
     cursor: Annotated[str | None, Query(description="nextCursor of the previous page.")] = None,
 ) -> Response:
+    return _json(await key_list_body(ctx, limit, cursor))
+
+
+async def key_list_body(ctx: Context, limit: int, cursor: str | None) -> bytes:
+    """The list's envelope, whichever front answers it: the route above, or
+    ``keyhouse.api.hot_paths`` before FastAPI's stack."""
     principal, (rows, count) = await ctx.authenticate_reading(
         lambda organization_id: service.key_page_reads(organization_id, limit, cursor)
     )
     page = service.key_page(principal, rows, count, limit)
     extra = {"limit": limit, "totalCount": page.total_count, "nextCursor": page.next_cursor}
-    return ok(list(page.keys), extra=extra)
+    return ok_body(list(page.keys), extra=extra)
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 @router.post("", operation_id="openapiKeyCreate", response_model=Envelope[ApiKeyPostResponse])
@@ -68,10 +81,15 @@ async def create_key(
 async def get_key(
     ctx: Annotated[Context, _ctx(Permission.ORGANIZATION_VIEW_API_KEYS)], key_id: KeyId
 ) -> Response:
+    return _json(await key_body(ctx, key_id))
+
+
+async def key_body(ctx: Context, key_id: uuid.UUID) -> bytes:
+    """One key's envelope, whichever front answers it (as ``key_list_body``)."""
     principal, (rows,) = await ctx.authenticate_reading(
         lambda organization_id: service.key_view_reads(organization_id, key_id)
     )
-    return ok(service.key_view(principal, rows))
+    return ok_body(service.key_view(principal, rows))
 
 
 @router.patch("/{keyId}", operation_id="openapiKeyUpdate", response_model=Envelope[ApiKey])
