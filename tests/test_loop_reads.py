@@ -5,6 +5,7 @@ never shows a key of another organization."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import json
 import uuid
@@ -28,13 +29,17 @@ T = TypeVar("T")
 
 
 def on_loop(state: AppState, read: Callable[[], Awaitable[T]]) -> T:
+    """``read`` on an event loop of its own, in a thread of its own (the test's thread may hold
+    another library's loop, as Playwright's sync API does)."""
+
     async def main() -> T:
         try:
             return await read()
         finally:
             await state.reader.close_loop()
 
-    return asyncio.run(main())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
 
 
 def test_a_read_returns_what_a_session_returns(state: AppState, org: Org) -> None:

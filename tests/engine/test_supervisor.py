@@ -167,6 +167,22 @@ def test_the_operators_limits_are_constraints_no_query_lifts(tmp_path: Path) -> 
     _run(run())
 
 
+def test_a_session_is_free_as_soon_as_its_answer_is(tmp_path: Path) -> None:
+    """A client's next request in a session may follow the last answer at once: it finds the
+    session free, not locked by the request that answered (373)."""
+
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        session = {"session_id": "back-to-back"}
+        await _collect(supervisor, service, sql="CREATE TEMPORARY TABLE t (a UInt8)", **session)
+        for index in range(40):
+            insert = f"INSERT INTO t VALUES ({index})"  # noqa: S608 (an int)
+            await _collect(supervisor, service, sql=insert, **session)
+            counted = await _collect(supervisor, service, sql="SELECT count() FROM t", **session)
+            assert counted == f"{index + 1}\n".encode()
+
+    _with_one_service(tmp_path, scenario)
+
+
 def test_data_survives_a_stop_and_a_start(tmp_path: Path) -> None:
     async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
         await _collect(

@@ -224,6 +224,20 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
             return
         inserter = None
+        released = False
+
+        def release() -> None:
+            # A session's handle is released before the last frame: the client's next request
+            # in the session may follow it at once, and must find it free (not 373). A handle
+            # of its own is closed after (closing it is not the client's wait).
+            nonlocal inserter, released
+            if inserter is not None:
+                inserter.cancel()
+                inserter = None
+            if not released:
+                released = True
+                self._release(handle, session)
+
         try:
             self._prepare(handle, session, request)
             inserter = handle.send_insert(request["sql"], request.get("format") or "Native")
@@ -241,6 +255,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 inserter.append(data)
             written = inserter.finish()
             inserter = None
+            if session is not None:
+                release()
             sock.sendall(
                 protocol.json_frame(
                     protocol.END,
@@ -250,13 +266,13 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except (BrokenPipeError, ConnectionResetError):
             raise
         except Exception as exc:
+            if session is not None:
+                release()
             sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
             # The client may still be sending data: the connection is not reusable.
             raise ConnectionResetError from exc
         finally:
-            if inserter is not None:
-                inserter.cancel()
-            self._release(handle, session)
+            release()
 
     def _query(self, sock: socket.socket, request: dict[str, Any]) -> None:
         try:
@@ -266,6 +282,18 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return
         stream = None
         started = False
+        released = False
+
+        def release() -> None:
+            # As in ``_insert``: a session's handle before the last frame, another after.
+            nonlocal stream, released
+            if stream is not None:
+                stream.close()
+                stream = None
+            if not released:
+                released = True
+                self._release(handle, session)
+
         try:
             self._prepare(handle, session, request)
             sql, fmt = request["sql"], request.get("format") or "TabSeparated"
@@ -289,17 +317,19 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     sock.sendall(protocol.frame(protocol.DATA, data))
             if not started:
                 sock.sendall(protocol.json_frame(protocol.HEADER, {"ok": True}))
+            if session is not None:
+                release()
             sock.sendall(protocol.frame(protocol.END))
         except (BrokenPipeError, ConnectionResetError):
             if stream is not None:
                 stream.cancel()
             raise
         except Exception as exc:  # the engine's own errors travel to the caller as they are
+            if session is not None:
+                release()
             sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
         finally:
-            if stream is not None:
-                stream.close()
-            self._release(handle, session)
+            release()
 
 
 class _Session:
