@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -223,24 +223,11 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except Exception as exc:
             sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
             return
-        inserter = None
-        released = False
-
-        def release() -> None:
-            # A session's handle is released before the last frame: the client's next request
-            # in the session may follow it at once, and must find it free (not 373). A handle
-            # of its own is closed after (closing it is not the client's wait).
-            nonlocal inserter, released
-            if inserter is not None:
-                inserter.cancel()
-                inserter = None
-            if not released:
-                released = True
-                self._release(handle, session)
-
+        use = _Use(self, handle, session)
         try:
             self._prepare(handle, session, request)
             inserter = handle.send_insert(request["sql"], request.get("format") or "Native")
+            use.stop = inserter.cancel
             sock.sendall(protocol.json_frame(protocol.HEADER, {"ok": True}))
             while True:
                 head = _recv_exact(sock, protocol.HEAD_SIZE)
@@ -254,25 +241,22 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     raise ConnectionResetError
                 inserter.append(data)
             written = inserter.finish()
-            inserter = None
-            if session is not None:
-                release()
-            sock.sendall(
+            use.stop = None
+            use.answer(
+                sock,
                 protocol.json_frame(
                     protocol.END,
                     {"written_rows": written.rows_written, "written_bytes": written.bytes_written},
-                )
+                ),
             )
         except (BrokenPipeError, ConnectionResetError):
             raise
         except Exception as exc:
-            if session is not None:
-                release()
-            sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
+            use.answer(sock, protocol.json_frame(protocol.ERROR, _error(exc)))
             # The client may still be sending data: the connection is not reusable.
             raise ConnectionResetError from exc
         finally:
-            release()
+            use.end()
 
     def _query(self, sock: socket.socket, request: dict[str, Any]) -> None:
         try:
@@ -280,26 +264,16 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except Exception as exc:
             sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
             return
+        use = _Use(self, handle, session)
         stream = None
         started = False
-        released = False
-
-        def release() -> None:
-            # As in ``_insert``: a session's handle before the last frame, another after.
-            nonlocal stream, released
-            if stream is not None:
-                stream.close()
-                stream = None
-            if not released:
-                released = True
-                self._release(handle, session)
-
         try:
             self._prepare(handle, session, request)
             sql, fmt = request["sql"], request.get("format") or "TabSeparated"
             params = request.get("params") or {}
             try:
                 stream = handle.send_query(sql, fmt, params=params)
+                use.stop = stream.close
                 first = next(iter(stream), None)
                 chunks = itertools.chain([] if first is None else [first], stream)
                 blocks: Iterator[bytes] = (chunk.bytes() for chunk in chunks)
@@ -307,7 +281,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 if "Streaming query is not supported" not in str(exc):
                     raise
                 # Statements (CREATE, INSERT, ...) do not stream: run them whole.
-                stream = None
+                stream = use.stop = None
                 blocks = iter([handle.query(sql, fmt, params=params).bytes()])
             for data in blocks:
                 if not started:
@@ -317,19 +291,43 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     sock.sendall(protocol.frame(protocol.DATA, data))
             if not started:
                 sock.sendall(protocol.json_frame(protocol.HEADER, {"ok": True}))
-            if session is not None:
-                release()
-            sock.sendall(protocol.frame(protocol.END))
+            use.answer(sock, protocol.frame(protocol.END))
         except (BrokenPipeError, ConnectionResetError):
             if stream is not None:
                 stream.cancel()
             raise
         except Exception as exc:  # the engine's own errors travel to the caller as they are
-            if session is not None:
-                release()
-            sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
+            use.answer(sock, protocol.json_frame(protocol.ERROR, _error(exc)))
         finally:
-            release()
+            use.end()
+
+
+class _Use:
+    """One request's use of a handle. ``end`` (once) stops what is in flight (``stop``: the
+    stream or the insert) and releases the handle. ``answer`` sends the answer's last frame; a
+    session's handle is released first, because the client's next request in the session may
+    follow the answer at once and must find the session free (not 373); a handle of its own is
+    closed after (closing it is not the client's wait)."""
+
+    def __init__(self, server: _Server, handle: Any, session: _Session | None) -> None:
+        self.server = server
+        self.handle = handle
+        self.session = session
+        self.stop: Callable[[], object] | None = None
+        self._ended = False
+
+    def end(self) -> None:
+        stop, self.stop = self.stop, None
+        if stop is not None:
+            stop()
+        if not self._ended:
+            self._ended = True
+            self.server._release(self.handle, self.session)
+
+    def answer(self, sock: socket.socket, frame: bytes) -> None:
+        if self.session is not None:
+            self.end()
+        sock.sendall(frame)
 
 
 class _Session:
