@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keyhouse.api.envelope import error_body
 from keyhouse.api.errors import ApiError
 from keyhouse.api.handlers import error_response
 from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -66,11 +65,14 @@ class HotPaths:
             if match is None:
                 return None
             query = _last_values(scope)
-            limit, cursor = query.get("limit", "250"), query.get("cursor")
+            limit = query.get("limit", str(MAX_KEYS_PAGE))
             if not _LIMIT.fullmatch(limit) or not 1 <= int(limit) <= MAX_KEYS_PAGE:
                 return None  # FastAPI's 400 names the parameter
-            scope["path_params"] = {"organization": match[1], "limit": int(limit)}
-            scope["path_params"]["cursor"] = cursor
+            scope["path_params"] = {
+                "organization": match[1],
+                "limit": int(limit),
+                "cursor": query.get("cursor"),
+            }
             return self._keys_app
         if method == "POST":
             match = _RUN.fullmatch(scope["path"])
@@ -86,7 +88,6 @@ class HotPaths:
     async def _keys(self, scope: Scope, receive: Receive, send: Send) -> None:
         """GET key and the key list: the same functions as their FastAPI routes."""
         params = scope["path_params"]
-        headers: list[tuple[bytes, bytes]] = []
         try:
             ctx = context_from_scope(
                 scope,
@@ -98,12 +99,11 @@ class HotPaths:
                 body = await key_body(ctx, uuid.UUID(params["key"]))
             else:
                 body = await key_list_body(ctx, params["limit"], params["cursor"])
-            status = 200
         except ApiError as error:
-            status, body = error.status, error_body(error.status, error.message)
-            headers = [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
-        headers += [_JSON, (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+            await error_response(error.status, error.message, error.headers)(scope, receive, send)
+            return
+        headers = [_JSON, (b"content-length", b"%d" % len(body))]  # the answer, as it is
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
