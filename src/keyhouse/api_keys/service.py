@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, Text, and_, bindparam, cast, func, or_, select
+from sqlalchemy import FromClause, Select, Text, and_, bindparam, cast, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -334,22 +334,30 @@ _VIEW_COLUMNS = [
     API_KEYS.c.created_by_id,
     API_KEYS.c.created_by_name,
 ]
+def _with_roles(keys: FromClause, *columns: Any) -> Select[Any]:
+    """``columns`` of ``keys`` (the table, or a page of it), a row per key and role (one row with
+    no role for a key that holds none)."""
+    return (
+        select(
+            *columns,
+            ROLES.c.id.label("role_id"),
+            ROLES.c.name.label("role_name"),
+            ROLES.c.type.label("role_type"),
+        )
+        .select_from(keys)
+        .outerjoin(
+            ROLE_ASSIGNMENTS,
+            and_(
+                ROLE_ASSIGNMENTS.c.actor_type == "apiKey", ROLE_ASSIGNMENTS.c.actor_id == keys.c.id
+            ),
+        )
+        .outerjoin(ROLES, ROLES.c.id == ROLE_ASSIGNMENTS.c.role_id)
+    )
+
+
 # One key with its roles, in one round trip (reads are the hot path of the key API).
 KEY_VIEW_QUERY = (
-    select(
-        *_VIEW_COLUMNS,
-        ROLES.c.id.label("role_id"),
-        ROLES.c.name.label("role_name"),
-        ROLES.c.type.label("role_type"),
-    )
-    .select_from(API_KEYS)
-    .outerjoin(
-        ROLE_ASSIGNMENTS,
-        and_(
-            ROLE_ASSIGNMENTS.c.actor_type == "apiKey", ROLE_ASSIGNMENTS.c.actor_id == API_KEYS.c.id
-        ),
-    )
-    .outerjoin(ROLES, ROLES.c.id == ROLE_ASSIGNMENTS.c.role_id)
+    _with_roles(API_KEYS, *_VIEW_COLUMNS)
     .where(API_KEYS.c.id == bindparam("key_id"), API_KEYS.c.organization_id == bindparam("org_id"))
     .order_by(ROLES.c.name)
 )
@@ -368,23 +376,7 @@ def _key_page(*conditions: Any) -> Select[Any]:
         .limit(bindparam("rows"))
         .subquery()
     )
-    return (
-        select(
-            page,
-            ROLES.c.id.label("role_id"),
-            ROLES.c.name.label("role_name"),
-            ROLES.c.type.label("role_type"),
-        )
-        .select_from(page)
-        .outerjoin(
-            ROLE_ASSIGNMENTS,
-            and_(
-                ROLE_ASSIGNMENTS.c.actor_type == "apiKey", ROLE_ASSIGNMENTS.c.actor_id == page.c.id
-            ),
-        )
-        .outerjoin(ROLES, ROLES.c.id == ROLE_ASSIGNMENTS.c.role_id)
-        .order_by(page.c.created_at, page.c.id, ROLES.c.name)
-    )
+    return _with_roles(page, page).order_by(page.c.created_at, page.c.id, ROLES.c.name)
 
 
 KEY_PAGE_QUERY = _key_page()
