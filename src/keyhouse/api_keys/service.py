@@ -334,6 +334,8 @@ _VIEW_COLUMNS = [
     API_KEYS.c.created_by_id,
     API_KEYS.c.created_by_name,
 ]
+
+
 def _with_roles(keys: FromClause, *columns: Any) -> Select[Any]:
     """``columns`` of ``keys`` (the table, or a page of it), a row per key and role (one row with
     no role for a key that holds none)."""
