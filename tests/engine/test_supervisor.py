@@ -235,6 +235,33 @@ def test_a_crashed_worker_restarts_and_one_that_keeps_crashing_is_given_up(tmp_p
     _run(scenario())
 
 
+def test_a_worker_that_stops_answering_fails_its_query_instead_of_holding_it(
+    tmp_path: Path,
+) -> None:
+    """A hung engine (here: a stopped process) never holds a caller forever: after the answer
+    timeout the query fails with ClickHouse's TIMEOUT_EXCEEDED, and the engine serves again
+    once it moves."""
+
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path, answer_timeout=1)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            pid = supervisor._workers[service].process.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(EngineError) as silent:
+                    await asyncio.wait_for(_collect(supervisor, service, sql="SELECT 1"), 20)
+                assert silent.value.code == 159
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert await _collect(supervisor, service, sql="SELECT 1") == b"1\n"
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
+
+
 def test_closing_a_result_early_leaves_the_worker_serving(tmp_path: Path) -> None:
     async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
         chunks = await supervisor.query(

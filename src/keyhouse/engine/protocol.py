@@ -60,6 +60,7 @@ def parse_head(head: bytes) -> tuple[bytes, int]:
 
 
 SESSION_IS_LOCKED = 373
+TIMEOUT_EXCEEDED = 159  # a query that ran out of time
 
 
 class EngineError(Exception):
@@ -69,3 +70,22 @@ class EngineError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# How long past the operator's max_execution_time an engine (a worker or an attached server)
+# may stay silent before its caller stops waiting: the engine ends a query at that limit
+# (checked between blocks, so it may run over a little); silence beyond the margin is an engine
+# that hangs, not one that works.
+ANSWER_MARGIN = 30.0
+
+
+def answer_timeout(limits: dict[str, int | str]) -> float:
+    """Seconds a caller waits for each part of an engine's answer."""
+    return float(limits.get("max_execution_time") or 300) + ANSWER_MARGIN
+
+
+def silent_engine(timeout: float) -> EngineError:
+    return EngineError(
+        TIMEOUT_EXCEEDED,
+        f"Timeout exceeded: the engine did not answer within {timeout:g} s (TIMEOUT_EXCEEDED)",
+    )

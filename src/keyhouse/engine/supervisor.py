@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from keyhouse.engine import protocol
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import EngineError, silent_engine
+from keyhouse.engine.protocol import answer_timeout as default_answer_timeout
 
 log = logging.getLogger("keyhouse.engine")
 
@@ -60,10 +61,13 @@ class EngineSupervisor:
         restart_window: float = 60,
         on_failed: FailedCallback | None = None,
         limits: dict[str, int | str] | None = None,
+        answer_timeout: float | None = None,
     ) -> None:
         self.data_dir = data_dir
         # The operator's limits: each engine starts with them as defaults and constraints.
         self.limits = dict(limits or {})
+        # Each frame of an answer is waited for this long at most (an engine that hangs).
+        self.answer_timeout = answer_timeout or default_answer_timeout(self.limits)
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self.max_restarts = max_restarts
@@ -210,7 +214,7 @@ class EngineSupervisor:
         reader, writer = await self._connect(service_id)
         try:
             writer.write(protocol.json_frame(protocol.REQUEST, {"op": "insert", **request}))
-            kind, payload = await _read_frame(reader)
+            kind, payload = await _read_frame(reader, self.answer_timeout)
             if kind == protocol.HEADER:
                 try:
                     async for chunk in data:
@@ -221,7 +225,7 @@ class EngineSupervisor:
                     await writer.drain()
                 except OSError:
                     pass  # the engine refused the data: its error is waiting to be read
-                kind, payload = await _read_frame(reader)
+                kind, payload = await _read_frame(reader, self.answer_timeout)
             if kind == protocol.END:
                 return dict(json.loads(payload or b"{}"))
             error = json.loads(payload)
@@ -255,9 +259,7 @@ class EngineSupervisor:
                 raise EngineUnavailable("the engine stopped") from None
             while True:
                 try:
-                    head = await reader.readexactly(protocol.HEAD_SIZE)
-                    kind, length = protocol.parse_head(head)
-                    payload = await reader.readexactly(length)
+                    kind, payload = await _read_frame(reader, self.answer_timeout)
                 except (asyncio.IncompleteReadError, OSError):
                     # The worker died: before the answer began the engine is unavailable (the
                     # caller may retry); after, the answer is cut short.
@@ -280,6 +282,13 @@ class EngineSupervisor:
                 await writer.wait_closed()
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
-    return kind, await reader.readexactly(length)
+async def _read_frame(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, bytes]:
+    """The worker's next frame; ``EngineError`` (TIMEOUT_EXCEEDED) after ``timeout`` seconds of
+    silence, and the caller then closes the connection (the worker cancels what it ran)."""
+    try:
+        async with asyncio.timeout(timeout):
+            kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
+            return kind, await reader.readexactly(length)
+    except TimeoutError:
+        log.warning("an engine did not answer within %g s: the request is given up", timeout)
+        raise silent_engine(timeout) from None

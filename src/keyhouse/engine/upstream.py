@@ -17,20 +17,29 @@ from typing import Any
 
 import httpx
 
-from keyhouse.engine.protocol import EngineError
-
-HTTP_TIMEOUT = httpx.Timeout(connect=10, read=None, write=60, pool=10)
+from keyhouse.engine.protocol import EngineError, silent_engine
 
 
 class Upstream:
-    def __init__(self, url: str, username: str, password: str, ca_file: Path | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        ca_file: Path | None,
+        *,
+        answer_timeout: float,
+    ) -> None:
         context = ssl.create_default_context()
         if ca_file is not None and ca_file.exists():
             context.load_verify_locations(cafile=str(ca_file))
         self.url = url.rstrip("/") + "/"
         self._client = httpx.AsyncClient(
-            auth=httpx.BasicAuth(username, password), verify=context, timeout=HTTP_TIMEOUT
+            auth=httpx.BasicAuth(username, password),
+            verify=context,
+            timeout=httpx.Timeout(connect=10, read=answer_timeout, write=60, pool=10),
         )
+        self.answer_timeout = answer_timeout
 
     def __repr__(self) -> str:  # never the credentials
         return f"Upstream({self.url!r})"
@@ -72,6 +81,8 @@ class Upstream:
                 yield b""
                 async for chunk in answer.aiter_raw():
                     yield chunk
+        except httpx.ReadTimeout:
+            raise silent_engine(self.answer_timeout) from None
         except httpx.HTTPError as error:
             raise EngineError(0, f"the attached server did not answer: {error}") from None
 
@@ -80,6 +91,8 @@ class Upstream:
         params = [*self._params(request), ("query", statement)]
         try:
             answer = await self._client.post(self.url, params=tuple(params), content=data)
+        except httpx.ReadTimeout:
+            raise silent_engine(self.answer_timeout) from None
         except httpx.HTTPError as error:
             raise EngineError(0, f"the attached server did not answer: {error}") from None
         if answer.status_code != 200:

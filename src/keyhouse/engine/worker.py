@@ -401,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=orphaned, daemon=True).start()
     sys.stdout.write(f"ready {version}\n")
     sys.stdout.flush()
+    # Nobody reads the pipe after the ready line: whatever the engine or a library writes to
+    # standard output from now on goes to standard error (the server's log), so that a full
+    # pipe can never stop the engine.
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -25,7 +25,7 @@ from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.clickhouse_http.tls import ca_path
 from keyhouse.config import Settings
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import EngineError, answer_timeout
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
 from keyhouse.models import Service
@@ -98,7 +98,11 @@ class Engines:
         upstream = self._upstreams.get(service_id)
         if upstream is None:
             upstream = Upstream(
-                attached.url, attached.username, attached.password, ca_path(self.state.settings)
+                attached.url,
+                attached.username,
+                attached.password,
+                ca_path(self.state.settings),
+                answer_timeout=answer_timeout(operator_limits(self.state.settings)),
             )
         try:
             version = await upstream.version()
