@@ -37,8 +37,10 @@ lint: install
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
+# A worker that crashes ends the run (xdist would start another that, with --dist loadfile,
+# can wait for work forever); a test that hangs fails alone after five minutes (pyproject.toml).
 test: install lint browser
-	$(BIN)/pytest -n auto --dist loadfile
+	$(BIN)/pytest -n auto --dist loadfile --max-worker-restart=0
 
 bench: install
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
