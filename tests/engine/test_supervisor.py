@@ -362,6 +362,38 @@ def test_inserts_stream_data_and_report_what_they_wrote(tmp_path: Path) -> None:
     _with_one_service(tmp_path, scenario)
 
 
+def test_data_the_engine_refuses_midway_gets_its_error_and_stops_the_sending(
+    tmp_path: Path,
+) -> None:
+    """A bad row early in a long insert: the caller gets the engine's own error (never "the
+    engine stopped"), and stops sending once the engine has answered."""
+    sent = 0
+
+    async def rows() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b"not a number\tx\n"
+        for _ in range(2000):
+            sent += 1
+            yield b"1\ta\n" * 2000
+            await asyncio.sleep(0)
+
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        nonlocal sent
+        await _collect(
+            supervisor, service, sql="CREATE TABLE t (x UInt8, s String) ENGINE = Memory"
+        )
+        head = {"sql": "INSERT INTO t (x, s)", "format": "TabSeparated"}
+        for _ in range(20):
+            sent = 0
+            with pytest.raises(EngineError) as bad:
+                await supervisor.insert(service, head, rows())
+            assert bad.value.code == 27, bad.value.message  # CANNOT_PARSE_INPUT_...
+            assert sent < 2000  # it stopped before the end of the data
+        assert await _collect(supervisor, service, sql="SELECT count() FROM t") == b"0\n"
+
+    _with_one_service(tmp_path, scenario)
+
+
 def test_a_session_keeps_its_handle_between_queries(tmp_path: Path) -> None:
     async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
         setting = "SELECT value FROM system.settings WHERE name = 'max_threads'"

@@ -16,7 +16,9 @@ Requests:
   ``sql`` is the statement's head (``INSERT INTO t (a, b)``); the worker answers ``H`` when it
   is ready,
   the client sends the data as ``D`` frames and ``Z``, and the worker answers ``Z`` with
-  ``{"written_rows", "written_bytes"}`` (or ``E``).
+  ``{"written_rows", "written_bytes"}`` (or ``E``). An ``E`` may come before the client's
+  ``Z`` (data the engine cannot parse): the client stops sending when it reads it, and the
+  worker reads and drops what was already sent up to ``Z`` or the connection's end.
 
 A worker opens a fresh engine handle for every request, so no ``SET`` or ``USE`` of one query
 reaches another; a ``session_id`` (the ClickHouse HTTP interface's sessions) keeps one handle
@@ -30,8 +32,11 @@ constraints (``--limits``), so neither ``SET`` nor a query's ``SETTINGS`` lifts 
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from typing import Any
+
+log = logging.getLogger("keyhouse.engine")
 
 REQUEST = b"R"
 HEADER = b"H"
@@ -85,6 +90,9 @@ def answer_timeout(limits: dict[str, int | str]) -> float:
 
 
 def silent_engine(timeout: float) -> EngineError:
+    """The error of a request given up on an engine that did not answer (logged: an engine
+    that hangs is the operator's to look at)."""
+    log.warning("an engine did not answer within %g s: the request is given up", timeout)
     return EngineError(
         TIMEOUT_EXCEEDED,
         f"Timeout exceeded: the engine did not answer within {timeout:g} s (TIMEOUT_EXCEEDED)",

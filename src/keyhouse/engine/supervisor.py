@@ -216,16 +216,22 @@ class EngineSupervisor:
             writer.write(protocol.json_frame(protocol.REQUEST, {"op": "insert", **request}))
             kind, payload = await _read_frame(reader, self.answer_timeout)
             if kind == protocol.HEADER:
+                # The engine may refuse the data before it has all of it (a row it cannot
+                # parse): its answer is read as soon as it comes, and sending stops there.
+                answer = asyncio.ensure_future(_read_frame(reader, None))
                 try:
-                    async for chunk in data:
-                        if chunk:
-                            writer.write(protocol.frame(protocol.DATA, chunk))
-                            await writer.drain()
-                    writer.write(protocol.frame(protocol.END))
-                    await writer.drain()
-                except OSError:
-                    pass  # the engine refused the data: its error is waiting to be read
-                kind, payload = await _read_frame(reader, self.answer_timeout)
+                    with contextlib.suppress(OSError):  # the engine stopped reading: see why
+                        await _send_data(writer, data, answer)
+                    try:
+                        async with asyncio.timeout(self.answer_timeout):
+                            kind, payload = await answer
+                    except TimeoutError:
+                        raise silent_engine(self.answer_timeout) from None
+                finally:
+                    if not answer.done():
+                        answer.cancel()
+                    elif not answer.cancelled():
+                        answer.exception()  # seen here (or raised above): never logged as lost
             if kind == protocol.END:
                 return dict(json.loads(payload or b"{}"))
             error = json.loads(payload)
@@ -282,13 +288,28 @@ class EngineSupervisor:
                 await writer.wait_closed()
 
 
-async def _read_frame(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, bytes]:
+async def _send_data(
+    writer: asyncio.StreamWriter, data: AsyncIterator[bytes], answer: asyncio.Future[Any]
+) -> None:
+    """``data`` as DATA frames, then END; stops as soon as the engine has answered."""
+    async for chunk in data:
+        if answer.done():
+            return
+        if chunk:
+            writer.write(protocol.frame(protocol.DATA, chunk))
+            await writer.drain()
+    if not answer.done():
+        writer.write(protocol.frame(protocol.END))
+        await writer.drain()
+
+
+async def _read_frame(reader: asyncio.StreamReader, timeout: float | None) -> tuple[bytes, bytes]:
     """The worker's next frame; ``EngineError`` (TIMEOUT_EXCEEDED) after ``timeout`` seconds of
-    silence, and the caller then closes the connection (the worker cancels what it ran)."""
+    silence (None: no limit), and the caller then closes the connection (the worker cancels
+    what it ran)."""
     try:
         async with asyncio.timeout(timeout):
             kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
             return kind, await reader.readexactly(length)
     except TimeoutError:
-        log.warning("an engine did not answer within %g s: the request is given up", timeout)
-        raise silent_engine(timeout) from None
+        raise silent_engine(timeout or 0.0) from None

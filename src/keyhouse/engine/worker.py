@@ -15,6 +15,7 @@ database roles an embedded engine offers are the ones below, the SQL console's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -224,6 +225,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             sock.sendall(protocol.json_frame(protocol.ERROR, _error(exc)))
             return
         use = _Use(self, handle, session)
+        received = False  # the client's END: all of its data is in
         try:
             self._prepare(handle, session, request)
             inserter = handle.send_insert(request["sql"], request.get("format") or "Native")
@@ -235,6 +237,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     raise ConnectionResetError
                 kind, length = protocol.parse_head(head)
                 if kind == protocol.END:
+                    received = True
                     break
                 data = _recv_exact(sock, length) if kind == protocol.DATA else None
                 if data is None:
@@ -253,8 +256,13 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             raise
         except Exception as exc:
             use.answer(sock, protocol.json_frame(protocol.ERROR, _error(exc)))
-            # The client may still be sending data: the connection is not reusable.
-            raise ConnectionResetError from exc
+            if not received:
+                # The client sends until it reads this answer. What it sent meanwhile is read
+                # and dropped: a socket closed on unread data is reset, and the reset could
+                # reach the client before it read the answer (it would see "the engine stopped"
+                # instead of the engine's error).
+                _discard_until_end(sock)
+            raise ConnectionResetError from exc  # the connection is not reusable
         finally:
             use.end()
 
@@ -351,6 +359,15 @@ def _literal(value: object) -> str:
 
 def _identifier(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def _discard_until_end(sock: socket.socket) -> None:
+    """Read and drop the client's frames up to its END (or until it closes)."""
+    with contextlib.suppress(OSError):
+        while (head := _recv_exact(sock, protocol.HEAD_SIZE)) is not None:
+            kind, length = protocol.parse_head(head)
+            if kind == protocol.END or _recv_exact(sock, length) is None:
+                return
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
