@@ -256,6 +256,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             raise
         except Exception as exc:
             use.answer(sock, protocol.json_frame(protocol.ERROR, _error(exc)))
+            use.end()  # the insert is over: cancelled, its handle released
             if not received:
                 # The client sends until it reads this answer. What it sent meanwhile is read
                 # and dropped: a socket closed on unread data is reset, and the reset could
