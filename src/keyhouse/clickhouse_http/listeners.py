@@ -46,25 +46,37 @@ class Listeners:
                 self._tls = await asyncio.to_thread(server_context, self.state.settings)
             stored, taken = await run_in_transaction(self.state, lambda s: _ports(s, service_id))
             sock = self._bind(stored, taken)
-            port = int(sock.getsockname()[1])
-            if port != stored:
-                await run_in_transaction(self.state, lambda s: _keep_port(s, service_id, port))
-            config = uvicorn.Config(
-                ClickHouseInterface(self.state, self.engines, service_id),
-                lifespan="off",
-                log_config=None,
-                access_log=False,
-                server_header=False,
-                date_header=False,
-                timeout_graceful_shutdown=5,
-            )
-            config.load()
-            config.ssl = self._tls
-            server = uvicorn.Server(config)
-            server.lifespan = config.lifespan_class(config)
-            await server.startup(sockets=[sock])
+            try:
+                server = await self._serve(service_id, sock, stored)
+            except BaseException:
+                # A start that fails or is cancelled (the app stopping while it reconciles its
+                # services) leaves no listening socket behind.
+                sock.close()
+                raise
             self._servers[service_id] = server
-            log.info("service %s: ClickHouse HTTP interface on port %s", service_id, port)
+
+    async def _serve(
+        self, service_id: uuid.UUID, sock: socket.socket, stored: int | None
+    ) -> uvicorn.Server:
+        port = int(sock.getsockname()[1])
+        if port != stored:
+            await run_in_transaction(self.state, lambda s: _keep_port(s, service_id, port))
+        config = uvicorn.Config(
+            ClickHouseInterface(self.state, self.engines, service_id),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        config.load()
+        config.ssl = self._tls
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        log.info("service %s: ClickHouse HTTP interface on port %s", service_id, port)
+        return server
 
     def _bind(self, stored: int | None, taken: set[int]) -> socket.socket:
         host = self.state.settings.clickhouse_host
