@@ -12,6 +12,7 @@ import atexit
 import base64
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -43,6 +44,35 @@ def _postgres_database(worker: str) -> str:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0]
     return f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def worker_pids(service: uuid.UUID | str | None = None) -> list[int]:
+    """The engine workers this test process started (for ``service`` alone if given), found
+    by their command line (the service's id is in their socket's and data's paths)."""
+    me = str(os.getpid()).encode()
+    wanted = uuid.UUID(str(service)).hex.encode() if service is not None else b""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes()
+            parent = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+        if parent == me and b"keyhouse.engine.worker" in command and wanted in command:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_engine_outlives_its_app() -> Iterator[None]:
+    """Whatever starts an engine stops it: one still running when the tests end was lost by
+    its app (it would hold its service's data; its process, never waited for, warns later
+    in whichever test runs then)."""
+    yield
+    left = worker_pids()
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"engine workers left running: {left}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -48,7 +48,8 @@ DESCRIPTION = (
 @asynccontextmanager
 async def _engines(state: AppState) -> AsyncIterator[None]:
     """Engines belong to the running app that started them, and stop with it; another app
-    serving the same state (tests do that) uses them as they are."""
+    serving the same state (tests do that) uses them, and their own event loop runs what it
+    asks of them."""
     if not state.settings.services_enabled or state.engines is not None:
         yield
         return

@@ -18,6 +18,7 @@ import pytest
 
 from keyhouse.engine.protocol import EngineError
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
+from tests.conftest import worker_pids
 
 
 async def _collect(supervisor: EngineSupervisor, service: uuid.UUID, **request: Any) -> bytes:
@@ -255,6 +256,36 @@ def test_a_worker_that_stops_answering_fails_its_query_instead_of_holding_it(
                 assert silent.value.code == 159
             finally:
                 os.kill(pid, signal.SIGCONT)
+            assert await _collect(supervisor, service, sql="SELECT 1") == b"1\n"
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
+
+
+def test_a_start_cancelled_while_the_engine_starts_leaves_no_engine_behind(
+    tmp_path: Path,
+) -> None:
+    """A start abandoned midway (the server stopping, or the caller's event loop ending) kills
+    the worker it spawned and waits for it: no engine runs on unknown to the supervisor."""
+
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path)
+        service = uuid.uuid4()
+        try:
+            starting = asyncio.create_task(supervisor.start(service))
+            for _ in range(500):
+                if worker_pids(service):
+                    break
+                await asyncio.sleep(0.01)
+            assert worker_pids(service), "the worker was not spawned"
+            assert not starting.done(), "the engine was ready before the start was cancelled"
+            starting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+            assert worker_pids(service) == []
+            assert not supervisor.running(service)
+            await supervisor.start(service)  # the data directory is free
             assert await _collect(supervisor, service, sql="SELECT 1") == b"1\n"
         finally:
             await supervisor.close()

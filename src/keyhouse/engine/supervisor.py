@@ -50,6 +50,14 @@ class _Worker:
     watcher: asyncio.Task[None] | None = None
 
 
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    """Kill a worker that never became ready and wait until it and its pipe are gone (a child
+    nobody waits for, or a pipe nobody closes, outlives the event loop that started it)."""
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    await process.communicate()
+
+
 class EngineSupervisor:
     def __init__(
         self,
@@ -123,11 +131,15 @@ class EngineSupervisor:
             assert process.stdout is not None  # noqa: S101 (stdout=PIPE above)
             line = await asyncio.wait_for(process.stdout.readline(), self.start_timeout)
         except TimeoutError:
-            process.kill()
-            await process.wait()
+            await _reap(process)
             raise EngineUnavailable("the engine did not start in time") from None
+        except BaseException:
+            # Cancelled while it starts (the server stopping, the caller's loop ending): an
+            # engine nobody knows of must not run on, holding the service's data directory.
+            await _reap(process)
+            raise
         if not line.startswith(b"ready "):
-            await process.wait()
+            await _reap(process)
             raise EngineUnavailable(f"the engine exited while starting ({process.returncode})")
         version = line.decode().split(" ", 1)[1].strip()
         log.info("engine for service %s started (pid %s, %s)", service_id, process.pid, version)

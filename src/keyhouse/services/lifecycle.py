@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from keyhouse.state import AppState
 
 log = logging.getLogger("keyhouse.services")
+
+T = TypeVar("T")
 
 COMING_UP = frozenset({"provisioning", "starting", "awaking"})
 IDLE_CHECK_SECONDS = 30.0
@@ -56,11 +58,42 @@ class Engines:
         self._last_used: dict[uuid.UUID, float] = {}
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
         self._loops: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by open()
+
+    # --- the engines' event loop ------------------------------------------------------
+    # Engines live on the loop of the app that opened them: their processes, listeners and
+    # background tasks belong to it and end with it. A served process has one loop; another
+    # app over the same state (tests serve one state from several clients, each on its own
+    # loop, which may end before the work it asked for) hands its work over to that loop.
+
+    def _elsewhere(self) -> asyncio.AbstractEventLoop | None:
+        """The engines' loop when the caller runs on another one; None when they are the same
+        (or the engines are not open)."""
+        loop = self._loop
+        return None if loop is None or loop is asyncio.get_running_loop() else loop
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        loop = self._elsewhere()
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._spawn, work)
+            except RuntimeError:  # the engines' loop has ended, and the engines with it
+                work.close()
+            return
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _on_engines_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        loop = self._elsewhere()
+        if loop is None:
+            return await work
+        try:
+            future = asyncio.run_coroutine_threadsafe(work, loop)
+        except RuntimeError:  # the engines' loop has ended, and the engines with it
+            work.close()
+            raise _not_running() from None
+        return await asyncio.wrap_future(future)
 
     async def _set(self, service_id: uuid.UUID, state: str, **changes: Any) -> bool:
         return await run_in_transaction(
@@ -70,11 +103,14 @@ class Engines:
     # --- transitions --------------------------------------------------------------------
 
     def start_soon(self, service_id: uuid.UUID) -> None:
-        self._spawn(self.bring_up(service_id))
+        self._spawn(self._bring_up(service_id))
 
     async def bring_up(self, service_id: uuid.UUID) -> bool:
         """Start the engine (or reach the attached server) and mark the service running;
         False (and ``failed``) if it can't."""
+        return await self._on_engines_loop(self._bring_up(service_id))
+
+    async def _bring_up(self, service_id: uuid.UUID) -> bool:
         try:
             version = await self._start(service_id)
         except (EngineUnavailable, EngineError, OSError) as error:
@@ -242,6 +278,7 @@ class Engines:
     async def open(self) -> None:
         """Start reconciling the database with reality (retried while the database is away,
         never holding up the server's start), and the idle reaper."""
+        self._loop = asyncio.get_running_loop()
         self._loops = [
             asyncio.create_task(self._reconcile_until_done()),
             asyncio.create_task(self._reap_idle()),
