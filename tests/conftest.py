@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -35,6 +36,13 @@ POSTGRES_ADMIN_DSN = os.environ.get("KEYHOUSE_TEST_POSTGRES", "postgresql://127.
 REDIS_URL = os.environ.get("KEYHOUSE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PEPPER = "test-pepper-not-secret"
 BACKENDS = ["sqlite", "postgresql"]
+
+# Property tests check what holds, not how fast: no per-example deadline, and no failing on a
+# slow data generation (the machine's load, not the code, decides those on a 2-core runner).
+hypothesis.settings.register_profile(
+    "keyhouse", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("keyhouse")
 
 
 def _postgres_database(worker: str) -> str:
