@@ -23,13 +23,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from keyhouse.engine import protocol
 from keyhouse.engine.protocol import EngineError, silent_engine
 from keyhouse.engine.protocol import answer_timeout as default_answer_timeout
 
 log = logging.getLogger("keyhouse.engine")
+
+_T = TypeVar("_T")
 
 FailedCallback = Callable[[uuid.UUID, str], Awaitable[None]]
 
@@ -234,11 +236,7 @@ class EngineSupervisor:
                 try:
                     with contextlib.suppress(OSError):  # the engine stopped reading: see why
                         await _send_data(writer, data, answer)
-                    try:
-                        async with asyncio.timeout(self.answer_timeout):
-                            kind, payload = await answer
-                    except TimeoutError:
-                        raise silent_engine(self.answer_timeout) from None
+                    kind, payload = await _answered_within(answer, self.answer_timeout)
                 finally:
                     if not answer.done():
                         answer.cancel()
@@ -316,12 +314,21 @@ async def _send_data(
 
 
 async def _read_frame(reader: asyncio.StreamReader, timeout: float | None) -> tuple[bytes, bytes]:
-    """The worker's next frame; ``EngineError`` (TIMEOUT_EXCEEDED) after ``timeout`` seconds of
-    silence (None: no limit), and the caller then closes the connection (the worker cancels
-    what it ran)."""
+    """The worker's next frame, within ``timeout`` seconds of silence (None: no limit); the
+    caller then closes the connection (the worker cancels what it ran)."""
+    return await _answered_within(_next_frame(reader), timeout)
+
+
+async def _next_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
+    return kind, await reader.readexactly(length)
+
+
+async def _answered_within(answer: Awaitable[_T], timeout: float | None) -> _T:
+    """``answer``, or ``EngineError`` (TIMEOUT_EXCEEDED) once the engine was silent for
+    ``timeout`` seconds (None: no limit)."""
     try:
         async with asyncio.timeout(timeout):
-            kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
-            return kind, await reader.readexactly(length)
+            return await answer
     except TimeoutError:
         raise silent_engine(timeout or 0.0) from None
