@@ -34,6 +34,14 @@ def _run(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
+async def _until(condition: Callable[[], object], seconds: float = 30, step: float = 0.1) -> None:
+    for _ in range(int(seconds / step)):
+        if condition():
+            return
+        await asyncio.sleep(step)
+    raise AssertionError("condition not reached")
+
+
 def _with_one_service(
     tmp_path: Path, scenario: Callable[[EngineSupervisor, uuid.UUID], Awaitable[None]]
 ) -> None:
@@ -206,13 +214,6 @@ def test_a_crashed_worker_restarts_and_one_that_keeps_crashing_is_given_up(tmp_p
     async def on_failed(service_id: uuid.UUID, _why: str) -> None:
         failed.append(service_id)
 
-    async def wait_for(condition: Any, seconds: float = 30) -> None:
-        for _ in range(int(seconds * 10)):
-            if condition():
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError("condition not reached")
-
     async def scenario() -> None:
         supervisor = EngineSupervisor(tmp_path, max_restarts=1, on_failed=on_failed)
         service = uuid.uuid4()
@@ -220,7 +221,7 @@ def test_a_crashed_worker_restarts_and_one_that_keeps_crashing_is_given_up(tmp_p
             await supervisor.start(service)
             first = supervisor._workers[service].process.pid
             os.kill(first, signal.SIGKILL)
-            await wait_for(
+            await _until(
                 lambda: (
                     supervisor.running(service)
                     and supervisor._workers[service].process.pid != first
@@ -228,7 +229,7 @@ def test_a_crashed_worker_restarts_and_one_that_keeps_crashing_is_given_up(tmp_p
             )
             assert await _collect(supervisor, service, sql="SELECT 1") == b"1\n"
             os.kill(supervisor._workers[service].process.pid, signal.SIGKILL)
-            await wait_for(lambda: failed == [service])
+            await _until(lambda: failed == [service])
             assert not supervisor.running(service)
         finally:
             await supervisor.close()
@@ -274,11 +275,7 @@ def test_a_start_cancelled_while_the_engine_starts_leaves_no_engine_behind(
         service = uuid.uuid4()
         try:
             starting = asyncio.create_task(supervisor.start(service))
-            for _ in range(500):
-                if worker_pids(service):
-                    break
-                await asyncio.sleep(0.01)
-            assert worker_pids(service), "the worker was not spawned"
+            await _until(lambda: worker_pids(service), seconds=5, step=0.01)
             assert not starting.done(), "the engine was ready before the start was cancelled"
             starting.cancel()
             with pytest.raises(asyncio.CancelledError):
