@@ -7,7 +7,7 @@ PORT ?= 8000
 DATA := data
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test lint bench clean browser
+.PHONY: install run test lint bench clean browser sandbox
 
 $(BIN)/keyhouse: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ $(BIN)/keyhouse: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(BIN)/keyhouse
 
-install: $(BIN)/keyhouse
+# Engines run in bubblewrap's sandbox (README: Security); Debian's package, installed when missing.
+sandbox:
+	@command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap)
+
+install: $(BIN)/keyhouse sandbox
 
 run: install
 	@mkdir -p $(DATA)

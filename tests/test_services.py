@@ -402,7 +402,7 @@ def test_a_killed_worker_comes_back_with_its_data_while_the_api_answers(
     engines = state.engines
     assert engines is not None
     worker = engines.supervisor._workers[uuid.UUID(sid)]
-    os.kill(worker.process.pid, signal.SIGKILL)
+    os.kill(worker.pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
     answer = None
     while time.monotonic() < deadline:
@@ -416,7 +416,7 @@ def test_a_killed_worker_comes_back_with_its_data_while_the_api_answers(
         time.sleep(0.2)
     assert answer is not None
     assert answer.text == "9\n"
-    assert engines.supervisor._workers[uuid.UUID(sid)].process.pid != worker.process.pid
+    assert engines.supervisor._workers[uuid.UUID(sid)].pid != worker.pid
     assert (
         client.get(org.url(f"/services/{sid}"), auth=org.auth).json()["result"]["state"]
         == "running"

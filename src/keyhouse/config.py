@@ -8,7 +8,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # process owns the engines; a server run with several processes turns services off.
     data_dir: Path = Path("./data")
     services_enabled: bool = True
+    # Every engine runs in an operating-system sandbox (keyhouse.engine.sandbox): "bubblewrap",
+    # or "off" (unsafe: an engine then reaches whatever the server can; development only).
+    engine_sandbox: Literal["bubblewrap", "off"] = "bubblewrap"
+    # The unprivileged uid/gid engines run under when Keyhouse runs as root.
+    engine_uid: int = Field(default=65534, ge=1, le=2**32 - 2)
+    engine_gid: int = Field(default=65534, ge=1, le=2**32 - 2)
     # Labels for the cloud-only fields of a service created without them (stored and echoed).
     service_default_provider: str = "aws"
     service_default_region: str = "us-east-1"

@@ -219,16 +219,13 @@ def test_a_crashed_worker_restarts_and_one_that_keeps_crashing_is_given_up(tmp_p
         service = uuid.uuid4()
         try:
             await supervisor.start(service)
-            first = supervisor._workers[service].process.pid
+            first = supervisor._workers[service].pid
             os.kill(first, signal.SIGKILL)
             await _until(
-                lambda: (
-                    supervisor.running(service)
-                    and supervisor._workers[service].process.pid != first
-                )
+                lambda: supervisor.running(service) and supervisor._workers[service].pid != first
             )
             assert await _collect(supervisor, service, sql="SELECT 1") == b"1\n"
-            os.kill(supervisor._workers[service].process.pid, signal.SIGKILL)
+            os.kill(supervisor._workers[service].pid, signal.SIGKILL)
             await _until(lambda: failed == [service])
             assert not supervisor.running(service)
         finally:
@@ -249,7 +246,7 @@ def test_a_worker_that_stops_answering_fails_its_query_instead_of_holding_it(
         service = uuid.uuid4()
         try:
             await supervisor.start(service)
-            pid = supervisor._workers[service].process.pid
+            pid = supervisor._workers[service].pid
             os.kill(pid, signal.SIGSTOP)
             try:
                 with pytest.raises(EngineError) as silent:
@@ -317,7 +314,7 @@ def test_a_worker_whose_server_dies_exits_and_frees_its_data(tmp_path: Path) -> 
         "async def main():\n"
         f"    s = EngineSupervisor(pathlib.Path({str(tmp_path)!r}))\n"
         f"    await s.start(uuid.UUID({str(uuid.UUID(int=7))!r}))\n"
-        "    print(list(s._workers.values())[0].process.pid, flush=True)\n"
+        "    print(list(s._workers.values())[0].pid, flush=True)\n"
         "    await asyncio.sleep(3600)\n"
         "asyncio.run(main())\n"
     )

@@ -26,7 +26,7 @@ for that session instead, used by one request at a time. ``limits`` (the operato
 service's memory cap) open the handle (in its connection string; a session's handle has them
 set again), then the caller's ``settings`` are set, then the database ``roles`` (``SET ROLE``)
 and ``readonly``, so the query cannot undo them. An engine starts with the operator's limits as
-constraints (``--limits``), so neither ``SET`` nor a query's ``SETTINGS`` lifts them.
+constraints (in its configuration), so neither ``SET`` nor a query's ``SETTINGS`` lifts them.
 """
 
 from __future__ import annotations

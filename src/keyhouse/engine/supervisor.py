@@ -2,7 +2,8 @@
 owns its workers.
 
 It starts a worker (a fresh ``python -m keyhouse.engine.worker`` interpreter: never a fork of
-this process, which never imports chDB), waits for its ``ready`` line, stops it (SIGTERM, then
+this process, which never imports chDB) inside the operating-system sandbox
+(``keyhouse.engine.sandbox``), waits for its ``ready`` line, stops it (SIGTERM, then
 SIGKILL after a grace period), and restarts it with back-off when it dies unasked. A worker that
 dies ``max_restarts`` times within ``restart_window`` seconds is given up on, and ``on_failed``
 is told, so the service can be marked ``failed``. A worker that dies cannot take the API process
@@ -13,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -28,6 +32,8 @@ from typing import Any, TypeVar
 from keyhouse.engine import protocol
 from keyhouse.engine.protocol import EngineError, silent_engine
 from keyhouse.engine.protocol import answer_timeout as default_answer_timeout
+from keyhouse.engine.sandbox import Sandbox, SandboxUnavailable, environment
+from keyhouse.engine.worker import engine_config
 
 log = logging.getLogger("keyhouse.engine")
 
@@ -47,17 +53,19 @@ class _Worker:
     socket_path: Path
     process: asyncio.subprocess.Process
     version: str
+    pid: int  # the worker's own (in a sandbox, ``process`` is bubblewrap's)
     stopping: bool = False
     crashes: list[float] = field(default_factory=list)
     watcher: asyncio.Task[None] | None = None
 
 
-async def _reap(process: asyncio.subprocess.Process) -> None:
+async def _reap(process: asyncio.subprocess.Process, pid: Awaitable[int]) -> None:
     """Kill a worker that never became ready and wait until it and its pipe are gone (a child
     nobody waits for, or a pipe nobody closes, outlives the event loop that started it)."""
     with contextlib.suppress(ProcessLookupError):
         process.kill()
     await process.communicate()
+    await _gone(await pid)
 
 
 class EngineSupervisor:
@@ -72,8 +80,10 @@ class EngineSupervisor:
         on_failed: FailedCallback | None = None,
         limits: dict[str, int | str] | None = None,
         answer_timeout: float | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.sandbox = sandbox if sandbox is not None else Sandbox()
         # The operator's limits: each engine starts with them as defaults and constraints.
         self.limits = dict(limits or {})
         # Each frame of an answer is waited for this long at most (an engine that hangs).
@@ -112,43 +122,87 @@ class EngineSupervisor:
             return worker.version
 
     async def _spawn(self, service_id: uuid.UUID, crashes: list[float]) -> _Worker:
-        data_path = self.data_path(service_id)
-        data_path.mkdir(parents=True, exist_ok=True)
-        socket_path = self._sockets / f"{service_id.hex}.sock"
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "keyhouse.engine.worker",
-            "--path",
-            str(data_path),
-            "--socket",
-            str(socket_path),
-            "--limits",
-            json.dumps(self.limits),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C to the server is not delivered to engines twice
-        )
         try:
+            self.sandbox.check(self.data_dir)
+        except SandboxUnavailable as error:
+            raise EngineUnavailable(str(error)) from None
+        data_path = self.data_path(service_id)
+        # The worker's own directory (its socket) and its configuration (read-only to it: an
+        # engine reloads its users file when it changes).
+        channel = self._sockets / service_id.hex
+        config = engine_config(self._sockets / f"{service_id.hex}.config", self.limits)
+        await asyncio.to_thread(self.sandbox.prepare, data_path, channel)
+        await _unlocked(data_path)
+        socket_path = channel / "engine.sock"
+        argv = [sys.executable, "-I", "-m", "keyhouse.engine.worker"]
+        argv += ["--path", str(data_path), "--socket", str(socket_path), "--config", str(config)]
+        process, child = await self._launch(argv, data_path, channel, config)
+        try:
+            pid = await asyncio.shield(child)
             assert process.stdout is not None  # noqa: S101 (stdout=PIPE above)
             line = await asyncio.wait_for(process.stdout.readline(), self.start_timeout)
         except TimeoutError:
-            await _reap(process)
+            await _reap(process, child)
             raise EngineUnavailable("the engine did not start in time") from None
         except BaseException:
             # Cancelled while it starts (the server stopping, the caller's loop ending): an
             # engine nobody knows of must not run on, holding the service's data directory.
-            await _reap(process)
+            await _reap(process, child)
             raise
         if not line.startswith(b"ready "):
-            await _reap(process)
+            await _reap(process, child)
             raise EngineUnavailable(f"the engine exited while starting ({process.returncode})")
         version = line.decode().split(" ", 1)[1].strip()
-        log.info("engine for service %s started (pid %s, %s)", service_id, process.pid, version)
-        return _Worker(service_id, data_path, socket_path, process, version, crashes=crashes)
+        log.info("engine for service %s started (pid %s, %s)", service_id, pid, version)
+        return _Worker(service_id, data_path, socket_path, process, version, pid, crashes=crashes)
+
+    async def _launch(
+        self, argv: list[str], data_path: Path, channel: Path, config: Path
+    ) -> tuple[asyncio.subprocess.Process, asyncio.Future[int]]:
+        """Start ``argv`` in the sandbox; the process (bubblewrap's, in a sandbox) and a future
+        of the worker's own PID (bubblewrap writes it to a pipe, which it closes also when it
+        fails, so the thread reading it always ends)."""
+        sandboxed = self.sandbox.enabled
+        info_read, info_write = os.pipe() if sandboxed else (-1, -1)
+        try:
+            command = self.sandbox.command(
+                argv,
+                writable=[data_path, channel],
+                readable=[config.parent],
+                info_fd=info_write if sandboxed else None,
+            )
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.PIPE,  # the worker's lifeline: it exits at its end
+                stdout=asyncio.subprocess.PIPE,
+                env=environment(),
+                pass_fds=(info_write,) if sandboxed else (),
+                start_new_session=True,  # a Ctrl-C to the server is not delivered to engines twice
+            )
+        except BaseException:
+            if sandboxed:
+                os.close(info_read)
+            raise
+        finally:
+            if sandboxed:
+                os.close(info_write)
+        child: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if not sandboxed:
+            child.set_result(process.pid)
+            return process, child
+
+        def read() -> int:
+            try:
+                return _child_pid(info_read) or process.pid
+            finally:
+                os.close(info_read)
+
+        return process, asyncio.ensure_future(asyncio.to_thread(read))
 
     async def _watch(self, worker: _Worker) -> None:
         code = await worker.process.wait()
+        _close_lifeline(worker.process)  # bubblewrap killed: its worker ends with its lifeline
+        await _gone(worker.pid)
         if worker.stopping or self._closing:
             return
         now = time.monotonic()
@@ -178,12 +232,16 @@ class EngineSupervisor:
                 return
             worker.stopping = True
             if worker.process.returncode is None:
-                worker.process.terminate()
+                # The worker itself (bubblewrap would die at once and take it down unasked).
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
                 try:
                     await asyncio.wait_for(worker.process.wait(), self.stop_grace)
                 except TimeoutError:
                     worker.process.kill()
                     await worker.process.wait()
+            _close_lifeline(worker.process)
+            await _gone(worker.pid)
             if worker.watcher is not None and worker.watcher is not asyncio.current_task():
                 # Never wait for a watcher while holding the lock: one that is restarting the
                 # worker waits for this very lock. It has nothing left to do: cancel it.
@@ -192,6 +250,7 @@ class EngineSupervisor:
                     await worker.watcher
             with contextlib.suppress(FileNotFoundError):
                 worker.socket_path.unlink()
+            await asyncio.to_thread(shutil.rmtree, worker.socket_path.parent, True)
             log.info("engine for service %s stopped", service_id)
 
     async def remove_data(self, service_id: uuid.UUID) -> None:
@@ -296,6 +355,52 @@ class EngineSupervisor:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def _close_lifeline(process: asyncio.subprocess.Process) -> None:
+    if process.stdin is not None:
+        process.stdin.close()
+
+
+async def _unlocked(data_path: Path, seconds: float = 10) -> None:
+    """Wait (a while) until no engine holds the service's data directory (ClickHouse's lock on
+    its ``status`` file): a worker killed a moment ago may still be exiting."""
+    status = data_path / "status"
+    for _ in range(int(seconds / 0.05)):
+        try:
+            with status.open("rb") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except FileNotFoundError:
+            return
+        except BlockingIOError:
+            await asyncio.sleep(0.05)
+            continue
+        return
+
+
+async def _gone(pid: int, seconds: float = 10) -> None:
+    """Wait until process ``pid`` has exited (a sandboxed worker is bubblewrap's child, not
+    ours: when bubblewrap dies first, the kernel kills the worker, which takes a moment to
+    release its memory and the data directory's lock)."""
+    for _ in range(int(seconds / 0.02)):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            return
+        if stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"]:
+            return
+        await asyncio.sleep(0.02)
+
+
+def _child_pid(info: int) -> int | None:
+    """The worker's PID from bubblewrap's ``--info-fd`` JSON (None if bubblewrap failed)."""
+    data = b""
+    while chunk := os.read(info, 4096):
+        data += chunk
+    try:
+        return int(json.loads(data)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 async def _send_data(

@@ -1,11 +1,12 @@
 """A service's engine worker: one process holding one chDB engine on one data directory.
 
-Started by the supervisor as ``python -m keyhouse.engine.worker --path DIR --socket SOCK``
-(a fresh interpreter: chDB is never loaded into a process that forks, nor into the API
-process). It prints one line ``ready <version>`` on stdout once the engine answers, then serves
-the protocol of ``keyhouse.engine.protocol`` on the Unix socket until it is terminated.
+Started by the supervisor as ``python -I -m keyhouse.engine.worker --path DIR --socket SOCK
+--config FILE`` in the engine sandbox (a fresh interpreter: chDB is never loaded into a process
+that forks, nor into the API process). It prints one line ``ready <version>`` on stdout once
+the engine answers, then serves the protocol of ``keyhouse.engine.protocol`` on the Unix socket
+until it is terminated or its standard input (a pipe from the supervisor) ends.
 
-The engine starts with a users configuration Keyhouse writes beside the socket: the ``default``
+The engine starts with a configuration the supervisor writes (``engine_config``): the ``default``
 user holds its privileges only through roles (``kh_admin``, all privileges, is its default), so
 that ``SET ROLE`` on one handle restricts that handle alone. chDB fixes users and roles when the
 engine starts (SQL access management needs a writable access storage it does not have), so the
@@ -70,12 +71,17 @@ def engine_config(directory: Path, limits: dict[str, int | str] | None = None) -
         "<quotas><default/></quotas>"
         "</clickhouse>"
     )
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Readable by the engine's own uid (a sandboxed worker's, bound read-only: an engine reloads
+    # a users file that changes, and must not be able to rewrite its own roles); nothing secret.
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    directory.chmod(0o755)
     (directory / "users.xml").write_text(users)
     config = directory / "config.xml"
     config.write_text(
         f"<clickhouse><users_config>{directory / 'users.xml'}</users_config></clickhouse>"
     )
+    for path in (config, directory / "users.xml"):
+        path.chmod(0o644)
     return config
 
 
@@ -386,13 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keyhouse-engine-worker")
     parser.add_argument("--path", required=True, help="the service's data directory")
     parser.add_argument("--socket", required=True, help="the Unix socket to serve on")
-    parser.add_argument("--limits", default="{}", help="the operator's limits, as JSON")
+    parser.add_argument("--config", required=True, help="the engine's config (engine_config)")
     args = parser.parse_args(argv)
 
     import chdb
 
-    Path(args.path).mkdir(parents=True, exist_ok=True)
-    config = engine_config(Path(args.socket + ".d"), json.loads(args.limits))
+    config = args.config
     address = f"file:{Path(args.path).resolve()}?config-file={config}"
     engine = chdb.connect(address)  # type: ignore[no-untyped-call]  # holds the engine (and its directory lock) open
     version = engine.query("SELECT version()", "TabSeparated").bytes().decode().strip()
@@ -406,16 +411,23 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    parent = os.getppid()
 
-    def orphaned() -> None:
-        # The supervisor died without stopping us (kill -9): free the data directory's lock
-        # so that the next server can start this service again.
-        while os.getppid() == parent:
+    def expire_sessions() -> None:
+        while True:
             time.sleep(1)
             server.expire_sessions()
+
+    def orphaned() -> None:
+        # Standard input is a pipe only the supervisor writes to: its end comes when the
+        # supervisor closes it or dies (kill -9 included). Free the data directory's lock then,
+        # so that the next server can start this service again. (In the sandbox the parent is
+        # out of sight, and the kernel's parent-death signal does not survive the uid switch.)
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):  # the raw descriptor: a buffered reader's lock would hold
+                pass  # the interpreter's exit while this thread waits
         server.shutdown()
 
+    threading.Thread(target=expire_sessions, daemon=True).start()
     threading.Thread(target=orphaned, daemon=True).start()
     sys.stdout.write(f"ready {version}\n")
     sys.stdout.flush()

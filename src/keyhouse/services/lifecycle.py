@@ -26,6 +26,7 @@ from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.clickhouse_http.tls import ca_path
 from keyhouse.config import Settings
 from keyhouse.engine.protocol import EngineError, answer_timeout
+from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
 from keyhouse.models import Service
@@ -46,8 +47,16 @@ IDLE_CHECK_SECONDS = 30.0
 class Engines:
     def __init__(self, state: AppState, *, idle_check_seconds: float = IDLE_CHECK_SECONDS) -> None:
         self.state = state
+        settings = state.settings
         self.supervisor = EngineSupervisor(
-            state.settings.data_dir, on_failed=self._failed, limits=operator_limits(state.settings)
+            settings.data_dir,
+            on_failed=self._failed,
+            limits=operator_limits(settings),
+            sandbox=Sandbox(
+                enabled=settings.engine_sandbox != "off",
+                uid=settings.engine_uid,
+                gid=settings.engine_gid,
+            ),
         )
         # Each running (or idle) service's ClickHouse HTTP interface.
         self.listeners = Listeners(state, self)
@@ -279,6 +288,18 @@ class Engines:
         """Start reconciling the database with reality (retried while the database is away,
         never holding up the server's start), and the idle reaper."""
         self._loop = asyncio.get_running_loop()
+        sandbox = self.supervisor.sandbox
+        if not sandbox.enabled:
+            log.warning(
+                "engines run WITHOUT a sandbox (%s): SQL on a service reaches whatever this "
+                "server can (files, the database, the network); for development only",
+                OFF_SETTING,
+            )
+        else:
+            try:
+                sandbox.check(self.state.settings.data_dir)
+            except SandboxUnavailable as error:
+                log.error("no engine can start: %s", error)
         self._loops = [
             asyncio.create_task(self._reconcile_until_done()),
             asyncio.create_task(self._reap_idle()),
