@@ -63,7 +63,8 @@ async def _reap(process: asyncio.subprocess.Process, pid: Awaitable[int]) -> Non
     """Kill a worker that never became ready and wait until it and its pipe are gone (a child
     nobody waits for, or a pipe nobody closes, outlives the event loop that started it)."""
     with contextlib.suppress(ProcessLookupError):
-        process.kill()
+        process.kill()  # first: bubblewrap then ends the pipe the worker's PID comes by
+    _kill(process, await pid)
     await process.communicate()
     await _gone(await pid)
 
@@ -238,7 +239,7 @@ class EngineSupervisor:
                 try:
                     await asyncio.wait_for(worker.process.wait(), self.stop_grace)
                 except TimeoutError:
-                    worker.process.kill()
+                    _kill(worker.process, worker.pid)
                     await worker.process.wait()
             _close_lifeline(worker.process)
             await _gone(worker.pid)
@@ -355,6 +356,17 @@ class EngineSupervisor:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def _kill(process: asyncio.subprocess.Process, pid: int) -> None:
+    """SIGKILL the worker itself and bubblewrap (the kernel's parent-death signal does not
+    survive the worker's uid switch)."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    with contextlib.suppress(OSError):  # a PID that is gone, or by now another program's
+        if b"keyhouse.engine.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
 
 
 def _close_lifeline(process: asyncio.subprocess.Process) -> None:

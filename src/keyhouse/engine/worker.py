@@ -38,14 +38,36 @@ _CODE = re.compile(r"Code:\s*(\d+)")
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ADMIN_ROLE = "kh_admin"
+# Defence in depth behind the sandbox (which is the boundary: grants cannot govern INTO OUTFILE,
+# and revoking FILE breaks MergeTree): a service has no outbound network, so no role may use a
+# source or a table engine that reaches out (refused at once with ACCESS_DENIED, instead of
+# connection retries that outlive max_execution_time), nor run programs. Dictionaries with
+# external sources obey no grant: only the sandbox stops them.
+REMOTE_SOURCES = (
+    "URL, REMOTE, MONGO, REDIS, MYSQL, POSTGRES, SQLITE, ODBC, JDBC, HDFS, S3, HIVE, AZURE, "
+    "KAFKA, NATS, RABBITMQ"
+)
+REMOTE_TABLE_ENGINES = (
+    "AzureBlobStorage", "AzureQueue", "BigQuery", "COSN", "DeltaLake", "DeltaLakeAzure",
+    "DeltaLakeLocal", "DeltaLakeS3", "Distributed", "Executable", "ExecutablePool", "File",
+    "FileLog", "GCS", "HDFS", "Hudi", "Iceberg", "IcebergAzure", "IcebergHDFS", "IcebergLocal",
+    "IcebergS3", "JDBC", "Kafka", "KeeperMap", "MaterializedPostgreSQL", "MongoDB", "MySQL",
+    "ODBC", "OSS", "Paimon", "PaimonAzure", "PaimonHDFS", "PaimonLocal", "PaimonS3",
+    "PostgreSQL", "Redis", "Remote", "RemoteSecure", "S3", "S3Queue", "SQLite", "URL",
+    "YTsaurus",
+)  # fmt: skip
+_CONTAINED = [f"REVOKE {REMOTE_SOURCES} ON *.*"] + [
+    f"REVOKE TABLE ENGINE ON {engine}" for engine in REMOTE_TABLE_ENGINES
+]
 # The database roles of an embedded engine: name -> its grants.
 DATABASE_ROLES = {
-    ADMIN_ROLE: "GRANT ALL ON *.* WITH GRANT OPTION",
-    "default_role": "GRANT ALL ON *.*",
-    "sql_console_admin": "GRANT ALL ON *.*",
-    "sql_console_read_only": "GRANT SELECT, SHOW ON *.*",
+    ADMIN_ROLE: ["GRANT ALL ON *.* WITH GRANT OPTION", *_CONTAINED],
+    "default_role": ["GRANT ALL ON *.*", *_CONTAINED],
+    "sql_console_admin": ["GRANT ALL ON *.*", *_CONTAINED],
+    "sql_console_read_only": ["GRANT SELECT, SHOW ON *.*"],
 }
 SESSION_TIMEOUT = 60.0
+CLOSE_SECONDS = 3.0
 MAX_SESSION_TIMEOUT = 3600.0
 
 
@@ -59,8 +81,9 @@ def engine_config(directory: Path, limits: dict[str, int | str] | None = None) -
     ``directory``. Each numeric limit is the default and a constraint (1 to the limit; 0 is no
     limit): neither ``SET`` nor a query's ``SETTINGS`` clause can lift it, only lower it."""
     roles = "".join(
-        f"<{name}><grants><query>{grant}</query></grants></{name}>"
-        for name, grant in DATABASE_ROLES.items()
+        f"<{name}><grants>{''.join(f'<query>{query}</query>' for query in queries)}</grants>"
+        f"</{name}>"
+        for name, queries in DATABASE_ROLES.items()
     )
     users = (
         "<clickhouse><users><default><password></password><networks><ip>::1</ip>"
@@ -78,7 +101,9 @@ def engine_config(directory: Path, limits: dict[str, int | str] | None = None) -
     (directory / "users.xml").write_text(users)
     config = directory / "config.xml"
     config.write_text(
-        f"<clickhouse><users_config>{directory / 'users.xml'}</users_config></clickhouse>"
+        f"<clickhouse><users_config>{directory / 'users.xml'}</users_config>"
+        "<access_control_improvements><table_engines_require_grant>true"
+        "</table_engines_require_grant></access_control_improvements></clickhouse>"
     )
     for path in (config, directory / "users.xml"):
         path.chmod(0o644)
@@ -439,7 +464,14 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-        engine.close()
+        # Closing waits for the engine's background work; some of it retries for long (a
+        # dictionary loading from a source it cannot reach). Every acknowledged write is on
+        # disk already: past a few seconds, exit without it.
+        closing = threading.Thread(target=engine.close, daemon=True)
+        closing.start()
+        closing.join(CLOSE_SECONDS)
+        if closing.is_alive():
+            os._exit(0)
     return 0
 
 

@@ -1,0 +1,109 @@
+"""The engine sandbox: a worker runs under bubblewrap, alone in its namespaces, with no
+network, no capabilities and (when Keyhouse is root) its own unprivileged uid; no engine starts
+unconfined when the sandbox cannot be set up."""
+
+# ruff: noqa: S608 (SQL built from test paths is what these tests send)
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
+from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
+from tests.engine.test_supervisor import _collect, _run, _with_one_service
+
+
+def test_a_worker_is_alone_unprivileged_and_offline(tmp_path: Path) -> None:
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        async def lines(path: str) -> list[str]:
+            sql = f"SELECT * FROM file('{path}', 'LineAsString')"
+            answer = await _collect(supervisor, service, sql=sql, format="TSVRaw")
+            return answer.decode().splitlines()
+
+        status = dict(line.split(":", 1) for line in await lines("/proc/self/status"))
+        if os.geteuid() == 0:
+            assert status["Uid"].split() == ["65534"] * 4
+            assert status["Gid"].split() == ["65534"] * 4
+        assert int(status["CapEff"], 16) == 0
+        assert int(status["CapBnd"], 16) == 0 or os.geteuid() != 0
+        assert status["NoNewPrivs"].strip() == "1"
+        # Its own PID and network namespaces.
+        assert status["NSpid"].split() == ["1"]  # PID 1 of a namespace of its own
+        interfaces = [line.split(":")[0].strip() for line in (await lines("/proc/net/dev"))[2:]]
+        assert interfaces == ["lo"]
+        assert await lines("/proc/self/environ") != []  # its own, clean environment:
+        assert "KEYHOUSE" not in (await lines("/proc/self/environ"))[0]
+
+    _with_one_service(tmp_path, scenario)
+
+
+def test_the_service_directories_belong_to_the_engine_and_nobody_else(tmp_path: Path) -> None:
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        data = supervisor.data_path(service)
+        assert data.stat().st_mode & 0o777 == 0o700
+        if os.geteuid() == 0:
+            assert (data.stat().st_uid, data.stat().st_gid) == (65534, 65534)
+        created = "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a"
+        await _collect(supervisor, service, sql=created)
+
+    _with_one_service(tmp_path, scenario)
+
+
+def test_no_engine_starts_unconfined_when_bubblewrap_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path)
+        try:
+            with pytest.raises(EngineUnavailable) as refused:
+                await supervisor.start(uuid.uuid4())
+            assert OFF_SETTING in str(refused.value)
+            assert "bubblewrap" in str(refused.value)
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
+
+
+def test_a_data_directory_inside_the_runtime_is_refused(tmp_path: Path) -> None:
+    sandbox = Sandbox(runtime=(tmp_path,))
+    with pytest.raises(SandboxUnavailable) as refused:
+        sandbox.check(tmp_path / "data")
+    assert "KEYHOUSE_DATA_DIR" in str(refused.value)
+
+
+def test_the_sandbox_binds_the_runtime_read_only_and_the_service_read_write() -> None:
+    sandbox = Sandbox(runtime=(Path("/opt/python"),))
+    command = sandbox.command(
+        ["python", "-m", "keyhouse.engine.worker"], writable=[Path("/srv/data/services/x")]
+    )
+    pairs = list(zip(command, command[1:], strict=False))
+    assert ("--ro-bind", "/opt/python") in pairs
+    assert ("--bind", "/srv/data/services/x") in pairs
+    assert not any(option == "--bind" and path == "/srv/data" for option, path in pairs)
+    for isolated in ("--unshare-net", "--unshare-pid", "--clearenv", "--die-with-parent"):
+        assert isolated in command
+    assert command[-3:] == ["python", "-m", "keyhouse.engine.worker"]
+    assert Sandbox(enabled=False).command(["python"], writable=[]) == ["python"]
+
+
+def test_a_worker_without_the_sandbox_still_serves(tmp_path: Path) -> None:
+    """KEYHOUSE_ENGINE_SANDBOX=off (development only) runs the same worker unconfined."""
+
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path, sandbox=Sandbox(enabled=False))
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            assert await _collect(supervisor, service, sql="SELECT 1") == b"1\n"
+        finally:
+            await asyncio.shield(supervisor.close())
+
+    _run(scenario())
