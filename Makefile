@@ -22,7 +22,7 @@ sandbox:
 install: $(BIN)/keyhouse sandbox
 
 run: install
-	@mkdir -p $(DATA)
+	@mkdir -p -m 0700 $(DATA)
 	@if [ ! -f $(DATA)/keyhouse.db ]; then \
 		$(BIN)/keyhouse bootstrap --org-name "Demo organization" --email admin@example.com \
 			--name "Demo admin" --service "Demo service" --json | $(BIN)/python -m keyhouse.demo http://$(HOST):$(PORT); \

@@ -450,3 +450,37 @@ def test_cors_follows_the_query_endpoints_allowed_origins(client: TestClient, or
     refused = run(client, sid, org.auth, "SELECT 1", origin="https://evil.example")
     assert "access-control-allow-origin" not in refused.headers
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
+
+
+def test_an_organization_holds_at_most_its_service_quota(state: AppState, org: Org) -> None:
+    """Services per organization (``KEYHOUSE_MAX_SERVICES_PER_ORGANIZATION``, default 10):
+    each runs an engine with its memory and disk on this host; the next create is a 409."""
+    from keyhouse.api.errors import Conflict
+    from keyhouse.auth.principal import system_principal
+    from keyhouse.config import Settings
+    from keyhouse.services import service as services
+    from keyhouse.services.schemas import ServicePostRequest
+
+    assert Settings.model_fields["max_services_per_organization"].default == 10
+    quota = state.settings.model_copy(update={"max_services_per_organization": 2})
+    defaults = services.ServiceDefaults.from_settings(quota)
+    admin = system_principal(org.id, "test")
+    with state.sessionmaker() as session:
+        for name in ("first", "second"):
+            services.create_service(
+                session,
+                admin,
+                ServicePostRequest(name=name),
+                pepper=state.pepper,
+                defaults=defaults,
+            )
+        with pytest.raises(Conflict) as refused:
+            services.create_service(
+                session,
+                admin,
+                ServicePostRequest(name="third"),
+                pepper=state.pepper,
+                defaults=defaults,
+            )
+        assert "services-per-organization" in refused.value.message
+        session.rollback()

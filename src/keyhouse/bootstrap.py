@@ -81,9 +81,7 @@ def bootstrap(
             assert key.key_secret is not None  # noqa: S101
             service_id = service_password = service_address = ca_file = None
             if service_name:
-                defaults = services.ServiceDefaults(
-                    settings.service_default_provider, settings.service_default_region
-                )
+                defaults = services.ServiceDefaults.from_settings(settings)
                 # Reachable from this machine only, until its IP access list is changed.
                 request = ServicePostRequest.model_validate(
                     {"name": service_name, "ipAccessList": LOCAL_ONLY}

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # Shared counters for several replicas; in-process memory when unset.
     redis_url: str | None = None
     max_keys_per_organization: int = Field(default=100, ge=1)
+    # Services an organization may hold (each runs an engine: memory and disk on this host).
+    max_services_per_organization: int = Field(default=10, ge=1)
     # Comma-separated in the environment ("10.0.0.0/8, 192.168.0.1"), or a JSON list.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Invitations: lifetime, and where the acceptance link points (default: the request's host).
@@ -132,7 +134,7 @@ class Settings(BaseSettings):
             return self.pepper.get_secret_value().encode()
         path = self.pepper_file
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(32))

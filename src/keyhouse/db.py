@@ -79,9 +79,7 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            from pathlib import Path
-
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(database)
         engine = create_engine(url, connect_args={"timeout": statement_timeout}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas(statement_timeout))
         return engine
@@ -96,6 +94,19 @@ def make_engine(
         "tcp_user_timeout": statement_ms,
     }
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **pool)
+
+
+def _private_file(database: str) -> None:
+    """The SQLite file readable by the server alone (0600; SQLite gives its -wal and -shm
+    files the database's mode), in a directory made 0700 when Keyhouse creates it: it holds
+    every key's hash and the sealed passwords of attached servers."""
+    import os
+    from pathlib import Path
+
+    path = Path(database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    path.chmod(0o600)
 
 
 def _sqlite_pragmas(busy_timeout: float) -> Any:

@@ -107,3 +107,34 @@ def test_a_worker_without_the_sandbox_still_serves(tmp_path: Path) -> None:
             await asyncio.shield(supervisor.close())
 
     _run(scenario())
+
+
+def test_a_burst_of_concurrent_queries_is_served_not_refused(tmp_path: Path) -> None:
+    """64 queries at once on one engine all complete (the worker's listen backlog was 5: the
+    rest were refused while the engine ran)."""
+
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        queries = [
+            _collect(supervisor, service, sql=f"SELECT {n}, sleep(0.2)", format="TSVRaw")
+            for n in range(64)
+        ]
+        answers = await asyncio.gather(*queries)
+        assert answers == [f"{n}\t0\n".encode() for n in range(64)]
+
+    _with_one_service(tmp_path, scenario)
+
+
+def test_a_services_files_are_private(tmp_path: Path) -> None:
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        for sql in (
+            "CREATE TABLE t (a UInt64) ENGINE = MergeTree ORDER BY a",
+            "INSERT INTO t SELECT number FROM numbers(10)",
+        ):
+            await _collect(supervisor, service, sql=sql)
+        assert (tmp_path / "services").stat().st_mode & 0o777 == 0o700
+        paths = list(supervisor.data_path(service).rglob("*"))
+        assert len(paths) > 10
+        shared = [p for p in paths if not p.is_symlink() and p.stat().st_mode & 0o077]
+        assert shared == []
+
+    _with_one_service(tmp_path, scenario)

@@ -117,9 +117,7 @@ async def create_service(request: Request, org_id: uuid.UUID) -> Response:
         engines = _engines(request)
     except ApiError as error:
         return error_page(request, error)
-    defaults = services.ServiceDefaults(
-        state.settings.service_default_provider, state.settings.service_default_region
-    )
+    defaults = services.ServiceDefaults.from_settings(state.settings)
 
     def work(session: Session, a: Acting) -> dict[str, Any]:
         try:

@@ -128,6 +128,7 @@ class EngineSupervisor:
         except SandboxUnavailable as error:
             raise EngineUnavailable(str(error)) from None
         data_path = self.data_path(service_id)
+        (self.data_dir / "services").mkdir(mode=0o700, parents=True, exist_ok=True)
         # The worker's own directory (its socket) and its configuration (read-only to it: an
         # engine reloads its users file when it changes).
         channel = self._sockets / service_id.hex

@@ -164,6 +164,9 @@ class _Handler(socketserver.BaseRequestHandler):
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # Connections waiting to be accepted (socketserver's default is 5: a burst of concurrent
+    # queries was refused, and answered "the service is not running", while the engine ran).
+    request_queue_size = 1024
 
     def __init__(self, socket_path: str, address: str, engine: Any, version: str) -> None:
         self.address = address  # what chdb.connect() opens: the data path and the config
@@ -419,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", required=True, help="the Unix socket to serve on")
     parser.add_argument("--config", required=True, help="the engine's config (engine_config)")
     args = parser.parse_args(argv)
+    os.umask(0o077)  # the service's files are the engine's alone (0600, directories 0700)
 
     import chdb
 

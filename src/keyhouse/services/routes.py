@@ -134,11 +134,7 @@ async def create_service(
     state = app_state(request)
     engines = _engines(request)
     settings = state.settings
-    defaults = service.ServiceDefaults(
-        settings.service_default_provider,
-        settings.service_default_region,
-        tuple(h.strip().lower() for h in settings.attach_allowed_hosts.split(",") if h.strip()),
-    )
+    defaults = service.ServiceDefaults.from_settings(settings)
 
     def create(session: Session, principal: Principal) -> ServicePostResponse:
         row, password = service.create_service(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
@@ -34,10 +34,11 @@ from keyhouse.auth.authorize import find_in_organization, require
 from keyhouse.auth.network import ip_allowed
 from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.auth.principal import Principal, system_principal
-from keyhouse.models import ApiKey, Service, ServiceQueryEndpoint
+from keyhouse.models import ApiKey, Organization, Service, ServiceQueryEndpoint
 from keyhouse.services import schemas
 
 if TYPE_CHECKING:
+    from keyhouse.config import Settings
     from keyhouse.loop_reads import LoopReader
 
 RUNNING_STATES = frozenset({"provisioning", "starting", "awaking", "running"})
@@ -53,6 +54,18 @@ class ServiceDefaults:
     region: str
     # Hosts (host or host:port, "*" for any) a service may be attached to.
     attach_allowed: tuple[str, ...] = ()
+    # Services an organization may hold (the quota ``services-per-organization``).
+    max_services: int = 10
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServiceDefaults:
+        allowed = (h.strip().lower() for h in settings.attach_allowed_hosts.split(","))
+        return cls(
+            settings.service_default_provider,
+            settings.service_default_region,
+            tuple(host for host in allowed if host),
+            settings.max_services_per_organization,
+        )
 
 
 def _attach_url(url: str, allowed: Sequence[str]) -> str:
@@ -176,6 +189,7 @@ def create_service(
     if request.num_replicas not in (None, 1):
         raise BadRequest("numReplicas: an embedded engine runs one replica")
     _check_name_free(session, principal.organization_id, request.name, None)
+    _check_quota(session, principal.organization_id, defaults.max_services)
     minimum = request.min_replica_memory_gb or 8
     maximum = request.max_replica_memory_gb or max(16, minimum)
     if minimum > maximum:
@@ -211,6 +225,23 @@ def create_service(
 
 def _entries(entries: Sequence[Any]) -> list[dict[str, Any]]:
     return [entry.model_dump(exclude_none=True) for entry in entries]
+
+
+def _check_quota(session: Session, organization_id: uuid.UUID, max_services: int) -> None:
+    """At most ``max_services`` services per organization (each holds an engine's memory and
+    disk). Concurrent creates serialise on the organization's row (PostgreSQL) or on SQLite's
+    write lock."""
+    session.scalar(
+        select(Organization.id).where(Organization.id == organization_id).with_for_update()
+    )
+    count = select(func.count()).select_from(Service)
+    if (session.scalar(count.where(Service.organization_id == organization_id)) or 0) >= (
+        max_services
+    ):
+        raise Conflict(
+            "Quota exceeded (services-per-organization): an organization can hold at most "
+            f"{max_services} services"
+        )
 
 
 def _check_name_free(
