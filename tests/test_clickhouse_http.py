@@ -189,3 +189,42 @@ def test_an_idle_service_wakes_on_its_first_request(
     with _raw(settings, service["endpoints"][0], password) as http:
         assert http.post("/", content=b"SELECT 42").text == "42\n"
     wait_for(client, org, service["id"], "running")
+
+
+def test_wrong_passwords_from_one_address_do_not_lock_out_another(
+    settings: Settings, client: TestClient, org: Org
+) -> None:
+    """Failed passwords count per client address (KEYHOUSE_AUTH_FAILURES_PER_IP, 30 a minute)
+    and per service only at a much higher threshold: a stranger's guesses cannot lock the port
+    for the service's own clients (ten wrong ones from anywhere used to)."""
+    everyone = [{"source": "127.0.0.0/8", "description": "loopback"}]
+    created = create(client, org, ipAccessList=everyone)
+    service = wait_for(client, org, created["service"]["id"], "running")
+    [endpoint] = service["endpoints"]
+    verify = ssl.create_default_context(cafile=str(settings.data_dir / "tls" / "ca.pem"))
+
+    def from_address(address: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"https://{endpoint['host']}:{endpoint['port']}",
+            verify=verify,
+            transport=httpx.HTTPTransport(local_address=address, verify=verify),
+            timeout=30,
+        )
+
+    with from_address("127.0.0.2") as stranger, from_address("127.0.0.1") as owner:
+        for _ in range(12):
+            wrong = stranger.post("/", content=b"SELECT 1", auth=("default", "guess"))
+            assert wrong.status_code == 401, wrong.text
+        right = owner.post("/", content=b"SELECT 1", auth=("default", created["password"]))
+        assert right.status_code == 200, right.text
+        statuses = {
+            stranger.post("/", content=b"SELECT 1", auth=("default", "guess")).status_code
+            for _ in range(30)
+        }
+        assert 429 in statuses  # the stranger's own address is spent
+        right = owner.post("/", content=b"SELECT 1", auth=("default", created["password"]))
+        assert right.status_code == 200, right.text
+    client.patch(
+        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
+    )
+    wait_for(client, org, service["id"], "stopped")

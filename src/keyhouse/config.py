@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # over them, 429 until the moving window has room again.
     auth_failures_per_ip: str = "30/60s"
     auth_failures_per_key_id: str = "10/60s"
+    # Failed passwords per service on its ClickHouse port, from all addresses together (each
+    # address also has auth_failures_per_ip); high, so that guesses from elsewhere cannot lock
+    # the port for the service's own clients.
+    clickhouse_auth_failures_per_service: str = "300/60s"
     # Services: each service's engine keeps its data under data_dir/services/<id>. One server
     # process owns the engines; a server run with several processes turns services off.
     data_dir: Path = Path("./data")
@@ -98,7 +102,12 @@ class Settings(BaseSettings):
         default_factory=lambda: min(32, 2 * (os.cpu_count() or 1)), ge=1, le=256
     )
 
-    @field_validator("rate_limit", "auth_failures_per_ip", "auth_failures_per_key_id")
+    @field_validator(
+        "rate_limit",
+        "auth_failures_per_ip",
+        "auth_failures_per_key_id",
+        "clickhouse_auth_failures_per_service",
+    )
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
         parse_rate_limit(value)

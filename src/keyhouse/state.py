@@ -32,6 +32,8 @@ class AppState:
     executor: ThreadPoolExecutor
     login_throttle: LoginThrottle
     auth_failures: AuthFailureLimiter
+    # Services' ClickHouse ports: per client address, and per service (a higher threshold).
+    clickhouse_auth_failures: AuthFailureLimiter
     # The hot path's reads, on the event loop with the driver directly.
     reader: LoopReader
     # usedAt, written behind the request path.
@@ -63,6 +65,11 @@ class AppState:
             auth_failures=AuthFailureLimiter(
                 parse_rate_limit(settings.auth_failures_per_ip),
                 parse_rate_limit(settings.auth_failures_per_key_id),
+                settings.redis_url,
+            ),
+            clickhouse_auth_failures=AuthFailureLimiter(
+                parse_rate_limit(settings.auth_failures_per_ip),
+                parse_rate_limit(settings.clickhouse_auth_failures_per_service),
                 settings.redis_url,
             ),
             reader=LoopReader(engine, settings),

@@ -278,14 +278,23 @@ class ClickHouseInterface:
     async def _authenticate(self, scope: Scope, params: dict[str, str]) -> service.RunGrant:
         user, password = _credentials(scope, params)
         address = (scope.get("client") or (None,))[0]
-        failures = self.state.auth_failures
+        # Failed passwords count per client address, and per service at a much higher threshold
+        # (KEYHOUSE_CLICKHOUSE_AUTH_FAILURES_PER_SERVICE): a stranger's guesses cannot lock the
+        # port for the service's own clients. Checked after the IP access list, on the
+        # database thread (a Redis look-up never waits on the event loop).
+        failures = self.state.clickhouse_auth_failures
         subject = f"clickhouse:{self.service_id}"
-        await limiter_call(self.state, failures.check, address, subject)
         pepper = self.state.pepper
 
         def authorize(session: Any) -> service.RunGrant:
             return service.authorize_clickhouse(
-                session, self.service_id, user, password, address, pepper=pepper
+                session,
+                self.service_id,
+                user,
+                password,
+                address,
+                pepper=pepper,
+                before_password=lambda: failures.check(address, subject),
             )
 
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -643,10 +643,13 @@ def authorize_clickhouse(
     address: str | None,
     *,
     pepper: bytes,
+    before_password: Callable[[], None] | None = None,
 ) -> RunGrant:
     """The gate of a service's ClickHouse HTTP interface: the address must be in the service's
-    ``ipAccessList`` and the ``default`` user's password must match (the same answer for a
-    wrong user and a wrong password, as ClickHouse gives). A request wakes an idle service."""
+    ``ipAccessList`` (first: an address outside it never spends the failed-password limits),
+    then ``before_password`` (those limits) is called, and the ``default`` user's password must
+    match (the same answer for a wrong user and a wrong password, as ClickHouse gives). A
+    request wakes an idle service."""
     service = session.get(Service, service_id)
     if service is None:
         raise ClickHouseRefused(AUTHENTICATION_FAILED, "the service does not exist")
@@ -656,6 +659,8 @@ def authorize_clickhouse(
             f"Code: 195. DB::Exception: Connections from {address} are not allowed by the "
             "service's IP access list. (IP_ADDRESS_NOT_ALLOWED)",
         )
+    if before_password is not None:
+        before_password()
     given = credentials.hash_value(pepper, password)
     if not credentials.hashes_equal(given, service.password_hash) or user != "default":
         raise ClickHouseRefused(
