@@ -20,7 +20,7 @@ from keyhouse.auth.principal import Principal
 from keyhouse.models import Service
 from keyhouse.query_endpoints.service import wake_for_endpoint
 from keyhouse.state import AppState
-from tests.conftest import Org, create_key, key_auth
+from tests.conftest import Org, create_key, key_auth, role_id
 from tests.services import bind, create, run, wait_for
 
 
@@ -126,10 +126,48 @@ def test_an_endpoint_runs_under_its_database_roles_never_more(
     assert client.post(writer, json={}, auth=key_auth(caller)).status_code == 200
     counted = endpoint("SELECT count() AS n FROM t", ["sql_console_read_only"])
     assert client.post(counted, json={}, auth=key_auth(caller)).json()["data"]["rows"] == [[1]]
-    unknown = endpoint("SELECT 1", ["no_such_role"])
-    missing = client.post(unknown, json={}, auth=key_auth(caller))
-    assert missing.status_code == 400
-    assert missing.headers["x-clickhouse-exception-code"] == "511"  # UNKNOWN_ROLE
+    # Only the engine's own roles are nameable, never its internal admin role: a 400 at once.
+    for role in ("no_such_role", "kh_admin"):
+        body = _endpoint(org, running, key_ids, sql="SELECT 1", roles=[role], parameters={})
+        unknown = client.post(path, json=body, auth=org.auth)
+        assert unknown.status_code == 400, unknown.text
+        assert repr(role) in unknown.json()["error"]
+
+
+def test_nobody_binds_a_key_to_more_database_access_than_they_hold(
+    client: TestClient, org: Org, running: str
+) -> None:
+    """A "Service API admin" manages bindings and endpoints but has no SQL console admin
+    access: it may name the read-only database role, never one that can write."""
+    api_admin = create_key(
+        client,
+        org,
+        name="service api admin",
+        assignedRoleIds=[role_id(client, org, "Service API admin")],
+    )
+    path = org.url(f"/services/{running}/query-api-endpoints")
+    key_ids = [api_admin["key"]["id"]]
+    for role in ("sql_console_admin", "default_role"):
+        body = _endpoint(org, running, key_ids, sql="SELECT 1", roles=[role], parameters={})
+        refused = client.post(path, json=body, auth=key_auth(api_admin))
+        assert refused.status_code == 403, refused.text
+        binding = client.post(
+            org.url(f"/services/{running}/serviceQueryEndpoint"),
+            json={"openApiKeys": key_ids, "roles": [role], "allowedOrigins": ""},
+            auth=key_auth(api_admin),
+        )
+        assert binding.status_code in (400, 403), binding.text  # the binding's enum has no
+        # default_role: a 400 there
+    reader = _endpoint(
+        org, running, key_ids, sql="SELECT 1", roles=["sql_console_read_only"], parameters={}
+    )
+    assert client.post(path, json=reader, auth=key_auth(api_admin)).status_code == 201
+    bound = client.post(
+        org.url(f"/services/{running}/serviceQueryEndpoint"),
+        json={"openApiKeys": key_ids, "roles": ["sql_console_read_only"], "allowedOrigins": ""},
+        auth=key_auth(api_admin),
+    )
+    assert bound.status_code == 200, bound.text
 
 
 def test_endpoints_are_managed_with_pagination_replace_and_conflicts(

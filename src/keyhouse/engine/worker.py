@@ -66,6 +66,10 @@ DATABASE_ROLES = {
     "sql_console_admin": ["GRANT ALL ON *.*", *_CONTAINED],
     "sql_console_read_only": ["GRANT SELECT, SHOW ON *.*"],
 }
+# What bindings and Query API endpoints may name (never the internal admin role), and the one
+# that cannot write.
+NAMEABLE_ROLES = tuple(name for name in DATABASE_ROLES if name != ADMIN_ROLE)
+READ_ONLY_ROLE = "sql_console_read_only"
 SESSION_TIMEOUT = 60.0
 CLOSE_SECONDS = 3.0
 MAX_SESSION_TIMEOUT = 3600.0

@@ -25,7 +25,7 @@ from keyhouse.auth.principal import Principal
 from keyhouse.db import utcnow
 from keyhouse.models import ApiKey, QueryApiEndpoint, QueryApiEndpointKey, SavedQuery, Service
 from keyhouse.query_endpoints import schemas
-from keyhouse.services.service import wake_if_idle
+from keyhouse.services.service import check_database_roles, wake_if_idle
 
 API_OWNED = "queryApiEndpoint"
 USER_OWNED = "user"
@@ -169,7 +169,10 @@ def create_endpoint(
     *,
     owner_type: str = API_OWNED,
 ) -> tuple[QueryApiEndpoint, list[str]]:
-    _service(session, principal, service_id, Permission.SERVICE_MANAGE_QUERY_API_ENDPOINTS)
+    service = _service(
+        session, principal, service_id, Permission.SERVICE_MANAGE_QUERY_API_ENDPOINTS
+    )
+    check_database_roles(principal, service, request.roles, field="roles")
     _name_free(session, QueryApiEndpoint, service_id, request.name, None)
     endpoint = QueryApiEndpoint(service_id=service_id, owner_type=owner_type, last_calls=[])
     _apply(endpoint, request)
@@ -197,9 +200,12 @@ def replace_endpoint(
     owner_type: str = API_OWNED,
 ) -> tuple[QueryApiEndpoint, list[str]]:
     """A full replace: omitted ``parameters`` and ``allowedOrigins`` become empty."""
-    _service(session, principal, service_id, Permission.SERVICE_MANAGE_QUERY_API_ENDPOINTS)
+    service = _service(
+        session, principal, service_id, Permission.SERVICE_MANAGE_QUERY_API_ENDPOINTS
+    )
     endpoint = _in_service(session, QueryApiEndpoint, service_id, endpoint_id)
     _changeable(endpoint, owner_type)
+    check_database_roles(principal, service, request.roles, field="roles")
     _name_free(session, QueryApiEndpoint, service_id, request.name, endpoint.id)
     _apply(endpoint, request)
     return endpoint, _bind_keys(session, principal, endpoint, request.api_key_ids)

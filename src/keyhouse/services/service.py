@@ -34,6 +34,7 @@ from keyhouse.auth.authorize import find_in_organization, require
 from keyhouse.auth.network import ip_allowed
 from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.auth.principal import Principal, system_principal
+from keyhouse.engine.worker import ADMIN_ROLE, NAMEABLE_ROLES, READ_ONLY_ROLE
 from keyhouse.models import ApiKey, Organization, Service, ServiceQueryEndpoint
 from keyhouse.services import schemas
 
@@ -503,6 +504,7 @@ def upsert_query_endpoint(
     endpoint = session.get(ServiceQueryEndpoint, service.id)
     if endpoint is None and request.allowed_origins is None:
         raise BadRequest("allowedOrigins: required when the endpoint is created ('*' for all)")
+    check_database_roles(principal, service, request.roles, field="roles")
     keys = _key_uuids(session, principal, request.open_api_keys, pepper)
     if endpoint is None:
         endpoint = ServiceQueryEndpoint(service_id=service.id)
@@ -675,12 +677,45 @@ def authorize_clickhouse(
     return RunGrant(service.id, state, False, service.max_replica_memory_gb)
 
 
+def may_write_sql(principal: Principal, service: Service) -> bool:
+    """What the SQL console's admin needs: ``sql-console:database:access`` and
+    ``control-plane:service:manage`` on the service."""
+    resource = instance_resource(service.id)
+    return principal.can(Permission.SQL_CONSOLE_DATABASE_ACCESS, resource) and principal.can(
+        Permission.SERVICE_MANAGE, resource
+    )
+
+
+def check_database_roles(
+    principal: Principal, service: Service, roles: Sequence[str], *, field: str
+) -> None:
+    """Database roles are permissions too. A binding or a Query API endpoint names only roles
+    the service's engine has (an attached server's own roles are its operator's: any name but
+    Keyhouse's internal one), and naming one that can write needs what the SQL console's admin
+    needs: nobody binds a key, theirs or another's, to more database access than they may use
+    themselves."""
+    for role in roles:
+        if role == ADMIN_ROLE or (service.attached_url is None and role not in NAMEABLE_ROLES):
+            raise BadRequest(
+                f"{field}: {role!r} is not a database role of this service (its roles: "
+                f"{', '.join(NAMEABLE_ROLES)})"
+            )
+    writing = [role for role in roles if role != READ_ONLY_ROLE]
+    if writing and not may_write_sql(principal, service):
+        raise Forbidden(
+            f"{field}: the database role {writing[0]!r} can write; naming it needs "
+            f"{Permission.SQL_CONSOLE_DATABASE_ACCESS.value} and "
+            f"{Permission.SERVICE_MANAGE.value} on the service (only {READ_ONLY_ROLE!r} "
+            "otherwise)"
+        )
+
+
 def console_sql_grant(session: Session, principal: Principal, service_id: uuid.UUID) -> RunGrant:
     """A signed-in person's SQL console on a service: needs ``sql-console:database:access`` on
     it; writes also need ``control-plane:service:manage`` there (read-only otherwise)."""
     service = _find(session, principal, service_id)
     _require(principal, Permission.SQL_CONSOLE_DATABASE_ACCESS, service)
-    writes = principal.can(Permission.SERVICE_MANAGE, instance_resource(service.id))
+    writes = may_write_sql(principal, service)
     state = service.state
     wake_if_idle(session, principal, service)  # a query in the console wakes an idle service
     return RunGrant(service.id, state, not writes, service.max_replica_memory_gb)
