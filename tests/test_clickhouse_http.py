@@ -156,6 +156,21 @@ def test_the_http_protocol_as_curl_speaks_it(
             b"WHERE name IN ('max_execution_time', 'max_threads') ORDER BY name",
         )
         assert shown.text == f"max_execution_time\t{ceiling}\nmax_threads\t3\n"
+        # A limit that is not a finite number, is below 1 (0 would lift it) or out of range is
+        # ClickHouse's own 400, never a 500 (inf used to be a traceback).
+        for name, value, code in (
+            ("max_execution_time", "inf", "72"),
+            ("max_execution_time", "1e400", "72"),
+            ("max_execution_time", "nan", "72"),
+            ("max_execution_time", "-5", "452"),
+            ("max_execution_time", "0", "452"),
+            ("max_result_bytes", "0", "452"),
+            ("max_memory_usage", "lots", "27"),
+            ("max_memory_usage", "99999999999999999999", "70"),
+        ):
+            refused = http.post("/", params={name: value}, content=b"SELECT 1")
+            assert refused.status_code == 400, (name, value, refused.text)
+            assert refused.headers["x-clickhouse-exception-code"] == code, (name, value)
 
 
 def test_sessions_keep_their_state_and_take_one_request_at_a_time(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import uuid
 import zlib
@@ -88,6 +89,9 @@ _STATUS = {
     47: 400,  # UNKNOWN_IDENTIFIER
     46: 400,  # UNKNOWN_FUNCTION
     27: 400,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    70: 400,  # CANNOT_CONVERT_TYPE
+    72: 400,  # CANNOT_PARSE_NUMBER
+    452: 400,  # SETTING_CONSTRAINT_VIOLATION
     115: 400,  # UNKNOWN_SETTING
     36: 400,  # BAD_ARGUMENTS
     457: 400,  # BAD_QUERY_PARAMETER
@@ -174,11 +178,41 @@ def _credentials(scope: Scope, params: dict[str, str]) -> tuple[str, str]:
     return params.get("user", "default"), params.get("password", "")
 
 
-def _literal_limit(value: str) -> int | None:
+def _literal_limit(name: str, value: str) -> int:
+    """A limit asked for in the URL, parsed as ClickHouse parses it, with ClickHouse's errors
+    (a 400, never a 500): seconds are a finite number, byte counts an unsigned integer. Zero
+    or less would lift the operator's limit (the engine's constraint is 1 at least): 452."""
     try:
-        return int(float(value))
+        number = float(value) if name == "max_execution_time" else int(value)
     except ValueError:
-        return None
+        if name == "max_execution_time":
+            message = f"Cannot read floating point value here: {value}"
+            raise HttpError(
+                72, f"Code: 72. DB::Exception: {message}. (CANNOT_PARSE_NUMBER)"
+            ) from None
+        raise HttpError(
+            27,
+            f"Code: 27. DB::Exception: Cannot parse input: expected 'eof' before: '{value}'. "
+            "(CANNOT_PARSE_INPUT_ASSERTION_FAILED)",
+        ) from None
+    if not math.isfinite(number):
+        raise HttpError(
+            72,
+            f"Code: 72. DB::Exception: Float setting value must be finite, got {value}. "
+            "(CANNOT_PARSE_NUMBER)",
+        )
+    if number < 1:
+        raise HttpError(
+            452,
+            f"Code: 452. DB::Exception: Setting {name} shouldn't be less than 1. "
+            "(SETTING_CONSTRAINT_VIOLATION)",
+        )
+    if number >= 2**63:
+        raise HttpError(
+            70,
+            f"Code: 70. DB::Exception: Field value {value} is out of range. (CANNOT_CONVERT_TYPE)",
+        )
+    return int(number)
 
 
 class ClickHouseInterface:
@@ -323,9 +357,8 @@ class ClickHouseInterface:
         }
         for name in LIMITS:
             if name in settings:
-                asked = _literal_limit(str(settings[name]))
                 ceiling = ceilings[name]
-                settings[name] = min(asked, ceiling) if asked and asked > 0 else ceiling
+                settings[name] = min(_literal_limit(name, str(settings[name])), ceiling or 2**62)
         return settings
 
     async def _insert(
