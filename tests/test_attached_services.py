@@ -103,6 +103,20 @@ def test_attaching_is_limited_to_the_hosts_the_operator_allows(
         assert response.status_code == 400, (url, response.text)
 
 
+def test_attaching_over_plain_http_needs_the_operators_leave() -> None:
+    """The server's password would cross the network in clear: https, unless the operator
+    lists the host in KEYHOUSE_ATTACH_HTTP_HOSTS."""
+    from keyhouse.api.errors import BadRequest
+    from keyhouse.services.service import _attach_url
+
+    with pytest.raises(BadRequest) as refused:
+        _attach_url("http://ch.internal:8123", ["ch.internal"])
+    assert "KEYHOUSE_ATTACH_HTTP_HOSTS" in refused.value.message
+    allowed = _attach_url("http://ch.internal:8123", ["ch.internal"], ["ch.internal:8123"])
+    assert allowed == "http://ch.internal:8123/"
+    assert _attach_url("https://ch.internal:8443", ["ch.internal"]) == "https://ch.internal:8443/"
+
+
 def test_an_attached_server_that_refuses_the_credentials_fails_the_service(
     client: TestClient, org: Org
 ) -> None:

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # ClickHouse servers a service may be attached to (``keyhouseAttach`` on create): a comma-
     # separated list of host or host:port, or "*" for any. Empty: attaching is turned off.
     attach_allowed_hosts: str = ""
+    # Of those, the ones a service may be attached to over plain http ("host" or "host:port");
+    # any other needs https (the server's password would otherwise cross in clear).
+    attach_http_hosts: str = ""
     # The address clients reach the Query API at (clickhousectl: CLICKHOUSE_CLOUD_QUERY_HOST);
     # default: the request's own base URL.
     query_host: str | None = None

@@ -57,20 +57,28 @@ class ServiceDefaults:
     attach_allowed: tuple[str, ...] = ()
     # Services an organization may hold (the quota ``services-per-organization``).
     max_services: int = 10
+    # Hosts a service may be attached to over plain http (credentials cross in clear).
+    attach_http: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceDefaults:
-        allowed = (h.strip().lower() for h in settings.attach_allowed_hosts.split(","))
         return cls(
             settings.service_default_provider,
             settings.service_default_region,
-            tuple(host for host in allowed if host),
+            _hosts(settings.attach_allowed_hosts),
             settings.max_services_per_organization,
+            _hosts(settings.attach_http_hosts),
         )
 
 
-def _attach_url(url: str, allowed: Sequence[str]) -> str:
-    """The URL of a ClickHouse HTTP interface to attach to, if the operator allows its host."""
+def _hosts(setting: str) -> tuple[str, ...]:
+    return tuple(host for host in (h.strip().lower() for h in setting.split(",")) if host)
+
+
+def _attach_url(url: str, allowed: Sequence[str], http: Sequence[str] = ()) -> str:
+    """The URL of a ClickHouse HTTP interface to attach to, if the operator allows its host;
+    ``https`` unless the operator allows plain ``http`` for that host (the password would
+    cross in clear)."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("keyhouseAttach.url: must be an http:// or https:// URL")
@@ -85,6 +93,12 @@ def _attach_url(url: str, allowed: Sequence[str]) -> str:
     host = parts.hostname.lower()
     if not any(entry in ("*", host, f"{host}:{port}") for entry in allowed):
         raise BadRequest(f"keyhouseAttach.url: {host}:{port} is not an allowed host")
+    if parts.scheme == "http" and not any(entry in (host, f"{host}:{port}") for entry in http):
+        raise BadRequest(
+            f"keyhouseAttach.url: use https:// (over http:// the password to {host}:{port} "
+            "would cross the network in clear; the operator may allow it for a host with "
+            "KEYHOUSE_ATTACH_HTTP_HOSTS)"
+        )
     return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
 
 
@@ -196,7 +210,11 @@ def create_service(
     if minimum > maximum:
         raise BadRequest("minReplicaMemoryGb: must not exceed maxReplicaMemoryGb")
     attached = request.keyhouse_attach
-    attached_url = _attach_url(attached.url, defaults.attach_allowed) if attached else None
+    attached_url = (
+        _attach_url(attached.url, defaults.attach_allowed, defaults.attach_http)
+        if attached
+        else None
+    )
     password = new_password()
     service = Service(
         organization_id=principal.organization_id,
