@@ -484,3 +484,43 @@ def test_an_organization_holds_at_most_its_service_quota(state: AppState, org: O
             )
         assert "services-per-organization" in refused.value.message
         session.rollback()
+
+
+def test_allowed_origins_match_scheme_host_and_port_exactly() -> None:
+    """``*`` answers any page with ``*`` (never echoing its origin with credentials); other
+    entries match an origin's scheme, host and port exactly, a bare host meaning https."""
+    from keyhouse.services.service import allowed_origin
+
+    listed = "https://app.example.com, intranet.example:8443"
+    assert allowed_origin("*", "https://evil.example") == "*"
+    assert allowed_origin("*", "null") == "*"
+    assert allowed_origin(listed, "https://app.example.com") == "https://app.example.com"
+    assert allowed_origin(listed, "https://APP.example.com:443") == "https://APP.example.com:443"
+    assert allowed_origin(listed, "https://intranet.example:8443") is not None
+    for refused in (
+        "http://app.example.com",  # another scheme
+        "https://app.example.com:8443",  # another port
+        "http://intranet.example:8443",  # a bare host is https only
+        "https://app.example.com.evil.example",
+        "null",
+        "",
+        None,
+    ):
+        assert allowed_origin(listed, refused) is None, refused
+
+
+def test_a_query_endpoint_open_to_any_origin_never_allows_credentials(
+    client: TestClient, org: Org
+) -> None:
+    sid = create(client, org)["service"]["id"]
+    client.post(
+        org.url(f"/services/{sid}/serviceQueryEndpoint"),
+        json={"openApiKeys": [], "roles": ["sql_console_read_only"], "allowedOrigins": "*"},
+        auth=org.auth,
+    )
+    preflight = client.options(
+        f"/service/{sid}/run",
+        headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+    )
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in preflight.headers

@@ -368,16 +368,21 @@ CORS_ALLOW_HEADERS = "authorization, content-type, wake-service, x-service-type,
 
 
 def cors_headers(allowed_origins: str, origin: str | None) -> dict[str, str]:
-    if not service.origin_allowed(allowed_origins, origin):
+    """CORS for an allowed origin. ``*`` lets any page call with the Authorization header it
+    sets itself, never with the browser's own credentials; a listed origin is echoed, with
+    credentials, and the answer varies by Origin."""
+    allowed = service.allowed_origin(allowed_origins, origin)
+    if allowed is None:
         return {}
-    assert origin is not None  # noqa: S101 (origin_allowed refuses None)
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Credentials": "true",
+    headers = {
+        "Access-Control-Allow-Origin": allowed,
         "Access-Control-Expose-Headers": "X-ClickHouse-Query-Id, X-ClickHouse-Format, "
         "X-ClickHouse-Exception-Code",
-        "Vary": "Origin",
     }
+    if allowed != service.ANY_ORIGIN:
+        headers["Access-Control-Allow-Credentials"] = "true"
+        headers["Vary"] = "Origin"
+    return headers
 
 
 @query_router.options("/service/{serviceId}/run", include_in_schema=False)

@@ -609,13 +609,33 @@ async def read_run_grant(
     return _run_grant(principal, service_id, rows[0] if rows else None)
 
 
-def origin_allowed(allowed_origins: str, origin: str | None) -> bool:
-    """``allowedOrigins`` is a comma-separated list of origins (or hosts), ``*`` for all."""
-    if not origin:
-        return False
-    entries = {entry.strip().rstrip("/") for entry in allowed_origins.split(",") if entry.strip()}
-    host = origin.split("://", 1)[-1]
-    return "*" in entries or origin.rstrip("/") in entries or host in entries
+ANY_ORIGIN = "*"
+
+
+def allowed_origin(allowed_origins: str, origin: str | None) -> str | None:
+    """What a browser's ``Origin`` may be answered with: ``*`` when ``allowedOrigins`` holds
+    ``*`` (for any page, so never with credentials), the origin itself when an entry names
+    exactly its scheme, host and port (a bare host stands for ``https://host``), else None (a
+    ``null`` origin, from a sandboxed frame or a file, matches nothing but ``*``)."""
+    entries = [entry.strip() for entry in allowed_origins.split(",") if entry.strip()]
+    if ANY_ORIGIN in entries:
+        return ANY_ORIGIN
+    wanted = _origin(origin or "")
+    if wanted is None:
+        return None
+    return origin if any(_origin(entry) == wanted for entry in entries) else None
+
+
+def _origin(text: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin or an ``allowedOrigins`` entry; None if it is none."""
+    parts = urlsplit(text.rstrip("/") if "://" in text else f"https://{text.rstrip('/')}")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    return parts.scheme, parts.hostname.lower(), port
 
 
 def cors_origins(session: Session, service_id: uuid.UUID) -> str:
