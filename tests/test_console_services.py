@@ -10,7 +10,7 @@ import uuid
 from fastapi.testclient import TestClient
 
 from keyhouse.state import AppState
-from tests.conftest import Org, invite_and_accept, make_client
+from tests.conftest import Org, create_key, invite_and_accept, make_client
 
 
 def _signed_in(state: AppState, email: str, password: str) -> TestClient:
@@ -79,6 +79,21 @@ def test_services_page_create_query_stop_delete(
         assert bind.status_code == 303
         endpoint = client.get(org.url(f"/services/{sid}/serviceQueryEndpoint"), auth=org.auth)
         assert endpoint.json()["result"]["openApiKeys"] == [str(org.key_uuid)]
+        assert endpoint.json()["result"]["allowedOrigins"] == ""  # no page elsewhere by default
+        # A second key with another role would re-role the first: refused, nothing changes.
+        other = create_key(client, org, name="second")
+        rerole = console.post(
+            f"{page}/{sid}/endpoint",
+            data={
+                "key": other["key"]["id"],
+                "role": "sql_console_read_only",
+                "csrf_token": _token(console, page),
+            },
+            follow_redirects=False,
+        )
+        assert rerole.status_code == 400
+        after = client.get(org.url(f"/services/{sid}/serviceQueryEndpoint"), auth=org.auth)
+        assert after.json()["result"] == endpoint.json()["result"]
 
         sql = f"{page}/{sid}/sql"
         for statement in (

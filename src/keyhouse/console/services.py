@@ -199,19 +199,29 @@ async def bind_key(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -
     state = app_state(request)
 
     def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
+        role = str(form.get("role") or "sql_console_read_only")
         try:
             current = services.get_query_endpoint(session, a.principal, service_id)
             bound, origins = list(current.open_api_keys), current.allowed_origins
+            roles = list(current.roles)
         except ApiError as error:
             if error.status != 404:
                 raise
-            bound, origins = [], "*"
+            # No browser origin until one is set through the API: a page elsewhere must not
+            # call with a bound key by default.
+            bound, origins, roles = [], "", [role]
         key = str(form.get("key") or "")
         if form.get("unbind"):
             bound = [k for k in bound if k != key]
+            role = roles[0] if roles else role  # unbinding one key re-roles nobody
         elif key:
+            if bound and roles != [role]:
+                # The binding's role is every bound key's: never change it for the others.
+                raise BadRequest(
+                    f"The keys bound to this service's query endpoint run as {', '.join(roles)}: "
+                    "bind this key with that role, or unbind the others first"
+                )
             bound.append(key)
-        role = str(form.get("role") or "sql_console_read_only")
         try:
             body = InstanceServiceQueryApiEndpointsPostRequest(
                 roles=[role], open_api_keys=bound, allowed_origins=origins
