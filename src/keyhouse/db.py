@@ -105,8 +105,12 @@ def _private_file(database: str) -> None:
 
     path = Path(database)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    path.chmod(0o600)
+    try:
+        # Created here only when new: closing a descriptor of a file that this process has
+        # open through SQLite would drop SQLite's own locks on it (POSIX locks are per process).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        path.chmod(0o600)
 
 
 def _sqlite_pragmas(busy_timeout: float) -> Any:

@@ -64,9 +64,14 @@ async def _reap(process: asyncio.subprocess.Process, pid: Awaitable[int]) -> Non
     nobody waits for, or a pipe nobody closes, outlives the event loop that started it)."""
     with contextlib.suppress(ProcessLookupError):
         process.kill()  # first: bubblewrap then ends the pipe the worker's PID comes by
-    _kill(process, await pid)
-    await process.communicate()
-    await _gone(await pid)
+    _close_lifeline(process)  # a worker bubblewrap could not name ends with it
+    try:
+        worker = await asyncio.wait_for(asyncio.shield(pid), 10)
+    except TimeoutError:  # never named: its lifeline ends it
+        worker = process.pid
+    _kill(process, worker)
+    await process.communicate()  # the worker's end of stdout closes when it exits
+    await _gone(worker)
 
 
 class EngineSupervisor:

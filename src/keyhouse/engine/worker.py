@@ -427,6 +427,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the engine's config (engine_config)")
     args = parser.parse_args(argv)
     os.umask(0o077)  # the service's files are the engine's alone (0600, directories 0700)
+    serving: list[_Server] = []
+
+    def orphaned() -> None:
+        # Standard input is a pipe only the supervisor writes to: its end comes when the
+        # supervisor closes it or dies (kill -9 included). Free the data directory's lock then,
+        # so that the next server can start this service again; while still starting, just
+        # exit. (In the sandbox the parent is out of sight, and the kernel's parent-death
+        # signal does not survive the uid switch.)
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):  # the raw descriptor: a buffered reader's lock would hold
+                pass  # the interpreter's exit while this thread waits
+        if not serving:
+            os._exit(1)
+        serving[0].shutdown()
+
+    threading.Thread(target=orphaned, daemon=True).start()
 
     import chdb
 
@@ -450,18 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1)
             server.expire_sessions()
 
-    def orphaned() -> None:
-        # Standard input is a pipe only the supervisor writes to: its end comes when the
-        # supervisor closes it or dies (kill -9 included). Free the data directory's lock then,
-        # so that the next server can start this service again. (In the sandbox the parent is
-        # out of sight, and the kernel's parent-death signal does not survive the uid switch.)
-        with contextlib.suppress(OSError):
-            while os.read(0, 4096):  # the raw descriptor: a buffered reader's lock would hold
-                pass  # the interpreter's exit while this thread waits
-        server.shutdown()
-
     threading.Thread(target=expire_sessions, daemon=True).start()
-    threading.Thread(target=orphaned, daemon=True).start()
+    serving.append(server)
     sys.stdout.write(f"ready {version}\n")
     sys.stdout.flush()
     # Nobody reads the pipe after the ready line: whatever the engine or a library writes to
