@@ -25,6 +25,7 @@ import signal
 import socket
 import socketserver
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -420,6 +421,30 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
+_CGROUPS_NOTE = re.compile(
+    rb"^(Cannot use cgroups reader: .*|\d+\. .*|\s*\(version [^)]*\)|\s*)$", re.MULTILINE
+)
+
+
+def _import_engine() -> Any:
+    """``import chdb``, without the note it writes to standard error in a sandbox: no cgroup
+    files (its stack trace is 30 lines in the server's log at every start; the engine then
+    sizes itself by the machine's memory). Anything else it writes passes through."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import chdb
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            written = captured.read()
+            if _CGROUPS_NOTE.sub(b"", written).strip():
+                os.write(2, written)
+    return chdb
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keyhouse-engine-worker")
     parser.add_argument("--path", required=True, help="the service's data directory")
@@ -444,11 +469,11 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.Thread(target=orphaned, daemon=True).start()
 
-    import chdb
+    chdb = _import_engine()
 
     config = args.config
     address = f"file:{Path(args.path).resolve()}?config-file={config}"
-    engine = chdb.connect(address)  # type: ignore[no-untyped-call]  # holds the engine (and its directory lock) open
+    engine = chdb.connect(address)  # holds the engine (and its directory lock) open
     version = engine.query("SELECT version()", "TabSeparated").bytes().decode().strip()
     if os.path.exists(args.socket):
         os.unlink(args.socket)
