@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 
 from keyhouse.api.errors import Unauthorized
 from keyhouse.auth.principal import Principal
+from keyhouse.config import Settings
 from keyhouse.models import Service
 from keyhouse.query_endpoints.service import wake_for_endpoint
 from keyhouse.state import AppState
-from tests.conftest import Org, create_key, key_auth, role_id
+from tests.conftest import Org, create_key, key_auth, make_client, role_id
 from tests.services import bind, create, run, wait_for
 
 
@@ -332,3 +333,43 @@ def test_only_an_endpoints_keys_wake_its_service(
         wake_for_endpoint(session, caller, uuid.UUID(endpoint["id"]))
     with state.sessionmaker() as session:
         assert session.get(Service, uuid.UUID(service_id)).state == "idle"  # type: ignore[union-attr]
+
+
+def test_a_whole_answer_past_the_buffered_bound_is_clickhouses_error(
+    settings: Settings, org: Org
+) -> None:
+    """Version 1 is built whole in the API process: past KEYHOUSE_QUERY_MAX_BUFFERED_RESULT_BYTES
+    it stops with TOO_MANY_ROWS_OR_BYTES (the process serving every organization never holds a
+    result of any size); version 2 streams the same result whole."""
+    bounded = settings.model_copy(update={"query_max_buffered_result_bytes": 64 * 1024})
+    state = AppState.from_settings(bounded)
+    try:
+        with make_client(state) as client:
+            service_id = create(client, org)["service"]["id"]
+            wait_for(client, org, service_id, "running")
+            body = _endpoint(
+                org,
+                service_id,
+                [str(org.key_uuid)],
+                sql="SELECT number, toString(number) AS s FROM numbers(200000)",
+                parameters={},
+            )
+            created = client.post(
+                org.url(f"/services/{service_id}/query-api-endpoints"), json=body, auth=org.auth
+            )
+            assert created.status_code == 201, created.text
+            url = f"/run/{created.json()['result']['id']}"
+            whole = client.post(url, json={}, auth=org.auth)
+            assert whole.status_code == 400, whole.text[:200]
+            assert whole.headers["x-clickhouse-exception-code"] == "396"
+            streamed = client.post(
+                url, json={}, auth=org.auth, headers={"x-clickhouse-endpoint-version": "2"}
+            )
+            assert streamed.status_code == 200
+            assert streamed.text.count("\n") == 200000
+            client.patch(
+                org.url(f"/services/{service_id}/state"), json={"command": "stop"}, auth=org.auth
+            )
+            wait_for(client, org, service_id, "stopped")
+    finally:
+        state.close()

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     query_max_execution_seconds: int = Field(default=60, ge=1)
     query_max_memory_bytes: int = Field(default=2 * 1024**3, ge=1024**2)
     query_max_result_bytes: int = Field(default=1024**3, ge=0)
+    # Answers built whole in the API process (a Query API endpoint's version 1, the console's
+    # SQL page) stop past this many bytes with ClickHouse's TOO_MANY_ROWS_OR_BYTES; streamed
+    # answers are not held and need no such bound.
+    query_max_buffered_result_bytes: int = Field(default=64 * 1024**2, ge=1024)
     # Each running service's ClickHouse HTTP interface (HTTPS): the address it listens on and is
     # listed at, and the ports it may take ("9440-9539"; default: a free port, kept per service).
     clickhouse_host: str = "127.0.0.1"

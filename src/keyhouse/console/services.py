@@ -30,7 +30,7 @@ from keyhouse.console.web import (
     read_form,
     render_as,
 )
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import EngineError, bounded_result
 from keyhouse.query_endpoints import service as endpoints
 from keyhouse.query_endpoints.routes import query_host
 from keyhouse.query_endpoints.schemas import PublicQueryApiEndpointRequest
@@ -278,7 +278,8 @@ async def run_sql(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) ->
                     "result_overflow_mode": "break",
                 },
             )
-            body = b"".join([chunk async for chunk in chunks])
+            limit = app_state(request).settings.query_max_buffered_result_bytes
+            body = await bounded_result(chunks, limit)
             result = json.loads(body) if body.strip() else {"meta": [], "data": []}
         except EngineError as error:
             error_text = error.message

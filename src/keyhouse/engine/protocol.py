@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 log = logging.getLogger("keyhouse.engine")
@@ -97,3 +98,25 @@ def silent_engine(timeout: float) -> EngineError:
         TIMEOUT_EXCEEDED,
         f"Timeout exceeded: the engine did not answer within {timeout:g} s (TIMEOUT_EXCEEDED)",
     )
+
+
+TOO_MANY_ROWS_OR_BYTES = 396
+
+
+async def bounded_result(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """A whole result, for the answers that need one (a Query API endpoint's version 1, the
+    console's SQL page), never more than ``limit`` bytes in the API process: past it the
+    result is closed (the engine cancels the query) and ClickHouse's own error is raised."""
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise EngineError(
+                TOO_MANY_ROWS_OR_BYTES,
+                f"Code: 396. DB::Exception: Limit for result exceeded, max bytes: {limit}: "
+                "this answer is built whole; ask for a streamed format or fewer rows. "
+                "(TOO_MANY_ROWS_OR_BYTES)",
+            )
+        parts.append(chunk)
+    return b"".join(parts)

@@ -16,7 +16,7 @@ from keyhouse.api.errors import BadRequest, ServiceUnavailable
 from keyhouse.auth.dependencies import AUTHENTICATED, Context, Require, RequireOnService
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import EngineError, bounded_result
 from keyhouse.models import QueryApiEndpoint, SavedQuery
 from keyhouse.query_endpoints import service
 from keyhouse.query_endpoints.schemas import (
@@ -414,7 +414,9 @@ async def run_endpoint(
             headers=headers,
         )
     try:
-        compact = json.loads(b"".join([chunk async for chunk in chunks]) or b"{}")
+        limit = app_state(request).settings.query_max_buffered_result_bytes
+        whole = await bounded_result(chunks, limit)
+        compact = json.loads(whole or b"{}")
     except EngineError as error:
         raise QueryFailed(error) from None
     columns = [{"name": c["name"], "type": c["type"]} for c in compact.get("meta", [])]
