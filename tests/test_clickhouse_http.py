@@ -185,6 +185,22 @@ def test_sessions_keep_their_state_and_take_one_request_at_a_time(
         assert http.post("/", params=session, content=b"SELECT a FROM tmp").text == "5\n"
         other = http.post("/", content=b"SELECT a FROM tmp")
         assert other.status_code == 404  # another session does not see it
+        # A GET in the session reads (its temporary tables too) but writes no table, and leaves
+        # the session as it was for later POSTs (it used to leave it read-only for good).
+        kept = b"CREATE TABLE kept (a UInt8) ENGINE = MergeTree ORDER BY a"
+        assert http.post("/", params=session, content=kept).status_code == 200
+        for statement in (
+            "INSERT INTO kept VALUES (6)",
+            "DROP TABLE kept",
+            "CREATE TABLE x (a UInt8) ENGINE = Memory",
+        ):
+            refused = http.get("/", params={**session, "query": statement})
+            assert refused.status_code == 403, (statement, refused.text)
+        read = {**session, "query": "SELECT count() FROM tmp"}
+        assert http.get("/", params=read).text == "1\n"
+        again = http.post("/", params=session, content=b"INSERT INTO kept VALUES (7)")
+        assert again.status_code == 200, again.text
+        assert http.post("/", params=session, content=b"SELECT sum(a) FROM kept").text == "7\n"
 
 
 def test_an_idle_service_wakes_on_its_first_request(

@@ -210,6 +210,10 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if session is None:
             handle.close()
         else:
+            if session.read_only_request:
+                session.read_only_request = False
+                with contextlib.suppress(Exception):
+                    handle.query("SET ROLE DEFAULT")
             session.last_used = time.monotonic()
             session.lock.release()
 
@@ -240,7 +244,14 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if roles:
             handle.query("SET ROLE " + ", ".join(_identifier(str(role)) for role in roles))
         if request.get("readonly"):
-            handle.query("SET readonly = 1")
+            if session is None:
+                handle.query("SET readonly = 1")
+            else:
+                # A session's handle outlives the request, and readonly can never be unset
+                # on it: a read-only request in a session (a GET) runs under the read-only
+                # role instead, and the session's own roles come back after it.
+                handle.query(f"SET ROLE {READ_ONLY_ROLE}")
+                session.read_only_request = True
 
     def serve(self, sock: socket.socket, request: dict[str, Any]) -> None:
         if request.get("op") == "ping":
@@ -386,6 +397,7 @@ class _Session:
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
         self.timeout = SESSION_TIMEOUT
+        self.read_only_request = False  # the request in flight runs under the read-only role
 
 
 def _literal(value: object) -> str:
