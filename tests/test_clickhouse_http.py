@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import json
 import ssl
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -255,6 +256,34 @@ def test_wrong_passwords_from_one_address_do_not_lock_out_another(
         assert 429 in statuses  # the stranger's own address is spent
         right = owner.post("/", content=b"SELECT 1", auth=("default", created["password"]))
         assert right.status_code == 200, right.text
+    client.patch(
+        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
+    )
+    wait_for(client, org, service["id"], "stopped")
+
+
+def test_a_port_serves_at_most_its_connection_limit(
+    settings: Settings, client: TestClient, org: Org, state: AppState
+) -> None:
+    """KEYHOUSE_CLICKHOUSE_MAX_CONNECTIONS: past it, a new connection's request is a 503 at
+    once (each open connection costs the process serving every organization)."""
+    state.settings = settings.model_copy(update={"clickhouse_max_connections": 2})
+    created = create(client, org, ipAccessList=LOOPBACK)
+    service = wait_for(client, org, created["service"]["id"], "running")
+    endpoint, password = service["endpoints"][0], created["password"]
+    with _raw(settings, endpoint, password) as first, _raw(settings, endpoint, password) as second:
+        for held in (first, second):  # each keeps its connection open (keep-alive)
+            assert held.post("/", content=b"SELECT 1").status_code == 200
+        with _raw(settings, endpoint, password) as third:
+            assert third.post("/", content=b"SELECT 1").status_code == 503
+        second.close()
+        for _ in range(50):  # the server sees the closed connection a moment later
+            with _raw(settings, endpoint, password) as fourth:
+                answered = fourth.post("/", content=b"SELECT 1")
+            if answered.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert answered.status_code == 200, answered.text
     client.patch(
         org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
     )

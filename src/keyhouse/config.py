@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     # listed at, and the ports it may take ("9440-9539"; default: a free port, kept per service).
     clickhouse_host: str = "127.0.0.1"
     clickhouse_ports: str | None = Field(default=None, pattern=r"^\d{1,5}-\d{1,5}$")
+    # Connections at once on one service's ClickHouse port (past it: 503).
+    clickhouse_max_connections: int = Field(default=256, ge=2, le=65536)
     # The certificate those interfaces serve; default: one Keyhouse makes on first start under
     # data_dir/tls, signed by its own CA (data_dir/tls/ca.pem, for clients to verify).
     tls_cert_file: Path | None = None

@@ -69,6 +69,11 @@ class Listeners:
             server_header=False,
             date_header=False,
             timeout_graceful_shutdown=5,
+            # Connections (and requests) at once on this port: past it, 503 at once instead of
+            # one more file descriptor and task each in the process serving every organization.
+            # (uvicorn refuses once the count, the new connection included, reaches its limit)
+            limit_concurrency=self.state.settings.clickhouse_max_connections + 1,
+            timeout_keep_alive=5,
         )
         config.load()
         config.ssl = self._tls

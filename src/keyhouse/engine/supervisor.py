@@ -178,14 +178,24 @@ class EngineSupervisor:
                 readable=[config.parent],
                 info_fd=info_write if sandboxed else None,
             )
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.PIPE,  # the worker's lifeline: it exits at its end
-                stdout=asyncio.subprocess.PIPE,
-                env=environment(),
-                pass_fds=(info_write,) if sandboxed else (),
-                start_new_session=True,  # a Ctrl-C to the server is not delivered to engines twice
+            # Never cancelled midway: asyncio would kill bubblewrap but could leave the
+            # lifeline's write end open (pipes it connects after the cancellation), and a worker
+            # bubblewrap had not named yet would then run on unknown, holding the data's lock.
+            spawning = asyncio.ensure_future(
+                asyncio.create_subprocess_exec(
+                    *command,
+                    stdin=asyncio.subprocess.PIPE,  # the worker's lifeline: it exits at its end
+                    stdout=asyncio.subprocess.PIPE,
+                    env=environment(),
+                    pass_fds=(info_write,) if sandboxed else (),
+                    start_new_session=True,  # a Ctrl-C to the server reaches engines once
+                )
             )
+            try:
+                process = await asyncio.shield(spawning)
+                cancelled = False
+            except asyncio.CancelledError:
+                process, cancelled = await spawning, True
         except BaseException:
             if sandboxed:
                 os.close(info_read)
@@ -196,15 +206,19 @@ class EngineSupervisor:
         child: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if not sandboxed:
             child.set_result(process.pid)
-            return process, child
+        else:
 
-        def read() -> int:
-            try:
-                return _child_pid(info_read) or process.pid
-            finally:
-                os.close(info_read)
+            def read() -> int:
+                try:
+                    return _child_pid(info_read) or process.pid
+                finally:
+                    os.close(info_read)
 
-        return process, asyncio.ensure_future(asyncio.to_thread(read))
+            child = asyncio.ensure_future(asyncio.to_thread(read))
+        if cancelled:
+            await _reap(process, child)
+            raise asyncio.CancelledError
+        return process, child
 
     async def _watch(self, worker: _Worker) -> None:
         code = await worker.process.wait()
