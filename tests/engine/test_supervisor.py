@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -27,11 +28,24 @@ async def _collect(supervisor: EngineSupervisor, service: uuid.UUID, **request: 
     return b"".join([chunk async for chunk in chunks])
 
 
-def _run(coro: Any) -> Any:
-    """Each scenario on its own event loop, in its own thread (the main thread may hold
-    another library's loop, as Playwright's sync API does)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+def _run(coro: Any, seconds: float = 240) -> Any:
+    """Each scenario on its own event loop, in its own (daemon) thread (the main thread may
+    hold another library's loop, as Playwright's sync API does). A scenario that hangs fails
+    the test after ``seconds`` instead of holding the test process for ever (an executor's
+    thread would be joined at its exit)."""
+    outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def scenario() -> None:
+        try:
+            outcome.set_result(asyncio.run(coro))
+        except BaseException as error:  # noqa: BLE001 (handed over to the test's thread)
+            outcome.set_exception(error)
+
+    threading.Thread(target=scenario, daemon=True).start()
+    try:
+        return outcome.result(timeout=seconds)
+    except concurrent.futures.TimeoutError:
+        raise AssertionError(f"the scenario did not end within {seconds} s") from None
 
 
 async def _until(condition: Callable[[], object], seconds: float = 30, step: float = 0.1) -> None:
