@@ -36,10 +36,10 @@ from keyhouse.models import (
     ROLE_ASSIGNMENTS,
     ROLES,
     ApiKey,
-    Organization,
     Role,
     RoleAssignment,
 )
+from keyhouse.quotas import Quota
 from keyhouse.roles.service import (
     Actor,
     access_of,
@@ -188,17 +188,8 @@ def create_key(
         session, principal, legacy_roles=request.roles, role_ids=request.assigned_role_ids
     )
     check_grantable(principal, roles)
-    in_organization = ApiKey.organization_id == principal.organization_id
-    count_keys = select(func.count()).select_from(ApiKey).where(in_organization)
-    if (session.scalar(count_keys) or 0) >= max_keys:
-        raise Conflict(_quota_message(max_keys))
-    # Concurrent creates serialise on the organization row (PostgreSQL) or on the write lock
-    # the insert takes (SQLite); counting again after the insert cannot miss one of them.
-    session.scalar(
-        select(Organization.id)
-        .where(Organization.id == principal.organization_id)
-        .with_for_update()
-    )
+    quota = Quota(ApiKey, "api-keys-per-organization", "API keys", max_keys)
+    quota.check(session, principal.organization_id)
     key_id = key_secret = None
     if request.hash_data is not None:
         hashes = request.hash_data
@@ -233,18 +224,10 @@ def create_key(
         session.flush()
     except IntegrityError:  # a concurrent create with the same key id or form nonce
         raise Conflict("A key with this key id was created at the same time") from None
-    if (session.scalar(count_keys) or 0) > max_keys:
-        raise Conflict(_quota_message(max_keys))
+    quota.recheck(session, principal.organization_id)
     assign_roles(session, "apiKey", key.id, roles, organization_id=principal.organization_id)
     record(session, principal, "key_create", target_key_id=key.id)
     return CreatedKey(key, key_id, key_secret)
-
-
-def _quota_message(max_keys: int) -> str:
-    return (
-        "Quota exceeded (api-keys-per-organization): an organization can hold at most "
-        f"{max_keys} API keys"
-    )
 
 
 def update_key(

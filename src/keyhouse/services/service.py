@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
@@ -35,7 +35,8 @@ from keyhouse.auth.network import ip_allowed
 from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.auth.principal import Principal, system_principal
 from keyhouse.engine.worker import ADMIN_ROLE, NAMEABLE_ROLES, READ_ONLY_ROLE
-from keyhouse.models import ApiKey, Organization, Service, ServiceQueryEndpoint
+from keyhouse.models import ApiKey, Service, ServiceQueryEndpoint
+from keyhouse.quotas import Quota
 from keyhouse.services import schemas
 
 if TYPE_CHECKING:
@@ -204,7 +205,8 @@ def create_service(
     if request.num_replicas not in (None, 1):
         raise BadRequest("numReplicas: an embedded engine runs one replica")
     _check_name_free(session, principal.organization_id, request.name, None)
-    _check_quota(session, principal.organization_id, defaults.max_services)
+    quota = Quota(Service, "services-per-organization", "services", defaults.max_services)
+    quota.check(session, principal.organization_id)
     minimum = request.min_replica_memory_gb or 8
     maximum = request.max_replica_memory_gb or max(16, minimum)
     if minimum > maximum:
@@ -238,29 +240,13 @@ def create_service(
     )
     session.add(service)
     session.flush()
+    quota.recheck(session, principal.organization_id)
     record(session, principal, "service_create", service_id=service.id)
     return service, password
 
 
 def _entries(entries: Sequence[Any]) -> list[dict[str, Any]]:
     return [entry.model_dump(exclude_none=True) for entry in entries]
-
-
-def _check_quota(session: Session, organization_id: uuid.UUID, max_services: int) -> None:
-    """At most ``max_services`` services per organization (each holds an engine's memory and
-    disk). Concurrent creates serialise on the organization's row (PostgreSQL) or on SQLite's
-    write lock."""
-    session.scalar(
-        select(Organization.id).where(Organization.id == organization_id).with_for_update()
-    )
-    count = select(func.count()).select_from(Service)
-    if (session.scalar(count.where(Service.organization_id == organization_id)) or 0) >= (
-        max_services
-    ):
-        raise Conflict(
-            "Quota exceeded (services-per-organization): an organization can hold at most "
-            f"{max_services} services"
-        )
 
 
 def _check_name_free(
