@@ -142,7 +142,9 @@ class Sandbox:
             return list(argv)
         command = [
             "bwrap",
-            "--die-with-parent",  # a worker never outlives the server
+            # Kills the worker with bubblewrap, except after setpriv's uid switch (the kernel
+            # clears the signal then): the worker's stdin pipe from the server covers both.
+            "--die-with-parent",
             "--new-session",  # no terminal to inject input into
             "--as-pid-1",  # the worker itself is PID 1: the server signals it directly
             "--unshare-ipc",

@@ -394,34 +394,45 @@ def _close_lifeline(process: asyncio.subprocess.Process) -> None:
         process.stdin.close()
 
 
-async def _unlocked(data_path: Path, seconds: float = 10) -> None:
+async def _until(done: Callable[[], bool], seconds: float = 10, step: float = 0.02) -> None:
+    """Poll ``done`` until it holds, ``seconds`` at most (then go on: the caller's next step
+    reports what is still wrong)."""
+    for _ in range(int(seconds / step)):
+        if done():
+            return
+        await asyncio.sleep(step)
+
+
+async def _unlocked(data_path: Path) -> None:
     """Wait (a while) until no engine holds the service's data directory (ClickHouse's lock on
     its ``status`` file): a worker killed a moment ago may still be exiting."""
-    status = data_path / "status"
-    for _ in range(int(seconds / 0.05)):
+
+    def free() -> bool:
         try:
-            with status.open("rb") as handle:
+            with (data_path / "status").open("rb") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except FileNotFoundError:
-            return
+            return True
         except BlockingIOError:
-            await asyncio.sleep(0.05)
-            continue
-        return
+            return False
+        return True
+
+    await _until(free)
 
 
-async def _gone(pid: int, seconds: float = 10) -> None:
+async def _gone(pid: int) -> None:
     """Wait until process ``pid`` has exited (a sandboxed worker is bubblewrap's child, not
     ours: when bubblewrap dies first, the kernel kills the worker, which takes a moment to
     release its memory and the data directory's lock)."""
-    for _ in range(int(seconds / 0.02)):
+
+    def exited() -> bool:
         try:
             stat = Path(f"/proc/{pid}/stat").read_bytes()
         except OSError:
-            return
-        if stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"]:
-            return
-        await asyncio.sleep(0.02)
+            return True
+        return stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"]
+
+    await _until(exited)
 
 
 def _child_pid(info: int) -> int | None:

@@ -39,6 +39,7 @@ _CODE = re.compile(r"Code:\s*(\d+)")
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ADMIN_ROLE = "kh_admin"
+READ_ONLY_ROLE = "sql_console_read_only"  # the one role that cannot write
 # Defence in depth behind the sandbox (which is the boundary: grants cannot govern INTO OUTFILE,
 # and revoking FILE breaks MergeTree): a service has no outbound network, so no role may use a
 # source or a table engine that reaches out (refused at once with ACCESS_DENIED, instead of
@@ -65,12 +66,10 @@ DATABASE_ROLES = {
     ADMIN_ROLE: ["GRANT ALL ON *.* WITH GRANT OPTION", *_CONTAINED],
     "default_role": ["GRANT ALL ON *.*", *_CONTAINED],
     "sql_console_admin": ["GRANT ALL ON *.*", *_CONTAINED],
-    "sql_console_read_only": ["GRANT SELECT, SHOW ON *.*"],
+    READ_ONLY_ROLE: ["GRANT SELECT, SHOW ON *.*"],
 }
-# What bindings and Query API endpoints may name (never the internal admin role), and the one
-# that cannot write.
+# What bindings and Query API endpoints may name (never the internal admin role).
 NAMEABLE_ROLES = tuple(name for name in DATABASE_ROLES if name != ADMIN_ROLE)
-READ_ONLY_ROLE = "sql_console_read_only"
 SESSION_TIMEOUT = 60.0
 CLOSE_SECONDS = 3.0
 MAX_SESSION_TIMEOUT = 3600.0
