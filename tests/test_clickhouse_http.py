@@ -89,12 +89,22 @@ def test_an_address_outside_the_ip_access_list_is_refused(
     assert "195" in str(refused.value)  # IP_ADDRESS_NOT_ALLOWED
 
 
-def _raw(settings: Settings, endpoint: dict[str, Any], password: str) -> httpx.Client:
+def _raw(
+    settings: Settings,
+    endpoint: dict[str, Any],
+    password: str,
+    *,
+    local_address: str | None = None,
+    timeout: float = 30,
+) -> httpx.Client:
+    """An HTTP client of the service's port, as curl is one (from ``local_address`` if given)."""
+    verify = ssl.create_default_context(cafile=str(settings.data_dir / "tls" / "ca.pem"))
     return httpx.Client(
         base_url=f"https://{endpoint['host']}:{endpoint['port']}",
         auth=("default", password),
-        verify=ssl.create_default_context(cafile=str(settings.data_dir / "tls" / "ca.pem")),
-        timeout=30,
+        verify=verify,
+        transport=httpx.HTTPTransport(local_address=local_address, verify=verify),
+        timeout=timeout,
     )
 
 
@@ -233,28 +243,19 @@ def test_wrong_passwords_from_one_address_do_not_lock_out_another(
     created = create(client, org, ipAccessList=everyone)
     service = wait_for(client, org, created["service"]["id"], "running")
     [endpoint] = service["endpoints"]
-    verify = ssl.create_default_context(cafile=str(settings.data_dir / "tls" / "ca.pem"))
-
-    def from_address(address: str) -> httpx.Client:
-        return httpx.Client(
-            base_url=f"https://{endpoint['host']}:{endpoint['port']}",
-            verify=verify,
-            transport=httpx.HTTPTransport(local_address=address, verify=verify),
-            timeout=30,
-        )
-
-    with from_address("127.0.0.2") as stranger, from_address("127.0.0.1") as owner:
+    password = created["password"]
+    with (
+        _raw(settings, endpoint, "guess", local_address="127.0.0.2") as stranger,
+        _raw(settings, endpoint, password, local_address="127.0.0.1") as owner,
+    ):
         for _ in range(12):
-            wrong = stranger.post("/", content=b"SELECT 1", auth=("default", "guess"))
+            wrong = stranger.post("/", content=b"SELECT 1")
             assert wrong.status_code == 401, wrong.text
-        right = owner.post("/", content=b"SELECT 1", auth=("default", created["password"]))
+        right = owner.post("/", content=b"SELECT 1")
         assert right.status_code == 200, right.text
-        statuses = {
-            stranger.post("/", content=b"SELECT 1", auth=("default", "guess")).status_code
-            for _ in range(30)
-        }
+        statuses = {stranger.post("/", content=b"SELECT 1").status_code for _ in range(30)}
         assert 429 in statuses  # the stranger's own address is spent
-        right = owner.post("/", content=b"SELECT 1", auth=("default", created["password"]))
+        right = owner.post("/", content=b"SELECT 1")
         assert right.status_code == 200, right.text
     client.patch(
         org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth

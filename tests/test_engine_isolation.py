@@ -12,7 +12,6 @@ control planes, while ordinary use keeps working."""
 from __future__ import annotations
 
 import socket
-import ssl
 import sysconfig
 import threading
 import uuid
@@ -20,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx2 as httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -29,6 +27,7 @@ from keyhouse.migrations import upgrade
 from keyhouse.state import AppState
 from tests.conftest import Org, create_org, make_client, make_settings
 from tests.services import bind, create, run, wait_for
+from tests.test_clickhouse_http import _raw
 
 LOOPBACK = [{"source": "127.0.0.1/32", "description": "this machine"}]
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])  # code there runs in every worker
@@ -212,25 +211,21 @@ def _ordinary_use_works(send: Callable[[str], tuple[int, bytes]]) -> None:
 
 
 def test_the_clickhouse_http_interface_reaches_nothing_outside_the_service(
-    attacked: tuple[TestClient, Org, Target],
+    target: tuple[Settings, Target], attacked: tuple[TestClient, Org, Target]
 ) -> None:
-    client, org, target = attacked
+    settings, aimed = target  # the same server as ``attacked``'s (one fixture per test)
+    client, org, _ = attacked
     created = create(client, org, ipAccessList=LOOPBACK)
     service = wait_for(client, org, created["service"]["id"], "running")
     [endpoint] = service["endpoints"]
-    with httpx.Client(
-        base_url=f"https://{endpoint['host']}:{endpoint['port']}",
-        auth=("default", created["password"]),
-        verify=ssl.create_default_context(cafile=str(target.data_dir / "tls" / "ca.pem")),
-        timeout=60,
-    ) as http:
+    with _raw(settings, endpoint, created["password"], timeout=60) as http:
 
         def send(sql: str) -> tuple[int, bytes]:
             answer = http.post("/", content=sql.encode())
             return answer.status_code, answer.content
 
         _ordinary_use_works(send)
-        _assert_contained(target, send, SITE_PACKAGES)
+        _assert_contained(aimed, send, SITE_PACKAGES)
     _stop(client, org, service["id"])
 
 
