@@ -159,6 +159,10 @@ def test_nobody_binds_a_key_to_more_database_access_than_they_hold(
         )
         assert binding.status_code in (400, 403), binding.text  # the binding's enum has no
         # default_role: a 400 there
+    # Refused whole: no endpoint was made, the service has no binding.
+    assert client.get(path, auth=org.auth).json()["result"] == []
+    no_binding = client.get(org.url(f"/services/{running}/serviceQueryEndpoint"), auth=org.auth)
+    assert no_binding.status_code == 404
     reader = _endpoint(
         org, running, key_ids, sql="SELECT 1", roles=["sql_console_read_only"], parameters={}
     )
