@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from keyhouse.config import Settings
 from keyhouse.state import AppState
 from tests.conftest import Org, create_key, key_auth, worker_pids
 from tests.services import bind, create, run, wait_for
+from tests.test_clickhouse_http import LOOPBACK, _raw
 
 
 def test_a_service_is_a_running_engine_queried_through_the_query_api(
@@ -77,12 +80,56 @@ def test_a_read_only_binding_cannot_write(client: TestClient, org: Org) -> None:
     assert run(client, service["id"], auth, "SELECT 1").text == "1\n"
     refused = run(client, service["id"], auth, "CREATE TABLE t (a UInt8) ENGINE = Memory")
     assert refused.status_code == 400
-    assert refused.headers["x-clickhouse-exception-code"] == "164"  # READONLY, by the engine
+    # ACCESS_DENIED, by the engine: the read-only role holds no CREATE (and readonly is set).
+    assert refused.headers["x-clickhouse-exception-code"] == "497"
     lifted = run(client, service["id"], auth, "SELECT 1 SETTINGS readonly = 0")
     assert lifted.status_code == 400
     # The binding is all it has: no management access.
     assert client.get(org.url("/keys"), auth=auth).status_code == 403
     assert client.get(org.url(f"/services/{service['id']}"), auth=auth).status_code == 403
+
+
+def test_a_read_only_binding_sees_and_kills_only_its_own_queries_and_keeps_its_role(
+    client: TestClient, org: Org, settings: Settings
+) -> None:
+    """It runs under the read-only database role, not the admin role with ``readonly``: the
+    engine's one user may list and KILL all of its queries and switch to any of its roles; a
+    read-only caller sees and stops its own queries only, and cannot switch."""
+    created = create(client, org, ipAccessList=LOOPBACK)
+    service = wait_for(client, org, created["service"]["id"], "running")
+    sid = service["id"]
+    reader = create_key(client, org, name="reader", roles=["query_endpoints"])
+    auth = key_auth(reader)
+    bind(client, org, sid, [reader["key"]["id"]], role="sql_console_read_only")
+    assert run(client, sid, auth, "SELECT currentRoles()").text == "['sql_console_read_only']\n"
+
+    marker = uuid.uuid4().hex
+    other = f"SELECT sleep(1), '{marker}' FROM numbers(3) SETTINGS max_block_size = 1"  # noqa: S608
+    with (
+        _raw(settings, service["endpoints"][0], created["password"]) as admin,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        running = pool.submit(admin.post, "/", content=other.encode())  # the admin's query
+        deadline = time.monotonic() + 30
+        while marker not in admin.post("/", content=b"SELECT query FROM system.processes").text:
+            assert time.monotonic() < deadline
+            assert not running.done()
+            time.sleep(0.05)
+        seen = run(client, sid, auth, "SELECT query FROM system.processes")
+        assert seen.status_code == 200
+        assert marker not in seen.text
+        assert "system.processes" in seen.text  # its own query only
+        assert marker not in run(client, sid, auth, "SHOW PROCESSLIST").text
+        assert run(client, sid, auth, "KILL QUERY WHERE 1 SYNC").status_code == 200
+        for switch in ("SET ROLE kh_admin", "SET ROLE DEFAULT", "SET ROLE NONE"):
+            refused = run(client, sid, auth, switch)
+            assert refused.status_code == 400, switch
+            assert refused.headers["x-clickhouse-exception-code"] == "497"
+        users = run(client, sid, auth, "SELECT name FROM system.users")
+        assert users.headers["x-clickhouse-exception-code"] == "497"
+        answered = running.result(timeout=60)
+    assert answered.status_code == 200, answered.text  # the KILL reached its own query only
+    assert answered.text.count(marker) == 3
 
 
 def test_stop_start_and_delete(client: TestClient, org: Org, state: AppState) -> None:
@@ -369,7 +416,9 @@ def test_member_with_query_endpoints_runs_queries_and_nothing_else(
     bind(client, org, sid, [member["key"]["id"]], role="sql_console_read_only")
     assert run(client, sid, auth, "SELECT 1").text == "1\n"
     write = run(client, sid, auth, "CREATE TABLE w (a UInt8) ENGINE = Memory")
-    assert write.headers["x-clickhouse-exception-code"] == "164"
+    assert (
+        write.headers["x-clickhouse-exception-code"] == "497"
+    )  # the read-only role's ACCESS_DENIED
     other = create(client, org)["service"]["id"]
     wait_for(client, org, other, "running")
     assert run(client, other, auth, "SELECT 1").status_code == 403  # bound to one service only

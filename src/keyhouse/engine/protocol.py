@@ -67,6 +67,7 @@ def parse_head(head: bytes) -> tuple[bytes, int]:
 
 SESSION_IS_LOCKED = 373
 TIMEOUT_EXCEEDED = 159  # a query that ran out of time
+ACCESS_DENIED = 497
 
 
 class EngineError(Exception):

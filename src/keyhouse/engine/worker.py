@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import itertools
 import json
 import os
@@ -70,6 +71,12 @@ DATABASE_ROLES = {
 }
 # What bindings and Query API endpoints may name (never the internal admin role).
 NAMEABLE_ROLES = tuple(name for name in DATABASE_ROLES if name != ADMIN_ROLE)
+# chDB signs every handle in as the one user ``default`` (its client hard-codes the name), and
+# the engine lets a user list and KILL its own queries whatever its roles: a handle that runs
+# under a chosen role (a binding's, an endpoint's, a read-only request's) sees only its own
+# query in system.processes, and so cannot read or KILL anyone else's (KILL selects from it).
+# Handles under the admin role (the service password, the console's admin) see them all.
+PROCESSES_POLICY = f"has(currentRoles(), '{ADMIN_ROLE}') OR query_id = queryID()"
 SESSION_TIMEOUT = 60.0
 CLOSE_SECONDS = 3.0
 MAX_SESSION_TIMEOUT = 3600.0
@@ -92,6 +99,9 @@ def engine_config(directory: Path, limits: dict[str, int | str] | None = None) -
     users = (
         "<clickhouse><users><default><password></password><networks><ip>::1</ip>"
         "<ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota>"
+        "<databases><system><processes>"
+        f"<filter>{html.escape(PROCESSES_POLICY, quote=False)}</filter>"
+        "</processes></system></databases>"
         f"<grants><query>GRANT {', '.join(DATABASE_ROLES)}</query></grants>"
         f"<default_roles><{ADMIN_ROLE}/></default_roles></default></users>"
         f"<roles>{roles}</roles><profiles><default>{_profile(limits or {})}</default></profiles>"
@@ -340,6 +350,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     raise
                 # Statements (CREATE, INSERT, ...) do not stream: run them whole.
                 stream = use.stop = None
+                if _restricted(request):
+                    _refuse_role_switch(handle, sql, params)
                 blocks = iter([handle.query(sql, fmt, params=params).bytes()])
             for data in blocks:
                 if not started:
@@ -397,6 +409,24 @@ class _Session:
         self.last_used = time.monotonic()
         self.timeout = SESSION_TIMEOUT
         self.read_only_request = False  # the request in flight runs under the read-only role
+
+
+def _restricted(request: dict[str, Any]) -> bool:
+    """A request that runs under chosen roles or read-only: it must stay within them."""
+    return bool(request.get("roles") or request.get("readonly"))
+
+
+def _refuse_role_switch(handle: Any, sql: str, params: dict[str, Any]) -> None:
+    """``SET ROLE`` needs no privilege (the engine's one user holds every role): a restricted
+    request may not run it. The statement's kind is the engine's own parse of it (the first
+    node of ``EXPLAIN AST``), never a match on its text; a statement the engine cannot parse
+    fails here with the engine's error, as it would have anyway."""
+    tree = handle.query(f"EXPLAIN AST {sql}", "TabSeparated", params=params).bytes()
+    if tree.startswith(b"SetRoleQuery"):
+        raise PermissionError(
+            f"Code: {protocol.ACCESS_DENIED}. DB::Exception: Not enough privileges: this "
+            "binding runs under its database roles and cannot switch them. (ACCESS_DENIED)"
+        )
 
 
 def _literal(value: object) -> str:

@@ -553,6 +553,7 @@ RUN_GRANT_QUERY = (
         _SERVICES.c.organization_id,
         _SERVICES.c.state,
         _SERVICES.c.max_replica_memory_gb,
+        _SERVICES.c.attached_url,
         _ENDPOINTS.c.open_api_keys,
         _ENDPOINTS.c.roles,
         _ENDPOINTS.c.allowed_origins,
@@ -578,7 +579,21 @@ def _run_grant(principal: Principal, service_id: uuid.UUID, row: Any) -> RunGran
             "(serviceQueryEndpoint openApiKeys)"
         )
     readonly = "sql_console_admin" not in row.roles
-    return RunGrant(service_id, row.state, readonly, row.max_replica_memory_gb, row.allowed_origins)
+    return RunGrant(
+        service_id,
+        row.state,
+        readonly,
+        row.max_replica_memory_gb,
+        row.allowed_origins,
+        roles=_read_only_roles(readonly, row.attached_url),
+    )
+
+
+def _read_only_roles(readonly: bool, attached_url: str | None) -> tuple[str, ...]:
+    """A read-only caller of an embedded engine runs under its read-only role (not the admin
+    role with ``readonly``): it cannot see or KILL others' queries, read ``system.users`` or
+    switch roles. An attached server's roles are its operator's: ``readonly`` alone there."""
+    return (READ_ONLY_ROLE,) if readonly and attached_url is None else ()
 
 
 def authorize_run(session: Session, principal: Principal, service_id: uuid.UUID) -> RunGrant:
@@ -742,7 +757,13 @@ def console_sql_grant(session: Session, principal: Principal, service_id: uuid.U
     writes = may_write_sql(principal, service)
     state = service.state
     wake_if_idle(session, principal, service)  # a query in the console wakes an idle service
-    return RunGrant(service.id, state, not writes, service.max_replica_memory_gb)
+    return RunGrant(
+        service.id,
+        state,
+        not writes,
+        service.max_replica_memory_gb,
+        roles=_read_only_roles(not writes, service.attached_url),
+    )
 
 
 def bound_keys(
