@@ -108,6 +108,28 @@ def _raw(
     )
 
 
+def test_results_of_many_blocks_are_one_answer_in_every_format(
+    settings: Settings, running: tuple[dict[str, Any], str]
+) -> None:
+    """A result larger than one engine block is one document, as a server sends it (each block
+    came back as a document of its own: JSON with "Extra data", a header per block, an Arrow
+    file the client called invalid, an ArrowStream cut at 65,409 rows with no error)."""
+    service, password = running
+    rows = 200_000
+    sql = f"SELECT number AS n, toString(number) AS s FROM numbers({rows}) ORDER BY n"  # noqa: S608
+    with _connected(settings, service["endpoints"][0], password) as ch:
+        assert ch.query_arrow(sql).num_rows == rows
+        with ch.query_row_block_stream(sql) as blocks:
+            assert sum(len(block) for block in blocks) == rows
+        assert len(ch.query(sql).result_rows) == rows
+    with _raw(settings, service["endpoints"][0], password) as http:
+        answer = http.post("/", content=f"{sql} FORMAT JSON".encode())
+        assert json.loads(answer.content)["rows"] == rows
+        csv = http.post("/", params={"default_format": "CSVWithNames"}, content=sql.encode())
+        assert csv.text.count('"n","s"') == 1
+        assert csv.text.count("\n") == rows + 1
+
+
 def test_the_http_protocol_as_curl_speaks_it(
     settings: Settings, running: tuple[dict[str, Any], str]
 ) -> None:

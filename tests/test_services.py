@@ -8,6 +8,7 @@ idle and wake are real; data survives a stop; a running service cannot be delete
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +70,18 @@ def test_a_service_is_a_running_engine_queried_through_the_query_api(
     assert error.status_code == 400
     assert error.headers["x-clickhouse-exception-code"] == "60"
     assert "missing_table" in error.json()["error"]
+
+
+def test_the_query_api_answers_a_result_of_many_blocks_as_one_document(
+    client: TestClient, org: Org
+) -> None:
+    sid = create(client, org)["service"]["id"]
+    wait_for(client, org, sid, "running")
+    bind(client, org, sid, [str(org.key_uuid)])
+    sql = "SELECT number AS n FROM numbers(300000)"
+    assert json.loads(run(client, sid, org.auth, sql, "JSON").content)["rows"] == 300_000
+    csv = run(client, sid, org.auth, sql, "CSVWithNames").text
+    assert csv.splitlines() == ['"n"', *map(str, range(300_000))]
 
 
 def test_a_read_only_binding_cannot_write(client: TestClient, org: Org) -> None:

@@ -339,20 +339,25 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self._prepare(handle, session, request)
             sql, fmt = request["sql"], request.get("format") or "TabSeparated"
             params = request.get("params") or {}
-            try:
-                stream = handle.send_query(sql, fmt, params=params)
-                use.stop = stream.close
-                first = next(iter(stream), None)
-                chunks = itertools.chain([] if first is None else [first], stream)
-                blocks: Iterator[bytes] = (chunk.bytes() for chunk in chunks)
-            except Exception as exc:
-                if "Streaming query is not supported" not in str(exc):
-                    raise
-                # Statements (CREATE, INSERT, ...) do not stream: run them whole.
-                stream = use.stop = None
+            blocks: Iterator[bytes] | None = None
+            if streams_exactly(sql, fmt):
+                try:
+                    stream = handle.send_query(sql, fmt, params=params)
+                    use.stop = stream.close
+                    first = next(iter(stream), None)
+                    chunks = itertools.chain([] if first is None else [first], stream)
+                    blocks = (chunk.bytes() for chunk in chunks)
+                except Exception as exc:
+                    if "Streaming query is not supported" not in str(exc):
+                        raise
+                    stream = use.stop = None  # a statement (CREATE, INSERT, ...): run it whole
+            if blocks is None:
+                # The whole answer at once: a statement, or a format whose document is not
+                # the concatenation of its blocks' (a header, a footer, a file): the engine's
+                # streaming API formats each block as a document of its own.
                 if _restricted(request):
                     _refuse_role_switch(handle, sql, params)
-                blocks = iter([handle.query(sql, fmt, params=params).bytes()])
+                blocks = _pieces(handle.query(sql, fmt, params=params).bytes())
             for data in blocks:
                 if not started:
                     sock.sendall(protocol.json_frame(protocol.HEADER, {"ok": True}))
@@ -367,9 +372,50 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 stream.cancel()
             raise
         except Exception as exc:  # the engine's own errors travel to the caller as they are
+            if session is not None:
+                _forget_failed_output(handle)
             use.answer(sock, protocol.json_frame(protocol.ERROR, _error(exc)))
         finally:
             use.end()
+
+
+def _forget_failed_output(handle: Any) -> None:
+    """A one-shot query that fails part-way leaves what it had formatted in the handle, and the
+    engine prefixes it to the next answer on that handle (chDB 4.4: ``SELECT 1`` answered the
+    failed query's rows). A session's handle runs one query whose answer is dropped, which
+    takes the leftovers with it."""
+    with contextlib.suppress(Exception):
+        handle.query("SELECT 1", "TabSeparated")
+
+
+# Output formats whose answer is exactly the concatenation of each block's output, as the
+# engine's streaming API gives them (measured on chDB 4.4 over every output format of
+# system.formats; tests/engine/test_formats.py checks it still holds). Any other format, or a
+# query that may name its own format, is answered whole.
+STREAMED_FORMATS = frozenset(
+    {
+        "BSONEachRow", "CSV", "CustomSeparated", "JSONCompactEachRow",
+        "JSONCompactStringsEachRow", "JSONEachRow", "JSONL", "JSONLines", "JSONStringsEachRow",
+        "LineAsString", "MsgPack", "NDJSON", "Native", "PrettyJSONEachRow", "PrettyJSONLines",
+        "PrettyNDJSON", "RawBLOB", "RowBinary", "TSKV", "TSV", "TSVRaw", "TabSeparated",
+        "TabSeparatedRaw",
+    }
+)  # fmt: skip
+_NAMES_A_FORMAT = re.compile(r"\bFORMAT\b", re.IGNORECASE)
+PIECE_BYTES = 1 << 20  # a whole answer travels in frames of at most this size
+
+
+def streams_exactly(sql: str, fmt: str) -> bool:
+    """Whether the answer to ``sql`` in ``fmt`` may be streamed block by block. A query whose
+    text holds the word FORMAT anywhere (a clause, or only a string or a name) is answered
+    whole: that errs on the side of the exact answer, never of a wrong one."""
+    return fmt in STREAMED_FORMATS and not _NAMES_A_FORMAT.search(sql)
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for offset in range(0, len(view), PIECE_BYTES):
+        yield bytes(view[offset : offset + PIECE_BYTES])
 
 
 class _Use:
