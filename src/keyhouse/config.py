@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # SQL page) stop past this many bytes with ClickHouse's TOO_MANY_ROWS_OR_BYTES; streamed
     # answers are not held and need no such bound.
     query_max_buffered_result_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    # Queries (and inserts) at once on one service's engine, through every door together; past
+    # it ClickHouse's TOO_MANY_SIMULTANEOUS_QUERIES (202), a 503 with Retry-After.
+    query_max_concurrent_per_service: int = Field(default=100, ge=1, le=10_000)
     # Each running service's ClickHouse HTTP interface (HTTPS): the address it listens on and is
     # listed at, and the ports it may take ("9440-9539"; default: a free port, kept per service).
     clickhouse_host: str = "127.0.0.1"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from keyhouse.engine.protocol import EngineError
 from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from tests.engine.test_supervisor import _collect, _run, _with_one_service
@@ -138,3 +139,46 @@ def test_a_services_files_are_private(tmp_path: Path) -> None:
         assert shared == []
 
     _with_one_service(tmp_path, scenario)
+
+
+def test_past_its_limit_an_engine_refuses_a_query_as_clickhouse_does(tmp_path: Path) -> None:
+    """A configured limit on queries at once: past it, ClickHouse's 202 at once (a 503 with
+    Retry-After at the doors); the queries already running are untouched."""
+
+    async def run() -> None:
+        supervisor = EngineSupervisor(tmp_path, max_queries=2)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            sleepers = [
+                asyncio.ensure_future(_collect(supervisor, service, sql="SELECT sleep(2)"))
+                for _ in range(2)
+            ]
+            refused = None
+            while refused is None and not all(s.done() for s in sleepers):
+                try:
+                    await _collect(supervisor, service, sql="SELECT 1")
+                except EngineError as error:
+                    refused = error
+                await asyncio.sleep(0.05)
+            assert refused is not None
+            assert refused.code == 202
+            assert "Too many simultaneous queries. Maximum: 2" in refused.message
+            assert await asyncio.gather(*sleepers) == [b"0\n", b"0\n"]
+            assert await _collect(supervisor, service, sql="SELECT 1") == b"1\n"  # room again
+        finally:
+            await supervisor.close()
+
+    _run(run())
+
+
+def test_the_doors_answer_that_limit_with_503_and_retry_after() -> None:
+    from keyhouse.clickhouse_http.interface import HttpError
+    from keyhouse.services.routes import QueryFailed
+
+    busy = EngineError(202, "Code: 202. DB::Exception: Too many simultaneous queries. Maximum: 2.")
+    failed = QueryFailed(busy)  # the Query API and endpoints
+    assert failed.status == 503
+    assert failed.headers == {"X-ClickHouse-Exception-Code": "202", "Retry-After": "1"}
+    assert HttpError(busy.code, busy.message).status == 503  # the HTTP interface (+ Retry-After)
+    assert QueryFailed(EngineError(60, "Code: 60. Unknown table")).status == 400

@@ -98,6 +98,7 @@ _STATUS = {
     456: 400,  # UNKNOWN_QUERY_PARAMETER
     373: 409,  # SESSION_IS_LOCKED
     159: 504,  # TIMEOUT_EXCEEDED
+    202: 503,  # TOO_MANY_SIMULTANEOUS_QUERIES (with Retry-After)
 }
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8",
@@ -457,6 +458,8 @@ async def _answer(
     ]
     if code is not None:
         headers.append((b"x-clickhouse-exception-code", str(code).encode()))
+    if status == 503:  # a limit reached, or a service not running yet: try again shortly
+        headers.append((b"retry-after", b"1"))
     if query_id is not None:
         headers.append((b"x-clickhouse-query-id", query_id.encode()))
     if summary is not None:

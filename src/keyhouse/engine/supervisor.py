@@ -87,8 +87,11 @@ class EngineSupervisor:
         limits: dict[str, int | str] | None = None,
         answer_timeout: float | None = None,
         sandbox: Sandbox | None = None,
+        max_queries: int = 0,
     ) -> None:
         self.data_dir = data_dir
+        # Queries and inserts at once on each engine (0: no limit); past it, the engine's 202.
+        self.max_queries = max_queries
         self.sandbox = sandbox if sandbox is not None else Sandbox()
         # The operator's limits: each engine starts with them as defaults and constraints.
         self.limits = dict(limits or {})
@@ -143,6 +146,7 @@ class EngineSupervisor:
         socket_path = channel / "engine.sock"
         argv = [sys.executable, "-I", "-m", "keyhouse.engine.worker"]
         argv += ["--path", str(data_path), "--socket", str(socket_path), "--config", str(config)]
+        argv += ["--max-queries", str(self.max_queries)]
         process, child = await self._launch(argv, data_path, channel, config)
         try:
             pid = await asyncio.shield(child)

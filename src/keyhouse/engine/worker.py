@@ -182,8 +182,12 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     # queries was refused, and answered "the service is not running", while the engine ran).
     request_queue_size = 1024
 
-    def __init__(self, socket_path: str, address: str, engine: Any, version: str) -> None:
+    def __init__(
+        self, socket_path: str, address: str, engine: Any, version: str, max_queries: int = 0
+    ) -> None:
         self.address = address  # what chdb.connect() opens: the data path and the config
+        self.max_queries = max_queries
+        self._slots = threading.BoundedSemaphore(max_queries) if max_queries else None
         self.engine = engine
         self.version = version
         self._sessions: dict[str, _Session] = {}
@@ -269,13 +273,26 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             )
             sock.sendall(protocol.frame(protocol.END))
             return
-        if request.get("op") == "insert":
-            self._insert(sock, request)
-            return
-        if request.get("op") != "query":
+        if request.get("op") not in ("query", "insert"):
             sock.sendall(protocol.json_frame(protocol.ERROR, {"code": 0, "message": "unknown op"}))
             return
-        self._query(sock, request)
+        if self._slots is not None and not self._slots.acquire(blocking=False):
+            error = {
+                "code": protocol.TOO_MANY_SIMULTANEOUS_QUERIES,
+                "message": f"Code: {protocol.TOO_MANY_SIMULTANEOUS_QUERIES}. DB::Exception: Too "
+                f"many simultaneous queries. Maximum: {self.max_queries}. "
+                "(TOO_MANY_SIMULTANEOUS_QUERIES)",
+            }
+            sock.sendall(protocol.json_frame(protocol.ERROR, error))  # (before any data)
+            return
+        try:
+            if request["op"] == "insert":
+                self._insert(sock, request)
+            else:
+                self._query(sock, request)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
 
     def _insert(self, sock: socket.socket, request: dict[str, Any]) -> None:
         try:
@@ -537,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", required=True, help="the service's data directory")
     parser.add_argument("--socket", required=True, help="the Unix socket to serve on")
     parser.add_argument("--config", required=True, help="the engine's config (engine_config)")
+    parser.add_argument("--max-queries", type=int, default=0, help="at once (0: no limit)")
     args = parser.parse_args(argv)
     os.umask(0o077)  # the service's files are the engine's alone (0600, directories 0700)
     serving: list[_Server] = []
@@ -564,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     version = engine.query("SELECT version()", "TabSeparated").bytes().decode().strip()
     if os.path.exists(args.socket):
         os.unlink(args.socket)
-    server = _Server(args.socket, address, engine, version)
+    server = _Server(args.socket, address, engine, version, args.max_queries)
     os.chmod(args.socket, 0o600)
 
     def stop(_signum: int, _frame: object) -> None:

@@ -52,6 +52,7 @@ class Engines:
             settings.data_dir,
             on_failed=self._failed,
             limits=operator_limits(settings),
+            max_queries=settings.query_max_concurrent_per_service,
             sandbox=Sandbox(
                 enabled=settings.engine_sandbox != "off",
                 uid=settings.engine_uid,

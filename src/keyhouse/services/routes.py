@@ -17,7 +17,7 @@ from keyhouse.api.wire import unstorable_text
 from keyhouse.auth.dependencies import AUTHENTICATED, Context, Require, RequireOnService
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import TOO_MANY_SIMULTANEOUS_QUERIES, EngineError
 from keyhouse.models import Service as ServiceRow
 from keyhouse.models import ServiceQueryEndpoint
 from keyhouse.services import service
@@ -484,4 +484,8 @@ class QueryFailed(ApiError):
     status = 400
 
     def __init__(self, error: EngineError) -> None:
-        super().__init__(error.message, headers={"X-ClickHouse-Exception-Code": str(error.code)})
+        headers = {"X-ClickHouse-Exception-Code": str(error.code)}
+        if error.code == TOO_MANY_SIMULTANEOUS_QUERIES:  # a configured limit, reached for now
+            self.status = 503
+            headers["Retry-After"] = "1"
+        super().__init__(error.message, headers=headers)
