@@ -230,9 +230,12 @@ class ClickHouseInterface:
         try:
             await self._handle(scope, receive, send)
         except HttpError as error:
-            await _answer(send, error.status, error.message, code=error.code)
+            # A limit reached for now (TOO_MANY_SIMULTANEOUS_QUERIES): try again shortly.
+            retry = "1" if error.status == 503 else None
+            await _answer(send, error.status, error.message, code=error.code, retry_after=retry)
         except (ServiceUnavailable, TooManyRequests) as error:
-            await _answer(send, error.status, f"Code: 0. {error}", code=0)
+            retry = error.headers.get("Retry-After")
+            await _answer(send, error.status, f"Code: 0. {error}", code=0, retry_after=retry)
         except ConnectionResetError:
             return
 
@@ -450,6 +453,7 @@ async def _answer(
     code: int | None = None,
     query_id: str | None = None,
     summary: str | None = None,
+    retry_after: str | None = None,
 ) -> None:
     body = text.encode() if text.endswith("\n") or not text else (text + "\n").encode()
     headers = [
@@ -458,8 +462,8 @@ async def _answer(
     ]
     if code is not None:
         headers.append((b"x-clickhouse-exception-code", str(code).encode()))
-    if status == 503:  # a limit reached, or a service not running yet: try again shortly
-        headers.append((b"retry-after", b"1"))
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after.encode()))
     if query_id is not None:
         headers.append((b"x-clickhouse-query-id", query_id.encode()))
     if summary is not None:

@@ -49,7 +49,7 @@ _HEAD = struct.Struct(">cI")
 MAX_CONTROL_FRAME = 16 * 1024 * 1024  # a request or header: SQL text is bounded by the API
 
 
-def frame(kind: bytes, payload: bytes = b"") -> bytes:
+def frame(kind: bytes, payload: bytes | memoryview = b"") -> bytes:
     return _HEAD.pack(kind, len(payload)) + payload
 
 

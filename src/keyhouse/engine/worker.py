@@ -356,7 +356,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self._prepare(handle, session, request)
             sql, fmt = request["sql"], request.get("format") or "TabSeparated"
             params = request.get("params") or {}
-            blocks: Iterator[bytes] | None = None
+            blocks: Iterator[bytes | memoryview] | None = None
             if streams_exactly(sql, fmt):
                 try:
                     stream = handle.send_query(sql, fmt, params=params)
@@ -429,10 +429,10 @@ def streams_exactly(sql: str, fmt: str) -> bool:
     return fmt in STREAMED_FORMATS and not _NAMES_A_FORMAT.search(sql)
 
 
-def _pieces(data: bytes) -> Iterator[bytes]:
-    view = memoryview(data)
+def _pieces(data: bytes) -> Iterator[memoryview]:
+    view = memoryview(data)  # slices of it: each piece is copied once, into its frame
     for offset in range(0, len(view), PIECE_BYTES):
-        yield bytes(view[offset : offset + PIECE_BYTES])
+        yield view[offset : offset + PIECE_BYTES]
 
 
 class _Use:
