@@ -206,8 +206,8 @@ def test_the_doors_answer_that_limit_with_503_and_retry_after() -> None:
         assert sent[0]["status"] == 503
         return dict(sent[0]["headers"])
 
-    busy_port = asyncio.run(answered(HttpError(busy.code, busy.message)))
+    busy_port = _run(answered(HttpError(busy.code, busy.message)))
     assert busy_port[b"retry-after"] == b"1"
     assert busy_port[b"x-clickhouse-exception-code"] == b"202"
     stopped = ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
-    assert asyncio.run(answered(stopped))[b"retry-after"] == b"5"  # the domain's own answer
+    assert _run(answered(stopped))[b"retry-after"] == b"5"  # the domain's own answer
