@@ -10,17 +10,17 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from keyhouse.api.errors import NotFound
 from keyhouse.api_keys.service import KEY_VIEW_QUERY, key_view, key_view_reads
 from keyhouse.auth.principal import Principal, system_principal
 from keyhouse.auth.service import AUTH_QUERY
 from keyhouse.config import Settings
-from keyhouse.loop_reads import Read
+from keyhouse.loop_reads import READER_APPLICATION, Read
 from keyhouse.models import API_KEYS
 from keyhouse.state import AppState
 from tests.conftest import Org, create_org
@@ -33,6 +33,7 @@ def on_loop(state: AppState, read: Callable[[], Awaitable[T]]) -> T:
     another library's loop, as Playwright's sync API does)."""
 
     async def main() -> T:
+        state.reader.open_loop()  # as an app does at its start
         try:
             return await read()
         finally:
@@ -62,6 +63,42 @@ def test_a_read_returns_what_a_session_returns(state: AppState, org: Org) -> Non
     assert row.expire_at == expires
     assert row.expire_at.tzinfo is not None
     assert json.loads(row.ip_access_list) == [{"source": "10.0.0.0/8"}]  # its text, as read
+
+
+def test_a_loop_no_app_opened_reads_and_leaves_no_connection_behind(
+    state: AppState, org: Org
+) -> None:
+    """A loop that ends with its request (a client without a lifespan) has nobody to close a
+    pool: each of its reads has a connection of its own, closed at once. (A pool left there
+    kept its connection for ever, and its maintenance tasks could swallow the cancellation
+    that ends the loop: the request never returned.)"""
+    values = {"key_id": org.key_uuid, "org_id": org.id}
+
+    def foreign_read() -> list[Any]:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, state.reader.all(KEY_VIEW_QUERY, values)).result()
+
+    if state.reader.sqlite:  # one connection per thread, the thread's for its lifetime
+        assert [row.id for row in foreign_read()] == [org.key_uuid]
+        return
+    before = _reader_connections(state)
+    for _ in range(3):
+        assert [row.id for row in foreign_read()] == [org.key_uuid]
+    assert _reader_connections(state) == before
+
+
+def _reader_connections(state: AppState) -> int:
+    """The readers' connections to this test's database."""
+    with state.sessionmaker() as session:
+        return int(
+            session.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = :name"
+                ),
+                {"name": READER_APPLICATION},
+            ).scalar_one()
+        )
 
 
 def test_several_reads_come_back_in_order(state: AppState, org: Org) -> None:

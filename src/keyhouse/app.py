@@ -72,6 +72,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state.reader.open_loop()  # closed below (close_loop)
         usage = asyncio.create_task(state.usage.run(state, settings.usage_flush_seconds))
         try:
             async with _engines(state):

@@ -9,8 +9,12 @@ those a session returns (UUIDs, aware UTC datetimes, decoded JSON).
 - SQLite: one read-only connection per thread (the event loop's), in WAL mode, where a reader
   never waits for a writer; a statement that still finds the database busy (a checkpoint) waits
   at most ``BUSY_MS`` and is then a 503.
-- PostgreSQL: psycopg's async connections, pooled per event loop (tests run several apps on
-  several loops over one state), with the same statement and lock timeouts as the engine's;
+- PostgreSQL: psycopg's async connections, pooled per event loop that an app opened
+  (``open_loop``, at its start; ``close_loop`` at its end), with the same statement and lock
+  timeouts as the engine's; a loop no app opened (tests drive one state from clients without
+  a lifespan, whose loop ends with each request) reads on a connection of its own, closed at
+  once: a pool left on a loop that ends is never closed, and its maintenance tasks swallow the
+  cancellation that ends the loop (a request then never returned);
   statements are prepared on each connection (server-side plans, re-planned by PostgreSQL
   when a table's statistics change).
 
@@ -21,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -122,6 +127,9 @@ def _prepare(statement: Select[Any], dialect: Dialect) -> _Prepared:
     return _Prepared(statement, compiled, compiled.string, positional, binders, processors, row)
 
 
+READER_APPLICATION = "keyhouse-reader"
+
+
 class LoopReader:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._dialect = engine.dialect
@@ -130,6 +138,7 @@ class LoopReader:
         self._prepared: dict[int, _Prepared] = {}
         self._local = threading.local()
         self._pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool] = {}
+        self._app_loops: set[asyncio.AbstractEventLoop] = set()
         self.sqlite = engine.dialect.name == "sqlite"
 
     def _statement(self, statement: Select[Any]) -> _Prepared:
@@ -167,8 +176,7 @@ class LoopReader:
     async def _postgresql(
         self, prepared: list[_Prepared], parameters: list[Any]
     ) -> list[list[Any]]:
-        pool = await self._pool()
-        async with pool.connection() as connection:
+        async with self._connection() as connection:
             if len(prepared) == 1:
                 cursor = await connection.execute(prepared[0].sql, parameters[0], prepare=True)
                 return [await cursor.fetchall()]
@@ -195,40 +203,64 @@ class LoopReader:
 
     # --- PostgreSQL -----------------------------------------------------------------------
 
-    async def _pool(self) -> AsyncConnectionPool:
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection of this loop's pool; on a loop no app opened, one of its own."""
         loop = asyncio.get_running_loop()
+        if loop not in self._app_loops:
+            connection = await psycopg.AsyncConnection.connect(
+                self._conninfo(), **self._connection_options()
+            )
+            async with connection:
+                yield connection
+            return
         pool = self._pools.get(loop)
         if pool is None:
             settings = self._settings
-            statement_ms = int(settings.database_statement_timeout * 1000)
-            url = self._url.set(drivername="postgresql")
             pool = AsyncConnectionPool(
-                url.render_as_string(hide_password=False),
+                self._conninfo(),
                 min_size=1,
                 max_size=max(2, settings.worker_threads),
                 timeout=settings.database_connect_timeout,
                 open=False,
-                kwargs={
-                    "autocommit": True,
-                    "connect_timeout": max(1, round(settings.database_connect_timeout)),
-                    # Prepared once per connection; PostgreSQL keeps a generic plan after five
-                    # calls (planning is ~150 us of a ~250 us read here) and plans again when
-                    # the tables' statistics change (ANALYZE, autovacuum's included), so a plan
-                    # made while a table was small does not outlive its growth.
-                    "options": f"-c statement_timeout={statement_ms}",
-                    "keepalives": 1,
-                    "keepalives_idle": 10,
-                    "keepalives_interval": 5,
-                    "keepalives_count": 3,
-                },
+                kwargs=self._connection_options(),
             )
             self._pools[loop] = pool
             await pool.open(wait=False)
-        return pool
+        async with pool.connection() as connection:
+            yield connection
+
+    def _conninfo(self) -> str:
+        return self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def _connection_options(self) -> dict[str, Any]:
+        settings = self._settings
+        statement_ms = int(settings.database_statement_timeout * 1000)
+        return {
+            "autocommit": True,
+            "application_name": READER_APPLICATION,  # told apart in pg_stat_activity
+            "connect_timeout": max(1, round(settings.database_connect_timeout)),
+            # Prepared once per connection; PostgreSQL keeps a generic plan after five calls
+            # (planning is ~150 us of a ~250 us read here) and plans again when the tables'
+            # statistics change (ANALYZE, autovacuum's included), so a plan made while a table
+            # was small does not outlive its growth.
+            "options": f"-c statement_timeout={statement_ms}",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+
+    def open_loop(self) -> None:
+        """The running loop is an app's, which closes it with ``close_loop``: its reads pool
+        their connections."""
+        self._app_loops.add(asyncio.get_running_loop())
 
     async def close_loop(self) -> None:
         """Close this event loop's pool (at the end of the app that ran on it)."""
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        self._app_loops.discard(loop)
+        pool = self._pools.pop(loop, None)
         if pool is not None:
             await pool.close()
 
