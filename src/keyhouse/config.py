@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # Every engine runs in an operating-system sandbox (keyhouse.engine.sandbox): "bubblewrap",
     # or "off" (unsafe: an engine then reaches whatever the server can; development only).
     engine_sandbox: Literal["bubblewrap", "off"] = "bubblewrap"
+    # The most all engines on this host may hold together, in bytes (default: 80 % of the
+    # host's memory; 0: no cap). Each engine caps itself at it (past it, ClickHouse's 241),
+    # and the kernel caps their sum where a memory cgroup can be made (keyhouse.engine.memory).
+    engines_max_memory_bytes: int | None = Field(default=None, ge=0)
     # The unprivileged uid/gid engines run under when Keyhouse runs as root.
     engine_uid: int = Field(default=65534, ge=1, le=2**32 - 2)
     engine_gid: int = Field(default=65534, ge=1, le=2**32 - 2)
@@ -123,6 +127,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
         parse_rate_limit(value)
+        return value
+
+    @field_validator("engines_max_memory_bytes")
+    @classmethod
+    def _check_engines_memory(cls, value: int | None) -> int | None:
+        if value and value < 128 * 1024**2:
+            raise ValueError("engines_max_memory_bytes must be 0 (no cap) or at least 128 MiB")
         return value
 
     @field_validator("trusted_proxies", mode="before")

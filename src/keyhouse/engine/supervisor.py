@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keyhouse.engine import protocol
+from keyhouse.engine.memory import MemoryGroup, MemoryGroupUnavailable
 from keyhouse.engine.protocol import EngineError, silent_engine
 from keyhouse.engine.protocol import answer_timeout as default_answer_timeout
 from keyhouse.engine.sandbox import Sandbox, SandboxUnavailable, environment
@@ -88,8 +90,16 @@ class EngineSupervisor:
         answer_timeout: float | None = None,
         sandbox: Sandbox | None = None,
         max_queries: int = 0,
+        memory_limit: int = 0,
     ) -> None:
         self.data_dir = data_dir
+        # The most all engines together may hold (0: no cap): each engine's own cap, and the
+        # kernel's over all of them in one memory cgroup (keyhouse.engine.memory) where the
+        # host offers one.
+        self.memory_limit = memory_limit
+        self.memory_group: MemoryGroup | None = None
+        self._memory_group_tried = False
+        self._memory_group_lock = threading.Lock()
         # Queries and inserts at once on each engine (0: no limit); past it, the engine's 202.
         self.max_queries = max_queries
         self.sandbox = sandbox if sandbox is not None else Sandbox()
@@ -140,7 +150,11 @@ class EngineSupervisor:
         # The worker's own directory (its socket) and its configuration (read-only to it: an
         # engine reloads its users file when it changes).
         channel = self._sockets / service_id.hex
-        config = engine_config(self._sockets / f"{service_id.hex}.config", self.limits)
+        config = engine_config(
+            self._sockets / f"{service_id.hex}.config", self.limits, self.memory_limit
+        )
+        if self.memory_limit:
+            await asyncio.to_thread(self._join_memory_group)
         await asyncio.to_thread(self.sandbox.prepare, data_path, channel)
         await _unlocked(data_path)
         socket_path = channel / "engine.sock"
@@ -167,6 +181,26 @@ class EngineSupervisor:
         log.info("engine for service %s started (pid %s, %s)", service_id, pid, version)
         return _Worker(service_id, data_path, socket_path, process, version, pid, crashes=crashes)
 
+    def _join_memory_group(self) -> None:
+        """Make the engines' memory group once, before the first worker starts (workers that
+        start together wait for it)."""
+        with self._memory_group_lock:
+            if self._memory_group_tried:
+                return
+            self._memory_group_tried = True
+            try:
+                group = MemoryGroup.create(self.memory_limit)
+            except MemoryGroupUnavailable as error:
+                log.warning(
+                    "engines' memory together is not capped by the kernel (each engine still "
+                    "caps itself at %s bytes): %s",
+                    self.memory_limit,
+                    error,
+                )
+                return
+            log.info("engines' memory together capped at %s bytes (%s)", group.limit, group.path)
+            self.memory_group = group
+
     async def _launch(
         self, argv: list[str], data_path: Path, channel: Path, config: Path
     ) -> tuple[asyncio.subprocess.Process, asyncio.Future[int]]:
@@ -182,6 +216,8 @@ class EngineSupervisor:
                 readable=[config.parent],
                 info_fd=info_write if sandboxed else None,
             )
+            if self.memory_group is not None:
+                command = self.memory_group.join(command)
             # Never cancelled midway: asyncio would kill bubblewrap but could leave the
             # lifeline's write end open (pipes it connects after the cancellation), and a worker
             # bubblewrap had not named yet would then run on unknown, holding the data's lock.
@@ -292,6 +328,8 @@ class EngineSupervisor:
         # Every service ever touched: stop() takes its lock, so a start in flight ends first.
         await asyncio.gather(*(self.stop(service_id) for service_id in list(self._locks)))
         shutil.rmtree(self._sockets, ignore_errors=True)
+        if self.memory_group is not None:
+            self.memory_group.remove()
 
     async def _connect(
         self, service_id: uuid.UUID

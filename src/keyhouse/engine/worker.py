@@ -87,10 +87,14 @@ LIMITS = ("max_execution_time", "max_memory_usage", "max_result_bytes", "result_
 _LIMIT_VALUE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
-def engine_config(directory: Path, limits: dict[str, int | str] | None = None) -> Path:
+def engine_config(
+    directory: Path, limits: dict[str, int | str] | None = None, memory: int = 0
+) -> Path:
     """Write the engine's configuration (its users, roles and the operator's ``limits``) into
     ``directory``. Each numeric limit is the default and a constraint (1 to the limit; 0 is no
-    limit): neither ``SET`` nor a query's ``SETTINGS`` clause can lift it, only lower it."""
+    limit): neither ``SET`` nor a query's ``SETTINGS`` clause can lift it, only lower it.
+    ``memory``: the most the whole engine may hold, in bytes (0: the engine's default, 90 % of
+    the host's memory)."""
     roles = "".join(
         f"<{name}><grants>{''.join(f'<query>{query}</query>' for query in queries)}</grants>"
         f"</{name}>"
@@ -116,6 +120,7 @@ def engine_config(directory: Path, limits: dict[str, int | str] | None = None) -
     config = directory / "config.xml"
     config.write_text(
         f"<clickhouse><users_config>{directory / 'users.xml'}</users_config>"
+        f"<max_server_memory_usage>{int(memory)}</max_server_memory_usage>"
         "<access_control_improvements><table_engines_require_grant>true"
         "</table_engines_require_grant></access_control_improvements></clickhouse>"
     )

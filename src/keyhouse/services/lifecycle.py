@@ -25,6 +25,7 @@ from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.clickhouse_http.tls import ca_path
 from keyhouse.config import Settings
+from keyhouse.engine.memory import host_memory_bytes
 from keyhouse.engine.protocol import EngineError, answer_timeout
 from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
@@ -44,6 +45,13 @@ COMING_UP = frozenset({"provisioning", "starting", "awaking"})
 IDLE_CHECK_SECONDS = 30.0
 
 
+def engines_memory(settings: Settings) -> int:
+    """The most all engines may hold together (0: no cap)."""
+    if settings.engines_max_memory_bytes is not None:
+        return settings.engines_max_memory_bytes
+    return int(host_memory_bytes() * 0.8)
+
+
 class Engines:
     def __init__(self, state: AppState, *, idle_check_seconds: float = IDLE_CHECK_SECONDS) -> None:
         self.state = state
@@ -53,6 +61,7 @@ class Engines:
             on_failed=self._failed,
             limits=operator_limits(settings),
             max_queries=settings.query_max_concurrent_per_service,
+            memory_limit=engines_memory(settings),
             sandbox=Sandbox(
                 enabled=settings.engine_sandbox != "off",
                 uid=settings.engine_uid,
