@@ -285,6 +285,40 @@ def test_wrong_passwords_from_one_address_do_not_lock_out_another(
     wait_for(client, org, service["id"], "stopped")
 
 
+def test_an_insert_past_the_operators_size_limit_is_refused(
+    settings: Settings, client: TestClient, org: Org, state: AppState
+) -> None:
+    """KEYHOUSE_QUERY_MAX_INSERT_BYTES, counted as the engine receives the data: a body that
+    says it is larger is refused before any of it is written; a compressed one that grows
+    past it while it streams (a decompression bomb) is cut there."""
+    limit = 1024**2
+    state.settings = settings.model_copy(update={"query_max_insert_bytes": limit})
+    created = create(client, org, ipAccessList=LOOPBACK)
+    service = wait_for(client, org, created["service"]["id"], "running")
+    row = b"x" * 99 + b"\n"
+    with _raw(settings, service["endpoints"][0], created["password"]) as http:
+        made = http.post("/", content=b"CREATE TABLE t (s String) ENGINE = MergeTree ORDER BY s")
+        assert made.status_code == 200, made.text
+        insert = {"query": "INSERT INTO t FORMAT TSV"}
+        assert http.post("/", params=insert, content=row * 5000).status_code == 200  # 500 kB
+        for body, headers in (
+            (row * 20_000, {}),  # 2 MB
+            (gzip.compress(row * 50_000), {"Content-Encoding": "gzip"}),  # 5 MB, 15 kB sent
+        ):
+            refused = http.post("/", params=insert, content=body, headers=headers)
+            assert refused.status_code == 413, refused.text
+            assert refused.headers["x-clickhouse-exception-code"] == "307"
+            assert "TOO_MANY_BYTES" in refused.text
+        # The query in the body, its data after it: counted as it streams.
+        refused = http.post("/", content=b"INSERT INTO t FORMAT TSV\n" + row * 20_000)
+        assert refused.status_code == 413, refused.text
+        assert http.post("/", content=b"SELECT count() FROM t").text == "5000\n"
+    client.patch(
+        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
+    )
+    wait_for(client, org, service["id"], "stopped")
+
+
 def test_a_port_serves_at_most_its_connection_limit(
     settings: Settings, client: TestClient, org: Org, state: AppState
 ) -> None:

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # SQL page) stop past this many bytes with ClickHouse's TOO_MANY_ROWS_OR_BYTES; streamed
     # answers are not held and need no such bound.
     query_max_buffered_result_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    # The data of one insert through a service's ClickHouse HTTP interface, in bytes as the
+    # engine receives them (decompressed); past it ClickHouse's TOO_MANY_BYTES, a 413. 0: none.
+    query_max_insert_bytes: int = Field(default=4 * 1024**3, ge=0)
     # Queries (and inserts) at once on one service's engine, through every door together; past
     # it ClickHouse's TOO_MANY_SIMULTANEOUS_QUERIES (202), a 503 with Retry-After.
     query_max_concurrent_per_service: int = Field(default=100, ge=1, le=10_000)

@@ -282,6 +282,10 @@ class ClickHouseInterface:
                     "Code: 164. Cannot execute an INSERT in a GET request "
                     "(readonly mode). (READONLY)",
                 )
+            limit = self.state.settings.query_max_insert_bytes
+            if limit and "query" in params and not headers.get("content-encoding"):
+                # The whole body is the data: refused before any of it is written.
+                _check_insert_size(int(headers.get("content-length") or 0), limit)
             await self._insert(
                 send, grant, insert, rest, body, settings, database, session_id, query_id
             )
@@ -377,10 +381,19 @@ class ClickHouseInterface:
         session_id: str | None,
         query_id: str,
     ) -> None:
+        limit = self.state.settings.query_max_insert_bytes
+
         async def data() -> AsyncIterator[bytes]:
+            # Counted as the engine receives it (decompressed): past the limit the insert
+            # ends (the engine cancels it; blocks it had already written stay, as a failed
+            # insert's do on a ClickHouse server).
+            size = len(first)
             if first:
+                _check_insert_size(size, limit)
                 yield first
             async for chunk in body:
+                size += len(chunk)
+                _check_insert_size(size, limit)
                 yield chunk
 
         try:
@@ -400,6 +413,17 @@ class ClickHouseInterface:
             written_bytes=written.get("written_bytes", 0),
         )
         await _answer(send, 200, "", query_id=query_id, summary=summary)
+
+
+def _check_insert_size(size: int, limit: int) -> None:
+    """Refuse an insert's data past ``limit`` bytes (0: no limit)."""
+    if limit and size > limit:
+        raise HttpError(
+            307,
+            f"Code: 307. The insert's data is over the limit of {limit} bytes "
+            "(the operator's KEYHOUSE_QUERY_MAX_INSERT_BYTES). (TOO_MANY_BYTES)",
+            413,
+        )
 
 
 async def _read_all(body: AsyncIterator[bytes], limit: int) -> bytes:
