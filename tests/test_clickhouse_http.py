@@ -3,9 +3,11 @@ that the official Python client, clickhouse-connect, uses as it uses ClickHouse 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import json
+import socket
 import ssl
 import time
 import uuid
@@ -279,6 +281,97 @@ def test_wrong_passwords_from_one_address_do_not_lock_out_another(
         assert 429 in statuses  # the stranger's own address is spent
         right = owner.post("/", content=b"SELECT 1")
         assert right.status_code == 200, right.text
+    client.patch(
+        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
+    )
+    wait_for(client, org, service["id"], "stopped")
+
+
+def _closed_by_server(sock: socket.socket, within: float = 60) -> bool:
+    """True once the server has closed ``sock`` (an end of stream or a reset)."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_one_address_cannot_hold_the_port_with_silent_connections(
+    settings: Settings, client: TestClient, org: Org, state: AppState
+) -> None:
+    """KEYHOUSE_CLICKHOUSE_MAX_CONNECTIONS_PER_ADDRESS counts TCP connections, TLS handshakes
+    never finished included (no HTTP server sees those): past it, that address's new
+    connection is closed at once, another address is served, and a connection that says
+    nothing is closed at KEYHOUSE_CLICKHOUSE_REQUEST_HEAD_TIMEOUT."""
+    state.settings = settings.model_copy(
+        update={"clickhouse_max_connections_per_address": 3, "clickhouse_request_head_timeout": 3}
+    )
+    everyone = [{"source": "127.0.0.0/8", "description": "loopback"}]
+    created = create(client, org, ipAccessList=everyone)
+    service = wait_for(client, org, created["service"]["id"], "running")
+    [endpoint] = service["endpoints"]
+    address = (endpoint["host"], endpoint["port"])
+    silent = [socket.create_connection(address, source_address=("127.0.0.2", 0)) for _ in range(3)]
+    try:
+        with (
+            _raw(settings, endpoint, created["password"], local_address="127.0.0.2") as held,
+            _raw(settings, endpoint, created["password"], local_address="127.0.0.1") as other,
+        ):
+            with pytest.raises(httpx.TransportError):  # closed at once, before TLS
+                held.post("/", content=b"SELECT 1")
+            answered = other.post("/", content=b"SELECT 1")
+            assert answered.status_code == 200, answered.text
+        # The silent ones are closed at the deadline, and their address is served again.
+        started = time.monotonic()
+        assert all(_closed_by_server(sock) for sock in silent)
+        assert time.monotonic() - started >= 2  # not before it
+        with _raw(settings, endpoint, created["password"], local_address="127.0.0.2") as again:
+            assert again.post("/", content=b"SELECT 1").status_code == 200
+    finally:
+        for sock in silent:
+            sock.close()
+    client.patch(
+        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
+    )
+    wait_for(client, org, service["id"], "stopped")
+
+
+def test_a_request_head_must_arrive_in_time_its_body_need_not(
+    settings: Settings, client: TestClient, org: Org, state: AppState
+) -> None:
+    """A client that trickles a request's head is closed at the deadline; one whose head came
+    in time may stream its body for longer (an insert may take a while)."""
+    state.settings = settings.model_copy(update={"clickhouse_request_head_timeout": 2})
+    created = create(client, org, ipAccessList=LOOPBACK)
+    service = wait_for(client, org, created["service"]["id"], "running")
+    [endpoint] = service["endpoints"]
+    context = ssl.create_default_context(cafile=str(settings.data_dir / "tls" / "ca.pem"))
+    credentials = base64.b64encode(f"default:{created['password']}".encode()).decode()
+
+    def connect() -> ssl.SSLSocket:
+        raw = socket.create_connection((endpoint["host"], endpoint["port"]))
+        return context.wrap_socket(raw, server_hostname=endpoint["host"])
+
+    with connect() as trickling:
+        trickling.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        assert _closed_by_server(trickling)
+    body = b"SELECT 42"
+    with connect() as slow:
+        slow.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            + f"Authorization: Basic {credentials}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        for byte in body:  # over three times the deadline
+            time.sleep(0.7)
+            slow.sendall(bytes([byte]))
+        answer = b""
+        slow.settimeout(60)
+        while chunk := slow.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b"\r\n42\n\r\n" in answer  # the one chunk of a chunked answer
     client.patch(
         org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
     )

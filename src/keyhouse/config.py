@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     clickhouse_ports: str | None = Field(default=None, pattern=r"^\d{1,5}-\d{1,5}$")
     # Connections at once on one service's ClickHouse port (past it: 503).
     clickhouse_max_connections: int = Field(default=256, ge=2, le=65536)
+    # Connections at once from one client address on one port (TLS handshakes included); past
+    # it a new one is closed at once, so that one address cannot hold the whole port.
+    clickhouse_max_connections_per_address: int = Field(default=64, ge=1, le=65536)
+    # Seconds a connection has to finish its TLS handshake and a request's head (and, after an
+    # answer, the next request's head); past it the connection is closed.
+    clickhouse_request_head_timeout: float = Field(default=15.0, gt=0, le=3600)
     # The certificate those interfaces serve; default: one Keyhouse makes on first start under
     # data_dir/tls, signed by its own CA (data_dir/tls/ca.pem, for clients to verify).
     tls_cert_file: Path | None = None

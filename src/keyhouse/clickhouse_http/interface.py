@@ -37,6 +37,7 @@ from keyhouse.services import service
 from keyhouse.transactions import run_in_transaction
 
 if TYPE_CHECKING:
+    from keyhouse.clickhouse_http.guard import Guard
     from keyhouse.services.lifecycle import Engines
     from keyhouse.state import AppState
 
@@ -219,14 +220,31 @@ def _literal_limit(name: str, value: str) -> int:
 class ClickHouseInterface:
     """The ASGI application of one service's ClickHouse HTTP interface."""
 
-    def __init__(self, state: AppState, engines: Engines, service_id: uuid.UUID) -> None:
+    def __init__(
+        self,
+        state: AppState,
+        engines: Engines,
+        service_id: uuid.UUID,
+        guard: Guard | None = None,
+    ) -> None:
         self.state = state
         self.engines = engines
         self.service_id = service_id
+        self.guard = guard  # the port's: told when each request begins and ends
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        if self.guard is None:
+            await self._answered(scope, receive, send)
+            return
+        self.guard.begin(scope.get("client"))
+        try:
+            await self._answered(scope, receive, send)
+        finally:
+            self.guard.end(scope.get("client"))
+
+    async def _answered(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._handle(scope, receive, send)
         except HttpError as error:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from sqlalchemy import select
 
+from keyhouse.clickhouse_http.guard import Guard, GuardedSocket
 from keyhouse.clickhouse_http.interface import ClickHouseInterface
 from keyhouse.clickhouse_http.tls import server_context
 from keyhouse.models import Service
@@ -56,13 +57,19 @@ class Listeners:
             self._servers[service_id] = server
 
     async def _serve(
-        self, service_id: uuid.UUID, sock: socket.socket, stored: int | None
+        self, service_id: uuid.UUID, sock: GuardedSocket, stored: int | None
     ) -> uvicorn.Server:
         port = int(sock.getsockname()[1])
         if port != stored:
             await run_in_transaction(self.state, lambda s: _keep_port(s, service_id, port))
+        settings = self.state.settings
+        guard = Guard(
+            per_address=settings.clickhouse_max_connections_per_address,
+            head_timeout=settings.clickhouse_request_head_timeout,
+        )
+        sock.guard = guard
         config = uvicorn.Config(
-            ClickHouseInterface(self.state, self.engines, service_id),
+            ClickHouseInterface(self.state, self.engines, service_id, guard),
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -72,7 +79,7 @@ class Listeners:
             # Connections (and requests) at once on this port: past it, 503 at once instead of
             # one more file descriptor and task each in the process serving every organization.
             # (uvicorn refuses once the count, the new connection included, reaches its limit)
-            limit_concurrency=self.state.settings.clickhouse_max_connections + 1,
+            limit_concurrency=settings.clickhouse_max_connections + 1,
             timeout_keep_alive=5,
         )
         config.load()
@@ -83,7 +90,7 @@ class Listeners:
         log.info("service %s: ClickHouse HTTP interface on port %s", service_id, port)
         return server
 
-    def _bind(self, stored: int | None, taken: set[int]) -> socket.socket:
+    def _bind(self, stored: int | None, taken: set[int]) -> GuardedSocket:
         host = self.state.settings.clickhouse_host
         candidates: list[int] = [stored] if stored else []
         ports = self.state.settings.clickhouse_ports
@@ -94,7 +101,7 @@ class Listeners:
             candidates.append(0)
         for port in candidates:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = GuardedSocket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
