@@ -202,6 +202,7 @@ def test_the_doors_answer_that_limit_with_503_and_retry_after() -> None:
 
         interface = ClickHouseInterface.__new__(ClickHouseInterface)
         interface._handle = handle  # type: ignore[method-assign]
+        interface.guard = None
         await interface({"type": "http"}, None, send)  # type: ignore[arg-type]
         assert sent[0]["status"] == 503
         return dict(sent[0]["headers"])

@@ -368,7 +368,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     use.stop = stream.close
                     first = next(iter(stream), None)
                     chunks = itertools.chain([] if first is None else [first], stream)
-                    blocks = (chunk.bytes() for chunk in chunks)
+                    # A block may be large (65,409 rows of a wide table: tens of MB): it
+                    # travels in pieces too, so that the API process holds one piece at a time.
+                    blocks = (piece for chunk in chunks for piece in _pieces(chunk.bytes()))
                 except Exception as exc:
                     if "Streaming query is not supported" not in str(exc):
                         raise
@@ -424,7 +426,7 @@ STREAMED_FORMATS = frozenset(
     }
 )  # fmt: skip
 _NAMES_A_FORMAT = re.compile(r"\bFORMAT\b", re.IGNORECASE)
-PIECE_BYTES = 1 << 20  # a whole answer travels in frames of at most this size
+PIECE_BYTES = 1 << 20  # an answer travels in frames of at most this size
 
 
 def streams_exactly(sql: str, fmt: str) -> bool:
