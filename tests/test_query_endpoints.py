@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,11 +18,12 @@ from fastapi.testclient import TestClient
 
 from keyhouse.api.errors import Unauthorized
 from keyhouse.auth.principal import Principal
-from keyhouse.config import Settings
 from keyhouse.models import Service
 from keyhouse.query_endpoints.service import wake_for_endpoint
+from keyhouse.query_endpoints.version1 import version_1_document
 from keyhouse.state import AppState
-from tests.conftest import Org, create_key, key_auth, make_client, role_id
+from tests.conftest import Org, create_key, key_auth, role_id
+from tests.engine.test_supervisor import _run
 from tests.services import bind, create, run, wait_for
 
 
@@ -339,41 +341,71 @@ def test_only_an_endpoints_keys_wake_its_service(
         assert session.get(Service, uuid.UUID(service_id)).state == "idle"  # type: ignore[union-attr]
 
 
-def test_a_whole_answer_past_the_buffered_bound_is_clickhouses_error(
-    settings: Settings, org: Org
-) -> None:
-    """Version 1 is built whole in the API process: past KEYHOUSE_QUERY_MAX_BUFFERED_RESULT_BYTES
-    it stops with TOO_MANY_ROWS_OR_BYTES (the process serving every organization never holds a
-    result of any size); version 2 streams the same result whole."""
-    bounded = settings.model_copy(update={"query_max_buffered_result_bytes": 64 * 1024})
-    state = AppState.from_settings(bounded)
-    try:
-        with make_client(state) as client:
-            service_id = create(client, org)["service"]["id"]
-            wait_for(client, org, service_id, "running")
-            body = _endpoint(
-                org,
-                service_id,
-                [str(org.key_uuid)],
-                sql="SELECT number, toString(number) AS s FROM numbers(200000)",
-                parameters={},
-            )
-            created = client.post(
-                org.url(f"/services/{service_id}/query-api-endpoints"), json=body, auth=org.auth
-            )
-            assert created.status_code == 201, created.text
-            url = f"/run/{created.json()['result']['id']}"
-            whole = client.post(url, json={}, auth=org.auth)
-            assert whole.status_code == 400, whole.text[:200]
-            assert whole.headers["x-clickhouse-exception-code"] == "396"
-            streamed = client.post(
-                url, json={}, auth=org.auth, headers={"x-clickhouse-endpoint-version": "2"}
-            )
-            assert streamed.status_code == 200
-            assert streamed.text.count("\n") == 200000
-            client.patch(
-                org.url(f"/services/{service_id}/state"), json={"command": "stop"}, auth=org.auth
-            )
-            wait_for(client, org, service_id, "stopped")
-    finally:
-        state.close()
+def test_version_1_streams_any_size_and_holds_nothing_whole(client: TestClient, org: Org) -> None:
+    """Version 1 is one JSON document made of the engine's rows as they come (it used to be
+    built whole in the API process, and stopped at a bound); its rows are version 2's."""
+    service_id = create(client, org)["service"]["id"]
+    wait_for(client, org, service_id, "running")
+    body = _endpoint(
+        org,
+        service_id,
+        [str(org.key_uuid)],
+        sql="SELECT number, toString(number) AS s, [number, 1] AS a FROM numbers(200000)",
+        parameters={},
+    )
+    created = client.post(
+        org.url(f"/services/{service_id}/query-api-endpoints"), json=body, auth=org.auth
+    )
+    assert created.status_code == 201, created.text
+    url = f"/run/{created.json()['result']['id']}"
+    whole = client.post(url, json={}, auth=org.auth)
+    assert whole.status_code == 200, whole.text[:200]
+    document = whole.json()
+    assert document["data"]["columns"] == [
+        {"name": "number", "type": "UInt64"},
+        {"name": "s", "type": "String"},
+        {"name": "a", "type": "Array(UInt64)"},
+    ]
+    streamed = client.post(
+        url,
+        json={},
+        params={"format": "JSONCompactEachRow"},
+        auth=org.auth,
+        headers={"x-clickhouse-endpoint-version": "2"},
+    )
+    assert streamed.status_code == 200
+    rows = [json.loads(line) for line in streamed.text.splitlines()]
+    assert len(rows) == 200_000
+    assert document["data"]["rows"] == rows
+    client.patch(org.url(f"/services/{service_id}/state"), json={"command": "stop"}, auth=org.auth)
+    wait_for(client, org, service_id, "stopped")
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
+def test_version_1_is_the_same_document_however_the_engine_cuts_its_answer(size: int) -> None:
+    answer = b'["n", "s"]\n["UInt8", "String"]\n[1, "a\\nb"]\n[2, ", "]\n[3, "]"]\n'
+    pieces = [b""] + [answer[i : i + size] for i in range(0, len(answer), size)]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    async def document() -> bytes:
+        return b"".join([part async for part in version_1_document(chunks())])
+
+    assert json.loads(_run(document())) == {
+        "data": {
+            "columns": [{"name": "n", "type": "UInt8"}, {"name": "s", "type": "String"}],
+            "rows": [[1, "a\nb"], [2, ", "], [3, "]"]],
+        }
+    }
+
+
+def test_version_1_of_a_statement_has_no_columns() -> None:
+    async def nothing() -> AsyncIterator[bytes]:
+        yield b""
+
+    async def document() -> bytes:
+        return b"".join([part async for part in version_1_document(nothing())])
+
+    assert json.loads(_run(document())) == {"data": {"columns": [], "rows": []}}

@@ -86,9 +86,8 @@ class Settings(BaseSettings):
     query_max_execution_seconds: int = Field(default=60, ge=1)
     query_max_memory_bytes: int = Field(default=2 * 1024**3, ge=1024**2)
     query_max_result_bytes: int = Field(default=1024**3, ge=0)
-    # Answers built whole in the API process (a Query API endpoint's version 1, the console's
-    # SQL page) stop past this many bytes with ClickHouse's TOO_MANY_ROWS_OR_BYTES; streamed
-    # answers are not held and need no such bound.
+    # The console's SQL page, the one answer built whole in the API process, stops past this
+    # many bytes with ClickHouse's TOO_MANY_ROWS_OR_BYTES; streamed answers are not held.
     query_max_buffered_result_bytes: int = Field(default=64 * 1024**2, ge=1024)
     # The data of one insert through a service's ClickHouse HTTP interface, in bytes as the
     # engine receives them (decompressed); past it ClickHouse's TOO_MANY_BYTES, a 413. 0: none.

@@ -16,7 +16,7 @@ from keyhouse.api.errors import BadRequest, ServiceUnavailable
 from keyhouse.auth.dependencies import AUTHENTICATED, Context, Require, RequireOnService
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
-from keyhouse.engine.protocol import EngineError, bounded_result
+from keyhouse.engine.protocol import EngineError
 from keyhouse.models import QueryApiEndpoint, SavedQuery
 from keyhouse.query_endpoints import service
 from keyhouse.query_endpoints.schemas import (
@@ -27,6 +27,7 @@ from keyhouse.query_endpoints.schemas import (
     PublicSavedQueryListItem,
     PublicSavedQueryRequest,
 )
+from keyhouse.query_endpoints.version1 import VERSION_1_FORMAT, version_1_document
 from keyhouse.services.lifecycle import engines_of
 from keyhouse.services.routes import (
     CORS_ALLOW_HEADERS,
@@ -390,7 +391,7 @@ async def run_endpoint(
     streaming = (version or "1").strip() == "2"
     if not streaming and version not in (None, "1"):
         raise BadRequest("x-clickhouse-endpoint-version: must be 1 or 2")
-    run_format = (fmt or "JSONEachRow") if streaming else "JSONCompact"
+    run_format = (fmt or "JSONEachRow") if streaming else VERSION_1_FORMAT
     query_id = str(uuid.uuid4())
     run_grant = RunGrant(
         grant.service_id, grant.state, False, grant.max_memory_gb, roles=tuple(grant.roles)
@@ -413,15 +414,10 @@ async def run_endpoint(
             media_type=MEDIA_TYPES.get(run_format, "text/plain; charset=utf-8"),
             headers=headers,
         )
-    try:
-        limit = app_state(request).settings.query_max_buffered_result_bytes
-        whole = await bounded_result(chunks, limit)
-        compact = json.loads(whole or b"{}")
-    except EngineError as error:
-        raise QueryFailed(error) from None
-    columns = [{"name": c["name"], "type": c["type"]} for c in compact.get("meta", [])]
-    body = json.dumps({"data": {"columns": columns, "rows": compact.get("data", [])}})
-    return Response(body, media_type="application/json", headers=headers)
+    headers["X-ClickHouse-Format"] = "JSONCompact"  # what version 1 is built from, as before
+    return StreamingResponse(
+        version_1_document(chunks), media_type="application/json", headers=headers
+    )
 
 
 for _method, _operation in (("POST", "queryApiEndpointRun"), ("GET", "queryApiEndpointRunGet")):
