@@ -180,6 +180,16 @@ def test_the_http_protocol_as_curl_speaks_it(
         syntax = http.post("/", content=b"SELEC 1")
         assert (syntax.status_code, syntax.headers["x-clickhouse-exception-code"]) == (400, "62")
         assert "Syntax error" in syntax.text
+        # The engine's text as a server writes it, once (chDB's streaming API had prefixed it
+        # with "Streaming query failed: "); part-way through a result, it ends the body.
+        unknown_table = http.post("/", content=b"SELECT * FROM nope")
+        assert unknown_table.text.startswith("Code: 60. DB::Exception: Unknown table")
+        midway = http.post("/", content=b"SELECT throwIf(number = 300000) FROM numbers(1000000)")
+        assert midway.status_code == 200  # the first rows were already sent
+        tail = midway.text.rstrip("\n").rsplit("\n", 1)[1]
+        assert tail.startswith("Code: 395. DB::Exception: Value passed to 'throwIf'"), tail
+        assert midway.text.count("Code: ") == 1
+        assert "Streaming query failed" not in midway.text + unknown_table.text
         unknown = http.post("/", content=b"SELECT 1", headers={"Content-Encoding": "br"})
         assert unknown.status_code == 400
         # Settings pass through; the operator's limits can be lowered, never raised.

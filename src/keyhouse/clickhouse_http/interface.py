@@ -332,7 +332,7 @@ class ClickHouseInterface:
                 extra_settings=settings,
             )
         except EngineError as error:
-            raise HttpError(error.code, error.message) from None
+            raise HttpError(error.code, error.text) from None
         await _stream(send, chunks, fmt, query_id, params.get("wait_end_of_query") == "1")
 
     async def _authenticate(self, scope: Scope, params: dict[str, str]) -> service.RunGrant:
@@ -425,7 +425,7 @@ class ClickHouseInterface:
                 extra_settings=settings,
             )
         except EngineError as error:
-            raise HttpError(error.code, error.message) from None
+            raise HttpError(error.code, error.text) from None
         summary = _summary(
             written_rows=written.get("written_rows", 0),
             written_bytes=written.get("written_bytes", 0),
@@ -545,8 +545,8 @@ async def _stream(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except EngineError as error:
             if not started:
-                raise HttpError(error.code, error.message) from None
-            tail = f"\nCode: {error.code}. {error.message}\n".encode()
+                raise HttpError(error.code, error.text) from None
+            tail = f"\n{error.text}\n".encode()
             await send({"type": "http.response.body", "body": tail, "more_body": False})
             return
     finally:

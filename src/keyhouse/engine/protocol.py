@@ -75,9 +75,21 @@ class EngineError(Exception):
     """An error the engine reported (``code`` is ClickHouse's error code, 0 when unknown)."""
 
     def __init__(self, code: int, message: str) -> None:
+        # chDB's streaming API prefixes its errors with words a ClickHouse server never sends.
+        message = message.removeprefix(_STREAMING_PREFIX)
         super().__init__(message)
         self.code = code
         self.message = message
+
+    @property
+    def text(self) -> str:
+        """The error as a ClickHouse server writes it: ``Code: N. DB::Exception: ...``."""
+        if self.message.startswith("Code: "):
+            return self.message
+        return f"Code: {self.code}. DB::Exception: {self.message}"
+
+
+_STREAMING_PREFIX = "Streaming query failed: "
 
 
 # How long past the operator's max_execution_time an engine (a worker or an attached server)

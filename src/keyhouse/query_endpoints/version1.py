@@ -50,7 +50,7 @@ async def version_1_document(chunks: AsyncIterator[bytes]) -> AsyncIterator[byte
             yield _start([])
         yield b"]}}"
     except EngineError as error:
-        yield f"\nCode: {error.code}. {error.message}\n".encode()
+        yield f"\n{error.text}\n".encode()
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
 

@@ -473,7 +473,7 @@ async def stream_result(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             if chunk:
                 yield chunk
     except EngineError as error:
-        yield f"\nCode: {error.code}. {error.message}\n".encode()
+        yield f"\n{error.text}\n".encode()
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
 
