@@ -7,7 +7,7 @@ PORT ?= 8000
 DATA := data
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test lint bench clean browser sandbox
+.PHONY: install run test lint bench clean browser sandbox clients
 
 $(BIN)/keyhouse: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,9 +41,15 @@ lint: install
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
+# The official Node.js client, for tests/test_clients.py: from the npm registry, as locked.
+NODE_CLIENT := tests/clients/node/node_modules/.package-lock.json
+$(NODE_CLIENT): tests/clients/node/package-lock.json
+	npm ci --prefix tests/clients/node --no-audit --no-fund --silent
+clients: $(NODE_CLIENT)
+
 # A worker that crashes ends the run (xdist would start another that, with --dist loadfile,
 # can wait for work forever); a test that hangs fails alone after five minutes (pyproject.toml).
-test: install lint browser
+test: install lint browser clients
 	$(BIN)/pytest -n auto --dist loadfile --max-worker-restart=0
 
 bench: install
