@@ -4,13 +4,16 @@ that the official Python client, clickhouse-connect, uses as it uses ClickHouse 
 from __future__ import annotations
 
 import base64
+import bz2
 import contextlib
 import gzip
 import json
+import lzma
 import socket
 import ssl
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +26,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 from fastapi.testclient import TestClient
 
+from keyhouse.clickhouse_http.encoding import choose
 from keyhouse.config import Settings
 from keyhouse.state import AppState
 from tests.conftest import Org
@@ -147,7 +151,8 @@ def test_the_http_protocol_as_curl_speaks_it(
             content=b"ENGINE = MergeTree ORDER BY a",
         )
         assert created.status_code == 200, created.text
-        # An INSERT's data in the body, compressed as clients send it.
+        # An INSERT's data in the body, compressed as clients send it: a frame per block of
+        # rows, one after the other (clickhouse-connect's inserts).
         for encoding, pack in (
             ("gzip", gzip.compress),
             ("zstd", zstandard.compress),
@@ -156,7 +161,7 @@ def test_the_http_protocol_as_curl_speaks_it(
             inserted = http.post(
                 "/",
                 params={"query": "INSERT INTO t FORMAT TSV"},
-                content=pack(b"1\tx\n2\ty\n"),
+                content=pack(b"1\tx\n") + pack(b"2\ty\n"),
                 headers={"Content-Encoding": encoding},
             )
             assert inserted.status_code == 200, (encoding, inserted.text)
@@ -216,6 +221,76 @@ def test_the_http_protocol_as_curl_speaks_it(
             refused = http.post("/", params={name: value}, content=b"SELECT 1")
             assert refused.status_code == 400, (name, value, refused.text)
             assert refused.headers["x-clickhouse-exception-code"] == code, (name, value)
+
+
+def test_answers_are_compressed_as_the_server_compresses_them(
+    settings: Settings, running: tuple[dict[str, Any], str]
+) -> None:
+    """enable_http_compression=1 and Accept-Encoding: the answer streams compressed in the
+    server's choice of encoding; without the setting it is sent as it is."""
+    service, password = running
+    sql = b"SELECT number, toString(number) FROM numbers(300000)"
+    unpack = {
+        "zstd": lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data),
+        "lz4": lz4.frame.decompress,
+        "gzip": gzip.decompress,
+        "deflate": zlib.decompress,
+        "xz": lzma.decompress,
+        "bz2": bz2.decompress,
+    }
+    on = {"enable_http_compression": "1"}
+    with _raw(settings, service["endpoints"][0], password) as http:
+        plain = http.post("/", content=sql).content
+        assert plain.count(b"\n") == 300_000
+        for encoding, decompress in unpack.items():
+            for params in (on, {**on, "wait_end_of_query": "1"}):
+                with http.stream(
+                    "POST", "/", params=params, content=sql, headers={"Accept-Encoding": encoding}
+                ) as answer:
+                    assert answer.headers["content-encoding"] == encoding, params
+                    raw = b"".join(answer.iter_raw())
+                assert len(raw) < len(plain)
+                assert decompress(raw) == plain, (encoding, params)
+        # The server's preference among what the client accepts; nothing without the setting.
+        chosen = http.post(
+            "/", params=on, content=b"SELECT 1", headers={"Accept-Encoding": "gzip, zstd"}
+        )
+        assert chosen.headers["content-encoding"] == "zstd"
+        not_asked = http.post("/", content=b"SELECT 1", headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in not_asked.headers
+        # An error part-way is in the compressed stream, which still ends properly.
+        with http.stream(
+            "POST",
+            "/",
+            params=on,
+            content=b"SELECT throwIf(number = 300000) FROM numbers(1000000)",
+            headers={"Accept-Encoding": "gzip"},
+        ) as answer:
+            raw = b"".join(answer.iter_raw())
+        assert gzip.decompress(raw).rstrip().endswith(b"(FUNCTION_THROW_IF_VALUE_IS_NON_ZERO)")
+
+
+@pytest.mark.parametrize(
+    ("accept", "chosen"),
+    [  # ClickHouse's own negotiation cases (Brotli and Snappy: no library here)
+        ("zstd, gzip, br", "zstd"),
+        ("br, gzip", "gzip"),
+        ("br;q=0, gzip", "gzip"),
+        ("zstd;q=0", None),
+        ("gzip;q=0.0", None),
+        ("gzip;q=0.5, zstd", "zstd"),
+        ("X-gzip-custom", None),
+        ("my-br-extra, gzip", "gzip"),
+        ("zstd; q=0, gzip ; q=1", "gzip"),
+        ("GZip", "gzip"),
+        ("*", "zstd"),
+        ("*;q=0", None),
+        ("zstd;q=0, *;q=1", "lz4"),
+        ("identity", None),
+    ],
+)
+def test_the_encoding_is_chosen_as_clickhouse_chooses(accept: str, chosen: str | None) -> None:
+    assert choose(accept) == chosen
 
 
 def test_sessions_keep_their_state_and_take_one_request_at_a_time(

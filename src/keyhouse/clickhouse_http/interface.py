@@ -24,7 +24,7 @@ import re
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
 import lz4.frame
@@ -32,6 +32,7 @@ import zstandard
 
 from keyhouse.api.errors import ServiceUnavailable, TooManyRequests
 from keyhouse.auth.dependencies import limiter_call
+from keyhouse.clickhouse_http.encoding import Encoder, negotiate
 from keyhouse.engine.protocol import EngineError
 from keyhouse.services import service
 from keyhouse.transactions import run_in_transaction
@@ -121,33 +122,44 @@ class HttpError(Exception):
 
 
 class _Decoder:
-    """Undo ``Content-Encoding`` as the body streams in."""
+    """Undo ``Content-Encoding`` as the body streams in. A body may hold several compressed
+    frames (gzip members, zstd and lz4 frames) one after the other, as clients that compress
+    each block of an insert send it: each ends, and the next begins, where the last left off."""
+
+    _MAKERS: ClassVar[dict[str, Callable[[], Any]]] = {
+        "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+        "deflate": zlib.decompressobj,
+        "zstd": lambda: zstandard.ZstdDecompressor().decompressobj(),
+        "lz4": lz4.frame.LZ4FrameDecompressor,
+    }
 
     def __init__(self, encoding: str) -> None:
         encoding = encoding.strip().lower()
-        self._decompress: Callable[[bytes], bytes] | None
-        if encoding in ("", "identity"):
-            self._decompress = None
-        elif encoding == "gzip":
-            self._decompress = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
-        elif encoding == "deflate":
-            self._decompress = zlib.decompressobj().decompress
-        elif encoding == "zstd":
-            self._decompress = zstandard.ZstdDecompressor().decompressobj().decompress
-        elif encoding == "lz4":
-            self._decompress = lz4.frame.LZ4FrameDecompressor().decompress
-        else:
-            raise HttpError(36, f"Code: 36. Unknown Content-Encoding {encoding!r}. (BAD_ARGUMENTS)")
+        self._make: Callable[[], Any] | None = None
+        if encoding not in ("", "identity"):
+            self._make = self._MAKERS.get(encoding)
+            if self._make is None:
+                raise HttpError(
+                    36, f"Code: 36. Unknown Content-Encoding {encoding!r}. (BAD_ARGUMENTS)"
+                )
+        self._state = self._make() if self._make is not None else None
 
     def __call__(self, data: bytes) -> bytes:
-        if self._decompress is None:
+        if self._state is None or self._make is None:
             return data
+        out = []
         try:
-            return self._decompress(data)
+            while data:
+                out.append(self._state.decompress(data))
+                if not self._state.eof:
+                    break
+                data = self._state.unused_data  # the next frame's first bytes, if any
+                self._state = self._make()
         except (zlib.error, zstandard.ZstdError, RuntimeError, ValueError) as error:
             raise HttpError(
                 432, f"Code: 432. Cannot decompress the request body: {error}. (UNKNOWN_CODEC)", 400
             ) from None
+        return b"".join(out)
 
 
 async def _body(receive: Receive, decode: _Decoder) -> AsyncIterator[bytes]:
@@ -333,7 +345,11 @@ class ClickHouseInterface:
             )
         except EngineError as error:
             raise HttpError(error.code, error.text) from None
-        await _stream(send, chunks, fmt, query_id, params.get("wait_end_of_query") == "1")
+        encoder = negotiate(
+            _enabled(params.get("enable_http_compression")), headers.get("accept-encoding", "")
+        )
+        wait = params.get("wait_end_of_query") == "1"
+        await _stream(send, chunks, fmt, query_id, wait, encoder)
 
     async def _authenticate(self, scope: Scope, params: dict[str, str]) -> service.RunGrant:
         user, password = _credentials(scope, params)
@@ -444,6 +460,11 @@ def _check_insert_size(size: int, limit: int) -> None:
         )
 
 
+def _enabled(value: str | None) -> bool:
+    """A boolean setting as ClickHouse reads one in a URL."""
+    return (value or "").strip().lower() in ("1", "true")
+
+
 async def _read_all(body: AsyncIterator[bytes], limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
@@ -515,18 +536,36 @@ async def _answer(
 
 
 async def _stream(
-    send: Send, chunks: AsyncIterator[bytes], fmt: str, query_id: str, wait: bool
+    send: Send,
+    chunks: AsyncIterator[bytes],
+    fmt: str,
+    query_id: str,
+    wait: bool,
+    encoder: Encoder | None = None,
 ) -> None:
     """The result; with ``wait_end_of_query`` it is held (up to ``BUFFER_BYTES``) so that an
-    error is still a status. An error after bytes were sent ends the body with its text."""
+    error is still a status. An error after bytes were sent ends the body with its text.
+    ``encoder``: the answer's compression (``enable_http_compression``), applied as it goes."""
     headers = [
         (b"content-type", _CONTENT_TYPES.get(fmt, "application/octet-stream").encode()),
         (b"x-clickhouse-query-id", query_id.encode()),
         (b"x-clickhouse-format", fmt.encode()),
     ]
+    if encoder is not None:
+        headers += [(b"content-encoding", encoder.name.encode()), (b"vary", b"Accept-Encoding")]
+    compress = encoder.compress if encoder is not None else bytes
     held: list[bytes] = []
     size = 0
     started = False
+
+    async def body(data: bytes, more: bool = True) -> None:
+        if not more and encoder is not None:
+            data = compress(data) + encoder.finish()
+        elif data:
+            data = compress(data)
+        if data or not more:
+            await send({"type": "http.response.body", "body": data, "more_body": more})
+
     try:
         try:
             async for chunk in chunks:
@@ -540,25 +579,25 @@ async def _stream(
                     await send({"type": "http.response.start", "status": 200, "headers": headers})
                     started = True
                     for part in held:
-                        await send({"type": "http.response.body", "body": part, "more_body": True})
+                        await body(part)
                     held = []
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await body(chunk)
         except EngineError as error:
             if not started:
                 raise HttpError(error.code, error.text) from None
-            tail = f"\n{error.text}\n".encode()
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            await body(f"\n{error.text}\n".encode(), more=False)
             return
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
     if not started:
-        body = b"".join(held)
-        summary = _summary(result_bytes=len(body)).encode()
+        whole = b"".join(held)
+        data = whole if encoder is None else encoder.compress(whole) + encoder.finish()
+        summary = _summary(result_bytes=len(whole)).encode()
         headers += [
-            (b"content-length", str(len(body)).encode()),
+            (b"content-length", str(len(data)).encode()),
             (b"x-clickhouse-summary", summary),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": data})
         return
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await body(b"", more=False)

@@ -781,14 +781,15 @@ def bound_keys(
         select(ServiceQueryEndpoint).where(ServiceQueryEndpoint.service_id.in_(visible))
     ).all()
     key_ids = {uuid.UUID(k) for e in endpoints for k in e.open_api_keys}
-    names: dict[uuid.UUID, str] = {
-        key_id: name
-        for key_id, name in session.execute(
+    names = dict(
+        session.execute(
             select(ApiKey.id, ApiKey.name).where(
                 ApiKey.id.in_(key_ids), ApiKey.organization_id == principal.organization_id
             )
         )
-    }
+        .tuples()
+        .all()
+    )
     return {
         e.service_id: (
             [
