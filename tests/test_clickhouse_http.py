@@ -24,6 +24,7 @@ import pytest
 import zstandard
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.external import ExternalData
 from fastapi.testclient import TestClient
 
 from keyhouse.clickhouse_http.encoding import choose
@@ -291,6 +292,54 @@ def test_answers_are_compressed_as_the_server_compresses_them(
 )
 def test_the_encoding_is_chosen_as_clickhouse_chooses(accept: str, chosen: str | None) -> None:
     assert choose(accept) == chosen
+
+
+def test_external_data_is_a_table_for_its_query_only(
+    settings: Settings, running: tuple[dict[str, Any], str]
+) -> None:
+    """Multipart bodies as clickhouse-connect's external_data and curl -F send them: each part
+    is a table for the query in the URL (columns from <name>_structure or <name>_types, format
+    from <name>_format), gone after it (clickhouse-connect used to get code 115)."""
+    service, password = running
+    endpoint = service["endpoints"][0]
+    with _connected(settings, endpoint, password) as ch:
+        ch.command("CREATE TABLE users (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
+        ch.command(
+            "INSERT INTO users SELECT number, concat('u', toString(number)) FROM numbers(10)"
+        )
+        data = ExternalData(
+            file_name="wanted.csv", data=b"1\n3\n5\n", fmt="CSV", structure="id UInt32"
+        )
+        result = ch.query(
+            "SELECT name FROM users WHERE id IN (SELECT id FROM wanted) ORDER BY id",
+            external_data=data,
+        )
+        assert result.result_rows == [("u1",), ("u3",), ("u5",)]
+    rows = b"".join(b"%d\t{'k':%d}\n" % (n, n) for n in range(200_000))
+    with _raw(settings, endpoint, password) as http:
+        answered = http.post(
+            "/",
+            params={
+                "query": "SELECT count(), sum(_1), sum(_2['k']) FROM big",
+                "big_types": "UInt64,Map(String, UInt64)",
+                "session_id": "mine",
+            },
+            files={"big": ("big.tsv", rows)},
+        )
+        assert answered.status_code == 200, answered.text
+        total = sum(range(200_000))
+        assert answered.text == f"200000\t{total}\t{total}\n"
+        # The table was the query's only, also on the caller's session.
+        gone = http.post("/", params={"session_id": "mine"}, content=b"SELECT * FROM big")
+        assert gone.headers["x-clickhouse-exception-code"] == "60", gone.text
+        for params, code in (
+            ({"query": "SELECT * FROM t"}, "36"),  # no structure nor types
+            ({"query": "SELECT 1", "t_types": "UInt8", "t_format": "No Such"}, "36"),
+            ({"query": "SELECT * FROM t", "t_structure": "a UInt8"}, "27"),  # bad data: CH's own
+        ):
+            refused = http.post("/", params=params, files={"t": ("t", b"x\n")})
+            assert refused.status_code == 400, (params, refused.text)
+            assert refused.headers["x-clickhouse-exception-code"] == code, (params, refused.text)
 
 
 def test_sessions_keep_their_state_and_take_one_request_at_a_time(

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 import re
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -32,6 +34,7 @@ import zstandard
 
 from keyhouse.api.errors import ServiceUnavailable, TooManyRequests
 from keyhouse.auth.dependencies import limiter_call
+from keyhouse.clickhouse_http import external
 from keyhouse.clickhouse_http.encoding import Encoder, negotiate
 from keyhouse.engine.protocol import EngineError
 from keyhouse.services import service
@@ -290,7 +293,17 @@ class ClickHouseInterface:
         head = params.get("query", "").encode()
         insert: tuple[str, str] | None = None
         rest: bytes = b""
-        if head:
+        try:
+            boundary = external.boundary(headers.get("content-type", ""))
+        except external.ExternalDataError as error:
+            raise HttpError(36, f"Code: 36. {error}. (BAD_ARGUMENTS)") from None
+        external_params = params
+        if boundary is not None:
+            # External data: the body is the query's tables, the query is in the URL.
+            if not head:
+                raise HttpError(62, "Code: 62. Empty query. (SYNTAX_ERROR)")
+            params = {k: v for k, v in params.items() if not k.endswith(external.SUFFIXES)}
+        elif head:
             # The query in the URL: an INSERT's data, or the rest of the query, is the body.
             match = _INSERT_WITH_DATA.match(head + b"\n")
             if match:
@@ -316,9 +329,8 @@ class ClickHouseInterface:
             if limit and "query" in params and not headers.get("content-encoding"):
                 # The whole body is the data: refused before any of it is written.
                 _check_insert_size(int(headers.get("content-length") or 0), limit)
-            await self._insert(
-                send, grant, insert, rest, body, settings, database, session_id, query_id
-            )
+            run = _Run(self.engines, grant, database, session_id, settings)
+            await self._insert(send, run, insert, rest, body, query_id)
             return
         sql = head.decode("utf-8", "replace")
         fmt = params.get("default_format") or "TabSeparated"
@@ -332,24 +344,60 @@ class ClickHouseInterface:
         }
         if method == "GET":
             grant = service.RunGrant(grant.service_id, grant.state, True, grant.max_memory_gb)
-        try:
-            chunks = await self.engines.run(
-                grant,
-                sql=sql,
-                fmt=fmt,
-                database=database,
-                query_id=query_id,
-                params=query_params,
-                session_id=session_id,
-                extra_settings=settings,
-            )
-        except EngineError as error:
-            raise HttpError(error.code, error.text) from None
         encoder = negotiate(
             _enabled(params.get("enable_http_compression")), headers.get("accept-encoding", "")
         )
         wait = params.get("wait_end_of_query") == "1"
+        run = _Run(self.engines, grant, database, session_id, settings)
+        if boundary is not None:
+            await self._with_external_data(
+                send, run, body, boundary, external_params, sql, fmt, query_id, query_params,
+                wait, encoder,
+            )  # fmt: skip
+            return
+        chunks = await run.query(sql, fmt, query_id, query_params)
         await _stream(send, chunks, fmt, query_id, wait, encoder)
+
+    async def _with_external_data(
+        self,
+        send: Send,
+        run: _Run,
+        body: AsyncIterator[bytes],
+        boundary: bytes,
+        params: dict[str, str],
+        sql: str,
+        fmt: str,
+        query_id: str,
+        query_params: dict[str, str],
+        wait: bool,
+        encoder: Encoder | None,
+    ) -> None:
+        """The query over the tables of a multipart body. They live on a session of this
+        request's own (gone a second after it) or on the caller's, and are dropped once the
+        answer is sent; each part streams into its table as an insert."""
+        if run.session_id is None:
+            run.session_id, run.session_timeout = f"keyhouse-external-{uuid.uuid4().hex}", 1.0
+        limit = self.state.settings.query_max_insert_bytes
+        tables: list[external.Table] = []
+        try:
+            async for name, data in external.Parts(body, boundary):
+                try:
+                    table = external.table(name, params)
+                except external.ExternalDataError as error:
+                    raise HttpError(36, f"Code: 36. {error}. (BAD_ARGUMENTS)") from None
+                await run.statement(
+                    f"CREATE TEMPORARY TABLE {table.name} ({table.columns}) ENGINE = Memory"
+                )
+                tables.append(table)
+                await run.insert(f"INSERT INTO {table.name}", table.format, _counted(data, limit))
+            chunks = await run.query(sql, fmt, query_id, query_params)
+            await _stream(send, chunks, fmt, query_id, wait, encoder)
+        except external.ExternalDataError as error:
+            raise HttpError(36, f"Code: 36. {error}. (BAD_ARGUMENTS)") from None
+        finally:
+            for table in tables:
+                with contextlib.suppress(HttpError, ServiceUnavailable):
+                    await run.statement(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
 
     async def _authenticate(self, scope: Scope, params: dict[str, str]) -> service.RunGrant:
         user, password = _credentials(scope, params)
@@ -406,47 +454,92 @@ class ClickHouseInterface:
     async def _insert(
         self,
         send: Send,
-        grant: service.RunGrant,
+        run: _Run,
         insert: tuple[str, str],
         first: bytes,
         body: AsyncIterator[bytes],
-        settings: dict[str, Any],
-        database: str | None,
-        session_id: str | None,
         query_id: str,
     ) -> None:
-        limit = self.state.settings.query_max_insert_bytes
-
         async def data() -> AsyncIterator[bytes]:
-            # Counted as the engine receives it (decompressed): past the limit the insert
-            # ends (the engine cancels it; blocks it had already written stay, as a failed
-            # insert's do on a ClickHouse server).
-            size = len(first)
             if first:
-                _check_insert_size(size, limit)
                 yield first
             async for chunk in body:
-                size += len(chunk)
-                _check_insert_size(size, limit)
                 yield chunk
 
-        try:
-            written = await self.engines.insert(
-                grant,
-                sql=insert[0],
-                fmt=insert[1],
-                data=data(),
-                database=database,
-                session_id=session_id,
-                extra_settings=settings,
-            )
-        except EngineError as error:
-            raise HttpError(error.code, error.text) from None
+        # Counted as the engine receives it (decompressed): past the limit the insert ends (the
+        # engine cancels it; blocks it had already written stay, as a failed insert's do on a
+        # ClickHouse server).
+        limit = self.state.settings.query_max_insert_bytes
+        written = await run.insert(insert[0], insert[1], _counted(data(), limit))
         summary = _summary(
             written_rows=written.get("written_rows", 0),
             written_bytes=written.get("written_bytes", 0),
         )
         await _answer(send, 200, "", query_id=query_id, summary=summary)
+
+
+@dataclass
+class _Run:
+    """Statements of one request on one service (its session, database and settings)."""
+
+    engines: Engines
+    grant: service.RunGrant
+    database: str | None
+    session_id: str | None
+    settings: dict[str, Any]
+    session_timeout: float | None = None
+
+    async def query(
+        self, sql: str, fmt: str, query_id: str | None, params: dict[str, str]
+    ) -> AsyncIterator[bytes]:
+        try:
+            return await self.engines.run(
+                self.grant,
+                sql=sql,
+                fmt=fmt,
+                database=self.database,
+                query_id=query_id,
+                params=params,
+                session_id=self.session_id,
+                extra_settings=self.settings,
+                session_timeout=self.session_timeout,
+            )
+        except EngineError as error:
+            raise HttpError(error.code, error.text) from None
+
+    async def statement(self, sql: str) -> None:
+        chunks = await self.query(sql, "TabSeparated", None, {})
+        try:
+            async for _ in chunks:
+                pass
+        except EngineError as error:
+            raise HttpError(error.code, error.text) from None
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    async def insert(self, sql: str, fmt: str, data: AsyncIterator[bytes]) -> dict[str, Any]:
+        try:
+            return await self.engines.insert(
+                self.grant,
+                sql=sql,
+                fmt=fmt,
+                data=data,
+                database=self.database,
+                session_id=self.session_id,
+                extra_settings=self.settings,
+                session_timeout=self.session_timeout,
+            )
+        except EngineError as error:
+            raise HttpError(error.code, error.text) from None
+
+
+async def _counted(data: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """``data``, refused past ``limit`` bytes (KEYHOUSE_QUERY_MAX_INSERT_BYTES)."""
+    size = 0
+    async for chunk in data:
+        size += len(chunk)
+        _check_insert_size(size, limit)
+        yield chunk
 
 
 def _check_insert_size(size: int, limit: int) -> None:

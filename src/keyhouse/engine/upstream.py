@@ -59,6 +59,8 @@ class Upstream:
             params.append(("database", str(request["database"])))
         if request.get("session_id"):
             params.append(("session_id", str(request["session_id"])))
+            if request.get("session_timeout"):
+                params.append(("session_timeout", _text(request["session_timeout"])))
         if request.get("query_id"):
             params.append(("query_id", str(request["query_id"])))
         params += [("role", str(role)) for role in request.get("roles") or []]

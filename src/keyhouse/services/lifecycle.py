@@ -219,6 +219,7 @@ class Engines:
         params: dict[str, str] | None = None,
         session_id: str | None = None,
         extra_settings: dict[str, Any] | None = None,
+        session_timeout: float | None = None,
     ) -> AsyncIterator[bytes]:
         """Run one query for a caller the domain layer granted (``grant``): under the
         operator's limits, the service's memory cap and, when the grant says so, the engine's
@@ -234,6 +235,7 @@ class Engines:
             "roles": list(grant.roles),
             "params": params or {},
             "session_id": session_id,
+            "session_timeout": session_timeout,
             "query_id": query_id or str(uuid.uuid4()),
             "limits": self._limits(grant),
             "settings": extra_settings or {},
@@ -258,6 +260,7 @@ class Engines:
         database: str | None = None,
         session_id: str | None = None,
         extra_settings: dict[str, Any] | None = None,
+        session_timeout: float | None = None,
     ) -> dict[str, Any]:
         """Stream ``data`` (in ``fmt``) into ``sql`` (``INSERT INTO t (a, b)``) under the same
         limits as ``run``; the engine's write statistics."""
@@ -267,6 +270,7 @@ class Engines:
             "format": fmt,
             "database": database,
             "session_id": session_id,
+            "session_timeout": session_timeout,
             "limits": self._limits(grant),
             "settings": extra_settings or {},
         }
