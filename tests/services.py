@@ -38,6 +38,15 @@ def wait_for(client: TestClient, org: Org, service_id: str, state: str) -> dict[
     raise AssertionError(f"service {service_id} never reached {state}")
 
 
+def stop(client: TestClient, org: Org, service_id: str) -> dict[str, Any]:
+    """Stop the service and wait until it is stopped (its engine and port released)."""
+    response = client.patch(
+        org.url(f"/services/{service_id}/state"), json={"command": "stop"}, auth=org.auth
+    )
+    assert response.status_code == 200, response.text
+    return wait_for(client, org, service_id, "stopped")
+
+
 def bind(
     client: TestClient, org: Org, service_id: str, keys: list[str], role: str = "sql_console_admin"
 ) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from keyhouse.clickhouse_http.encoding import choose
 from keyhouse.config import Settings
 from keyhouse.state import AppState
 from tests.conftest import Org
-from tests.services import clickhouse_round_trip, create, wait_for
+from tests.services import clickhouse_round_trip, create, stop, wait_for
 
 LOOPBACK = [{"source": "127.0.0.1/32", "description": "this machine"}]
 
@@ -415,10 +415,7 @@ def test_wrong_passwords_from_one_address_do_not_lock_out_another(
         assert 429 in statuses  # the stranger's own address is spent
         right = owner.post("/", content=b"SELECT 1")
         assert right.status_code == 200, right.text
-    client.patch(
-        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
-    )
-    wait_for(client, org, service["id"], "stopped")
+    stop(client, org, service["id"])
 
 
 def _closed_by_server(sock: socket.socket, within: float = 60) -> bool:
@@ -474,10 +471,7 @@ def test_one_address_cannot_hold_the_port_with_silent_connections(
     finally:
         for sock in silent:
             sock.close()
-    client.patch(
-        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
-    )
-    wait_for(client, org, service["id"], "stopped")
+    stop(client, org, service["id"])
 
 
 def test_a_request_head_must_arrive_in_time_its_body_need_not(
@@ -514,10 +508,7 @@ def test_a_request_head_must_arrive_in_time_its_body_need_not(
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert b"\r\n42\n\r\n" in answer  # the one chunk of a chunked answer
-    client.patch(
-        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
-    )
-    wait_for(client, org, service["id"], "stopped")
+    stop(client, org, service["id"])
 
 
 def test_an_insert_past_the_operators_size_limit_is_refused(
@@ -548,10 +539,7 @@ def test_an_insert_past_the_operators_size_limit_is_refused(
         refused = http.post("/", content=b"INSERT INTO t FORMAT TSV\n" + row * 20_000)
         assert refused.status_code == 413, refused.text
         assert http.post("/", content=b"SELECT count() FROM t").text == "5000\n"
-    client.patch(
-        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
-    )
-    wait_for(client, org, service["id"], "stopped")
+    stop(client, org, service["id"])
 
 
 def test_a_port_serves_at_most_its_connection_limit(
@@ -576,7 +564,4 @@ def test_a_port_serves_at_most_its_connection_limit(
                 break
             time.sleep(0.1)
         assert answered.status_code == 200, answered.text
-    client.patch(
-        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
-    )
-    wait_for(client, org, service["id"], "stopped")
+    stop(client, org, service["id"])

@@ -24,7 +24,7 @@ from keyhouse.query_endpoints.version1 import version_1_document
 from keyhouse.state import AppState
 from tests.conftest import Org, create_key, key_auth, role_id
 from tests.engine.test_supervisor import _run
-from tests.services import bind, create, run, wait_for
+from tests.services import bind, create, run, stop, wait_for
 
 
 def _endpoint(org: Org, service_id: str, key_ids: list[str], **body: Any) -> dict[str, Any]:
@@ -377,8 +377,7 @@ def test_version_1_streams_any_size_and_holds_nothing_whole(client: TestClient, 
     rows = [json.loads(line) for line in streamed.text.splitlines()]
     assert len(rows) == 200_000
     assert document["data"]["rows"] == rows
-    client.patch(org.url(f"/services/{service_id}/state"), json={"command": "stop"}, auth=org.auth)
-    wait_for(client, org, service_id, "stopped")
+    stop(client, org, service_id)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 64])

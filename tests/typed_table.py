@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from keyhouse.config import Settings
 from tests.conftest import Org
-from tests.services import create, wait_for
+from tests.services import create, stop, wait_for
 
 ROWS = 1_000_000
 NODE = Path(__file__).parent / "clients" / "node"
@@ -88,10 +88,7 @@ def typed(settings: Settings, client: TestClient, org: Org) -> Iterator[tuple[di
             answered = http.post("/", content=sql.encode())
             assert answered.status_code == 200, answered.text
     yield endpoint, password
-    client.patch(
-        org.url(f"/services/{service['id']}/state"), json={"command": "stop"}, auth=org.auth
-    )
-    wait_for(client, org, service["id"], "stopped")
+    stop(client, org, service["id"])
 
 
 def _http(settings: Settings, endpoint: dict[str, Any], password: str) -> httpx.Client:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -125,26 +126,34 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+@contextlib.contextmanager
+def serving(database_url: str, tmp: Path) -> Iterator[tuple[Server, subprocess.Popen[bytes]]]:
+    """A bootstrapped ``keyhouse serve`` on ``database_url`` with its data under ``tmp``."""
+    env = server_env(tmp)
+    boot = bootstrap(database_url, env)
+    process, base_url = start_server(database_url, env, tmp / "server.log", "--rate-limit", "off")
+    try:
+        yield (
+            Server(
+                base_url,
+                database_url,
+                env,
+                boot["organizationId"],
+                boot["keyId"],
+                boot["keySecret"],
+                boot["password"],
+            ),
+            process,
+        )
+    finally:
+        stop(process)
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(
     request: pytest.FixtureRequest,
     database_urls: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    env = server_env(tmp)
-    database_url = database_urls[request.param]
-    boot = bootstrap(database_url, env)
-    process, base_url = start_server(database_url, env, tmp / "server.log", "--rate-limit", "off")
-    try:
-        yield Server(
-            base_url,
-            database_url,
-            env,
-            boot["organizationId"],
-            boot["keyId"],
-            boot["keySecret"],
-            boot["password"],
-        )
-    finally:
-        stop(process)
+    with serving(database_urls[request.param], tmp_path_factory.mktemp("e2e")) as (served, _):
+        yield served

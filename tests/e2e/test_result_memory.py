@@ -16,7 +16,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.e2e.conftest import Server, bootstrap, server_env, start_server, stop
+from tests.e2e.conftest import Server, serving
 
 ROWS = 1_000_000
 ROW_SQL = f"SELECT repeat('x', 999) AS s FROM numbers({ROWS})"  # noqa: S608
@@ -29,26 +29,8 @@ def served(
     database_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, int]]:
     """One server (its memory does not depend on the control plane's database)."""
-    tmp = tmp_path_factory.mktemp("memory")
-    env = server_env(tmp)
-    database_url = database_urls["sqlite"]
-    boot = bootstrap(database_url, env)
-    process, base_url = start_server(database_url, env, tmp / "server.log", "--rate-limit", "off")
-    try:
-        yield (
-            Server(
-                base_url,
-                database_url,
-                env,
-                boot["organizationId"],
-                boot["keyId"],
-                boot["keySecret"],
-                boot["password"],
-            ),
-            _api_process(process.pid),
-        )
-    finally:
-        stop(process)
+    with serving(database_urls["sqlite"], tmp_path_factory.mktemp("memory")) as (server, process):
+        yield server, _api_process(process.pid)
 
 
 def _api_process(pid: int) -> int:
