@@ -370,6 +370,21 @@ def test_sessions_keep_their_state_and_take_one_request_at_a_time(
         again = http.post("/", params=session, content=b"INSERT INTO kept VALUES (7)")
         assert again.status_code == 200, again.text
         assert http.post("/", params=session, content=b"SELECT sum(a) FROM kept").text == "7\n"
+        # session_timeout, as ClickHouse reads it: a session idle past it is forgotten (each
+        # look renews it, so the looks are ever further apart: the engine checks every second).
+        short = {"session_id": str(uuid.uuid4()), "session_timeout": "1"}
+        http.post("/", params=short, content=b"CREATE TEMPORARY TABLE brief (a UInt8)")
+        for idle in (2.5, 4, 8, 15):
+            time.sleep(idle)
+            forgotten = http.post("/", params=short, content=b"SELECT * FROM brief")
+            if forgotten.status_code == 404:
+                break
+        assert forgotten.headers["x-clickhouse-exception-code"] == "60"  # the table is gone
+        for value in ("soon", "-1", "3601"):
+            wrong = {**short, "session_timeout": value}
+            refused = http.post("/", params=wrong, content=b"SELECT 1")
+            code = refused.headers["x-clickhouse-exception-code"]
+            assert (refused.status_code, code) == (400, "374"), value
 
 
 def test_an_idle_service_wakes_on_its_first_request(

@@ -49,6 +49,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+MAX_SESSION_TIMEOUT = 3600  # seconds, ClickHouse's default max_session_timeout
 MAX_QUERY_BYTES = 16 * 1024 * 1024  # SQL text (an INSERT's data is streamed, unbounded)
 BUFFER_BYTES = 16 * 1024 * 1024  # wait_end_of_query buffers this much before streaming
 # URL parameters of the HTTP interface itself; every other one is a setting.
@@ -102,6 +103,7 @@ _STATUS = {
     457: 400,  # BAD_QUERY_PARAMETER
     456: 400,  # UNKNOWN_QUERY_PARAMETER
     373: 409,  # SESSION_IS_LOCKED
+    374: 400,  # INVALID_SESSION_TIMEOUT
     159: 504,  # TIMEOUT_EXCEEDED
     202: 503,  # TOO_MANY_SIMULTANEOUS_QUERIES (with Retry-After)
 }
@@ -316,6 +318,7 @@ class ClickHouseInterface:
             head, insert, rest = await _split(body)
         settings = self._settings(params)
         session_id = params.get("session_id") or None
+        session_timeout = _session_timeout(params.get("session_timeout"))
         query_id = params.get("query_id") or str(uuid.uuid4())
         database = params.get("database") or None
         if insert is not None:
@@ -329,7 +332,7 @@ class ClickHouseInterface:
             if limit and "query" in params and not headers.get("content-encoding"):
                 # The whole body is the data: refused before any of it is written.
                 _check_insert_size(int(headers.get("content-length") or 0), limit)
-            run = _Run(self.engines, grant, database, session_id, settings)
+            run = _Run(self.engines, grant, database, session_id, settings, session_timeout)
             await self._insert(send, run, insert, rest, body, query_id)
             return
         sql = head.decode("utf-8", "replace")
@@ -348,7 +351,7 @@ class ClickHouseInterface:
             _enabled(params.get("enable_http_compression")), headers.get("accept-encoding", "")
         )
         wait = params.get("wait_end_of_query") == "1"
-        run = _Run(self.engines, grant, database, session_id, settings)
+        run = _Run(self.engines, grant, database, session_id, settings, session_timeout)
         if boundary is not None:
             await self._with_external_data(
                 send, run, body, boundary, external_params, sql, fmt, query_id, query_params,
@@ -551,6 +554,23 @@ def _check_insert_size(size: int, limit: int) -> None:
             "(the operator's KEYHOUSE_QUERY_MAX_INSERT_BYTES). (TOO_MANY_BYTES)",
             413,
         )
+
+
+def _session_timeout(value: str | None) -> float | None:
+    """A session's idle timeout in whole seconds, as ClickHouse reads ``session_timeout``."""
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise HttpError(
+            374, f"Code: 374. Invalid session timeout: '{value}'. (INVALID_SESSION_TIMEOUT)"
+        )
+    if int(value) > MAX_SESSION_TIMEOUT:
+        raise HttpError(
+            374,
+            f"Code: 374. Session timeout '{value}' is larger than max_session_timeout: "
+            f"{MAX_SESSION_TIMEOUT}. (INVALID_SESSION_TIMEOUT)",
+        )
+    return float(value)
 
 
 def _enabled(value: str | None) -> bool:
