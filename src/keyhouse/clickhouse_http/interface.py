@@ -147,10 +147,10 @@ class _Decoder:
                 raise HttpError(
                     36, f"Code: 36. Unknown Content-Encoding {encoding!r}. (BAD_ARGUMENTS)"
                 )
-        self._state = self._make() if self._make is not None else None
+        self._state: Any = self._make() if self._make is not None else None
 
     def __call__(self, data: bytes) -> bytes:
-        if self._state is None or self._make is None:
+        if self._make is None:  # identity
             return data
         out = []
         try:
@@ -384,10 +384,7 @@ class ClickHouseInterface:
         tables: list[external.Table] = []
         try:
             async for name, data in external.Parts(body, boundary):
-                try:
-                    table = external.table(name, params)
-                except external.ExternalDataError as error:
-                    raise HttpError(36, f"Code: 36. {error}. (BAD_ARGUMENTS)") from None
+                table = external.table(name, params)
                 await run.statement(
                     f"CREATE TEMPORARY TABLE {table.name} ({table.columns}) ENGINE = Memory"
                 )

@@ -27,10 +27,23 @@ log = logging.getLogger(__name__)
 
 PREFIX = "keyhouse-engines-"
 _NUMBERS = itertools.count(1)
-# The group's limits: its memory; with swap, its memory and swap together (v1), its swap (v2:
-# none, so that the limit is the group's whole footprint).
-_LIMITS = {1: ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"), 2: ("memory.max",)}
-_REQUIRED = {"memory.limit_in_bytes", "memory.max"}
+# The group's files, by hierarchy version: its limit; its swap ("memory and swap together" in
+# v1, set to the limit; "swap" in v2, set to none: either way the limit is the group's whole
+# footprint; absent where the kernel keeps no swap accounting); the most it held; its events.
+_FILES = {
+    1: {
+        "limit": "memory.limit_in_bytes",
+        "swap": "memory.memsw.limit_in_bytes",
+        "peak": "memory.max_usage_in_bytes",
+        "events": "memory.oom_control",
+    },
+    2: {
+        "limit": "memory.max",
+        "swap": "memory.swap.max",
+        "peak": "memory.peak",
+        "events": "memory.events",
+    },
+}
 
 
 class MemoryGroupUnavailable(Exception):
@@ -65,44 +78,37 @@ class MemoryGroup:
                     "Delegate=yes)"
                 ) from None
         path = parent / f"{PREFIX}{os.getpid()}-{next(_NUMBERS)}"
+        files = _FILES[version]
         try:
             path.mkdir(mode=0o755)
-            for name in _LIMITS[version]:  # memory, then memory and swap together
-                if (path / name).exists() or name in _REQUIRED:
-                    (path / name).write_text(str(limit))
+            (path / files["limit"]).write_text(str(limit))
+            if version == 1 and (path / files["swap"]).exists():
+                (path / files["swap"]).write_text(str(limit))
         except OSError as error:
             with contextlib.suppress(OSError):
                 path.rmdir()
             raise MemoryGroupUnavailable(f"cannot create {path}: {error}") from None
-        if version == 2 and (path / "memory.swap.max").exists():
+        if version == 2 and (path / files["swap"]).exists():
             with contextlib.suppress(OSError):
-                (path / "memory.swap.max").write_text("0")
+                (path / files["swap"]).write_text("0")
         return cls(path, version)
 
     @property
     def limit(self) -> int:
-        name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
-        return int((self.path / name).read_text())
-
-    @property
-    def usage(self) -> int:
-        name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
-        return int((self.path / name).read_text())
+        return int((self.path / _FILES[self.version]["limit"]).read_text())
 
     @property
     def peak(self) -> int:
         """The most the group has held at once (v2 kernels before 5.19 do not say: 0)."""
-        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
         try:
-            return int((self.path / name).read_text())
+            return int((self.path / _FILES[self.version]["peak"]).read_text())
         except FileNotFoundError:
             return 0
 
     @property
     def kills(self) -> int:
         """Engine processes the kernel has killed for the group's limit."""
-        name = "memory.oom_control" if self.version == 1 else "memory.events"
-        for line in (self.path / name).read_text().splitlines():
+        for line in (self.path / _FILES[self.version]["events"]).read_text().splitlines():
             key, _, value = line.partition(" ")
             if key == "oom_kill":
                 return int(value)
