@@ -1,21 +1,24 @@
 """Every output format answers exactly what the engine's own one-shot query gives, however many
-blocks the result has (chDB's streaming API formats each block as a document of its own: a
-JSON answer of 200,000 rows came back as three JSON documents, a CSVWithNames one with its
-header three times, a Parquet one as three files)."""
+blocks the result has, and streams as the engine formats it (chDB's streaming API formats each
+block as a document of its own: a JSON answer of 200,000 rows came back as three JSON documents,
+a CSVWithNames one with its header three times, a Parquet one as three files; its one-shot
+query holds the whole answer in memory)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from keyhouse.engine.protocol import EngineError
 from keyhouse.engine.supervisor import EngineSupervisor
-from keyhouse.engine.worker import STREAMED_FORMATS, streams_exactly
+from keyhouse.engine.worker import STREAMED_FORMATS, returns_rows, streams_exactly
 from tests.engine.test_supervisor import _collect, _with_one_service
 
 # Several blocks (the engine's blocks hold 65,409 rows here), several types.
@@ -97,6 +100,14 @@ def test_every_format_through_the_worker_is_the_engines_own_answer(tmp_path: Pat
         clause = f"{MANY_BLOCKS} FORMAT JSON"
         got = await _collect(supervisor, service, sql=clause, format="TabSeparated")
         assert json.loads(got)["rows"] == 150_000
+        # Comments, parentheses, a trailing semicolon, the word FORMAT in a string.
+        for sql in (
+            f"/* a /* nested */ comment */ -- and a line\n({MANY_BLOCKS}) -- trailing",
+            f"{MANY_BLOCKS};  ",
+            f"{MANY_BLOCKS} WHERE s != 'FORMAT CSV'",
+        ):
+            got = await _collect(supervisor, service, sql=sql, format="JSONCompact")
+            assert json.loads(got)["rows"] == 150_000, sql
 
     _with_one_service(tmp_path / "service", scenario)
 
@@ -134,6 +145,68 @@ def test_a_format_streams_only_when_its_blocks_concatenate_and_no_clause_names_a
     assert not streams_exactly("SELECT 'a FORMAT b'", "TabSeparated")  # answered whole
     assert streams_exactly("SELECT formatDateTime(now(), '%F')", "TabSeparated")
     assert not streams_exactly("SELECT 1", "tabseparated")  # only the names measured
+
+
+def test_only_a_query_that_returns_rows_is_piped() -> None:
+    for sql in (
+        "SELECT 1",
+        "  with 1 AS x SELECT x",
+        "((SELECT 1))",
+        "-- a line\n# another\n#!and one\nSELECT 1",
+        "/* a /* nested */ comment */ SHOW TABLES",
+        "FROM t SELECT x",
+        "DESCRIBE t",
+        "EXPLAIN SELECT 1",
+        "EXISTS t",
+    ):
+        assert returns_rows(sql), sql
+    for sql in (
+        "INSERT INTO t VALUES (1)",
+        "/* SELECT */ INSERT INTO t SELECT 1",
+        "/* /* */ SELECT */ INSERT INTO t VALUES (1)",  # the comment ends at its last */
+        "/* never closed SELECT 1",
+        "-- only a comment, SELECT 1",
+        "CREATE TABLE t AS SELECT 1",
+        "SET ROLE x",
+        "",
+        "1",
+    ):
+        assert not returns_rows(sql), sql
+
+
+def test_an_answer_streams_as_its_reader_reads_and_ends_when_the_reader_leaves(
+    tmp_path: Path,
+) -> None:
+    """A JSON answer of 1.3 GB is piped: the engine writes while the reader reads, waits while
+    it does not (the query is still running after the first piece), and ends once the reader
+    has gone (a one-shot query would format the whole answer first, in the worker's memory)."""
+    big = "SELECT number, toString(number) AS s FROM numbers(50000000)"
+
+    async def running(supervisor: EngineSupervisor, service: uuid.UUID) -> int:
+        sql = "SELECT count() FROM system.processes WHERE query LIKE '%numbers(50000000)%'"
+        counted = await _collect(supervisor, service, sql=f"{sql} AND query NOT LIKE '%count()%'")
+        return int(counted)
+
+    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+        chunks = await supervisor.query(service, {"sql": big, "format": "JSON"})
+        assert isinstance(chunks, AsyncIterator)
+        first = b""
+        async for chunk in chunks:
+            first += chunk
+            if len(first) > 1000:
+                break
+        assert first.startswith(b'{\n\t"meta":')
+        await asyncio.sleep(0.5)
+        assert await running(supervisor, service) == 1  # waiting for its reader
+        await chunks.aclose()  # type: ignore[attr-defined]
+        for _ in range(100):  # the query ends at its next write
+            if await running(supervisor, service) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await running(supervisor, service) == 0
+        assert await _collect(supervisor, service, sql="SELECT 2") == b"2\n"
+
+    _with_one_service(tmp_path, scenario)
 
 
 def test_a_query_that_fails_part_way_leaves_nothing_in_its_session(tmp_path: Path) -> None:

@@ -66,6 +66,7 @@ def parse_head(head: bytes) -> tuple[bytes, int]:
 
 
 SESSION_IS_LOCKED = 373
+SYNTAX_ERROR = 62
 TIMEOUT_EXCEEDED = 159  # a query that ran out of time
 ACCESS_DENIED = 497
 TOO_MANY_SIMULTANEOUS_QUERIES = 202  # a configured limit: 503 with Retry-After
