@@ -127,9 +127,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def serving(database_url: str, tmp: Path) -> Iterator[tuple[Server, subprocess.Popen[bytes]]]:
-    """A bootstrapped ``keyhouse serve`` on ``database_url`` with its data under ``tmp``."""
-    env = server_env(tmp)
+def serving(
+    database_url: str, tmp: Path, **settings: str
+) -> Iterator[tuple[Server, subprocess.Popen[bytes]]]:
+    """A bootstrapped ``keyhouse serve`` on ``database_url`` with its data under ``tmp``, and
+    ``settings`` in its environment."""
+    env = {**server_env(tmp), **settings}
     boot = bootstrap(database_url, env)
     process, base_url = start_server(database_url, env, tmp / "server.log", "--rate-limit", "off")
     try:
