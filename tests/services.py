@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.summary import QuerySummary
 from fastapi.testclient import TestClient
 
 from tests.conftest import Org
@@ -110,3 +111,7 @@ def clickhouse_round_trip(ch: Client) -> None:
     with pytest.raises(DatabaseError) as missing:
         ch.query("SELECT * FROM no_such_table")
     assert "60" in str(missing.value)  # UNKNOWN_TABLE, the server's own code
+    # A statement's figures, from the server's summary.
+    copied = ch.command("INSERT INTO events SELECT * FROM events")
+    assert isinstance(copied, QuerySummary)
+    assert copied.written_rows == 3

@@ -224,6 +224,60 @@ def test_the_http_protocol_as_curl_speaks_it(
             assert refused.headers["x-clickhouse-exception-code"] == code, (name, value)
 
 
+def test_the_summary_and_progress_headers_carry_the_engines_figures(
+    settings: Settings, running: tuple[dict[str, Any], str]
+) -> None:
+    """X-ClickHouse-Summary as a server sends it: the query's figures when the answer was held
+    to its end (``wait_end_of_query``, or an answer with no rows), zeros when the answer's head
+    left while the query still ran; ``send_progress_in_http_headers`` adds the progress."""
+    service, password = running
+    sql = "SELECT number FROM numbers(1000) WHERE number % 3 = 0"
+
+    def figures(answer: httpx.Response, header: str = "x-clickhouse-summary") -> dict[str, int]:
+        return {name: int(value) for name, value in json.loads(answer.headers[header]).items()}
+
+    with _raw(settings, service["endpoints"][0], password) as http:
+        held = http.post(
+            "/",
+            params={
+                "wait_end_of_query": "1",
+                "send_progress_in_http_headers": "1",
+                "http_headers_progress_interval_ms": "0",
+            },
+            content=sql.encode(),
+        )
+        assert held.status_code == 200, held.text
+        summary = figures(held)
+        assert summary["read_rows"] == summary["total_rows_to_read"] == 1000
+        assert summary["read_bytes"] == 8000
+        assert summary["result_rows"] == 334
+        assert summary["result_bytes"] == 334 * 8
+        assert summary["written_rows"] == summary["written_bytes"] == 0
+        assert summary["elapsed_ns"] > 0
+        assert figures(held, "x-clickhouse-progress") == summary
+        streamed = http.post("/", content=sql.encode())
+        assert set(figures(streamed).values()) == {0}  # its head left before the query ended
+        assert "x-clickhouse-progress" not in streamed.headers
+        table = f"t_{uuid.uuid4().hex[:8]}"
+        http.post("/", content=f"CREATE TABLE {table} (n UInt64) ENGINE = Memory".encode())
+        inserted = http.post("/", content=f"INSERT INTO {table} {sql}".encode())  # noqa: S608
+        assert figures(inserted)["written_rows"] == 334
+        # A statement answers no format (clickhouse-connect's command() tells them apart so);
+        # a query does, even with no rows.
+        assert "x-clickhouse-format" not in inserted.headers
+        assert inserted.headers["content-type"] == "text/plain; charset=UTF-8"
+        empty = http.post("/", content=f"SELECT n FROM {table} WHERE n > 5000".encode())  # noqa: S608
+        assert (empty.content, empty.headers["x-clickhouse-format"]) == (b"", "TabSeparated")
+        assert figures(inserted)["written_bytes"] == 334 * 8
+        refused = http.post(
+            "/",
+            params={"send_progress_in_http_headers": "1", "http_headers_progress_interval_ms": "x"},
+            content=b"SELECT 1",
+        )
+        assert refused.status_code == 400
+        assert refused.headers["x-clickhouse-exception-code"] == "27"
+
+
 def test_answers_are_compressed_as_the_server_compresses_them(
     settings: Settings, running: tuple[dict[str, Any], str]
 ) -> None:

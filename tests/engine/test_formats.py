@@ -198,7 +198,7 @@ def test_an_answer_streams_as_its_reader_reads_and_ends_when_the_reader_leaves(
         assert first.startswith(b'{\n\t"meta":')
         await asyncio.sleep(0.5)
         assert await running(supervisor, service) == 1  # waiting for its reader
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
         for _ in range(100):  # the query ends at its next write
             if await running(supervisor, service) == 0:
                 break

@@ -310,7 +310,7 @@ def test_closing_a_result_early_leaves_the_worker_serving(tmp_path: Path) -> Non
         async for chunk in chunks:
             if chunk:
                 break
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
         assert await _collect(supervisor, service, sql="SELECT 2") == b"2\n"
 
     _with_one_service(tmp_path, scenario)

@@ -36,7 +36,7 @@ from keyhouse.api.errors import ServiceUnavailable, TooManyRequests
 from keyhouse.auth.dependencies import limiter_call
 from keyhouse.clickhouse_http import external
 from keyhouse.clickhouse_http.encoding import Encoder, negotiate
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import SUMMARY_FIELDS, Answer, EngineError
 from keyhouse.services import service
 from keyhouse.transactions import run_in_transaction
 
@@ -347,19 +347,24 @@ class ClickHouseInterface:
         }
         if method == "GET":
             grant = service.RunGrant(grant.service_id, grant.state, True, grant.max_memory_gb)
-        encoder = negotiate(
-            _enabled(params.get("enable_http_compression")), headers.get("accept-encoding", "")
+        reply = _Reply(
+            fmt,
+            query_id,
+            wait=params.get("wait_end_of_query") == "1",
+            encoder=negotiate(
+                _enabled(params.get("enable_http_compression")),
+                headers.get("accept-encoding", ""),
+            ),
+            progress_ms=_progress_interval(params),
         )
-        wait = params.get("wait_end_of_query") == "1"
         run = _Run(self.engines, grant, database, session_id, settings, session_timeout)
         if boundary is not None:
             await self._with_external_data(
-                send, run, body, boundary, external_params, sql, fmt, query_id, query_params,
-                wait, encoder,
-            )  # fmt: skip
+                send, run, body, boundary, external_params, sql, query_params, reply
+            )
             return
         chunks = await run.query(sql, fmt, query_id, query_params)
-        await _stream(send, chunks, fmt, query_id, wait, encoder)
+        await _stream(send, chunks, reply)
 
     async def _with_external_data(
         self,
@@ -369,11 +374,8 @@ class ClickHouseInterface:
         boundary: bytes,
         params: dict[str, str],
         sql: str,
-        fmt: str,
-        query_id: str,
         query_params: dict[str, str],
-        wait: bool,
-        encoder: Encoder | None,
+        reply: _Reply,
     ) -> None:
         """The query over the tables of a multipart body. They live on a session of this
         request's own (gone a second after it) or on the caller's, and are dropped once the
@@ -390,8 +392,8 @@ class ClickHouseInterface:
                 )
                 tables.append(table)
                 await run.insert(f"INSERT INTO {table.name}", table.format, _counted(data, limit))
-            chunks = await run.query(sql, fmt, query_id, query_params)
-            await _stream(send, chunks, fmt, query_id, wait, encoder)
+            chunks = await run.query(sql, reply.fmt, reply.query_id, query_params)
+            await _stream(send, chunks, reply)
         except external.ExternalDataError as error:
             raise HttpError(36, f"Code: 36. {error}. (BAD_ARGUMENTS)") from None
         finally:
@@ -491,7 +493,7 @@ class _Run:
 
     async def query(
         self, sql: str, fmt: str, query_id: str | None, params: dict[str, str]
-    ) -> AsyncIterator[bytes]:
+    ) -> Answer:
         try:
             return await self.engines.run(
                 self.grant,
@@ -515,7 +517,7 @@ class _Run:
         except EngineError as error:
             raise HttpError(error.code, error.text) from None
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            await chunks.aclose()
 
     async def insert(self, sql: str, fmt: str, data: AsyncIterator[bytes]) -> dict[str, Any]:
         try:
@@ -605,17 +607,9 @@ async def _split(body: AsyncIterator[bytes]) -> tuple[bytes, tuple[str, str] | N
 
 
 def _summary(**values: int) -> str:
-    fields = (
-        "read_rows",
-        "read_bytes",
-        "written_rows",
-        "written_bytes",
-        "total_rows_to_read",
-        "result_rows",
-        "result_bytes",
-        "elapsed_ns",
+    return json.dumps(
+        {name: str(values.get(name, 0)) for name in SUMMARY_FIELDS}, separators=(",", ":")
     )
-    return json.dumps({name: str(values.get(name, 0)) for name in fields}, separators=(",", ":"))
 
 
 async def _answer(
@@ -645,22 +639,52 @@ async def _answer(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _stream(
-    send: Send,
-    chunks: AsyncIterator[bytes],
-    fmt: str,
-    query_id: str,
-    wait: bool,
-    encoder: Encoder | None = None,
-) -> None:
+@dataclass(frozen=True)
+class _Reply:
+    """How a query's answer is sent: its format and id; ``wait``: ``wait_end_of_query`` (held,
+    up to ``BUFFER_BYTES``, so that an error is still a status); ``encoder``: its compression
+    (``enable_http_compression``); ``progress_ms``: ``send_progress_in_http_headers``'s
+    interval (None: no progress headers)."""
+
+    fmt: str
+    query_id: str
+    wait: bool = False
+    encoder: Encoder | None = None
+    progress_ms: int | None = None
+
+
+def _progress_interval(params: dict[str, str]) -> int | None:
+    if not _enabled(params.get("send_progress_in_http_headers")):
+        return None
+    try:
+        return max(0, int(params.get("http_headers_progress_interval_ms") or 100))
+    except ValueError:
+        raise HttpError(
+            27,
+            "Code: 27. Cannot parse input: http_headers_progress_interval_ms. "
+            "(CANNOT_PARSE_INPUT_ASSERTION_FAILED)",
+        ) from None
+
+
+async def _stream(send: Send, chunks: Answer, reply: _Reply) -> None:
     """The result; with ``wait_end_of_query`` it is held (up to ``BUFFER_BYTES``) so that an
     error is still a status. An error after bytes were sent ends the body with its text.
-    ``encoder``: the answer's compression (``enable_http_compression``), applied as it goes."""
-    headers = [
-        (b"content-type", _CONTENT_TYPES.get(fmt, "application/octet-stream").encode()),
-        (b"x-clickhouse-query-id", query_id.encode()),
-        (b"x-clickhouse-format", fmt.encode()),
-    ]
+
+    ``X-ClickHouse-Summary`` is the engine's statistics when the answer was held whole (the
+    query was over before its first byte left), and zeros when the answer's head leaves while
+    the query still runs, as a server's does before the engine reports progress. A held
+    answer of a query that ran for at least the interval carries one ``X-ClickHouse-Progress``
+    with its final figures (a server sends one per interval while the query runs; an ASGI
+    answer's head leaves in one piece)."""
+    encoder = reply.encoder
+    headers = [(b"x-clickhouse-query-id", reply.query_id.encode())]
+    if chunks.returns_rows:
+        headers += [
+            (b"content-type", _CONTENT_TYPES.get(reply.fmt, "application/octet-stream").encode()),
+            (b"x-clickhouse-format", reply.fmt.encode()),
+        ]
+    else:  # a statement: no rows, no format (clients tell a statement's answer by this)
+        headers.append((b"content-type", b"text/plain; charset=UTF-8"))
     if encoder is not None:
         headers += [(b"content-encoding", encoder.name.encode()), (b"vary", b"Accept-Encoding")]
     compress = encoder.compress if encoder is not None else bytes
@@ -681,11 +705,12 @@ async def _stream(
             async for chunk in chunks:
                 if not chunk:
                     continue
-                if wait and not started and size + len(chunk) <= BUFFER_BYTES:
+                if reply.wait and not started and size + len(chunk) <= BUFFER_BYTES:
                     held.append(chunk)
                     size += len(chunk)
                     continue
                 if not started:
+                    headers.append((b"x-clickhouse-summary", _summary().encode()))
                     await send({"type": "http.response.start", "status": 200, "headers": headers})
                     started = True
                     for part in held:
@@ -698,11 +723,14 @@ async def _stream(
             await body(f"\n{error.text}\n".encode(), more=False)
             return
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
     if not started:
         whole = b"".join(held)
         data = whole if encoder is None else encoder.compress(whole) + encoder.finish()
-        summary = _summary(result_bytes=len(whole)).encode()
+        summary = _summary(**chunks.summary).encode()
+        interval = reply.progress_ms
+        if interval is not None and chunks.summary.get("elapsed_ns", 0) >= interval * 1_000_000:
+            headers.append((b"x-clickhouse-progress", summary))
         headers += [
             (b"content-length", str(len(data)).encode()),
             (b"x-clickhouse-summary", summary),

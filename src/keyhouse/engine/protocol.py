@@ -4,14 +4,16 @@ One Unix socket per worker, in a private (0700) directory. A connection carries 
 after another. Every frame is a type byte, a 4-byte big-endian length and a payload::
 
     client → worker   R {request JSON}
-    worker → client   H {"ok": true}            then D <bytes> ... then Z (end of result)
+    worker → client   H {"ok": true, "rows"?}   then D <bytes> ... then Z {statistics}
                       E {"code": int, "message": str}   (instead of H, or after some D frames)
 
 Requests:
 
 - ``{"op": "ping"}``: answers ``H`` with the engine's version, then ``Z``.
 - ``{"op": "query", "sql", "format", "database"?, "params"?, "limits"?, "settings"?, "roles"?,
-  "readonly"?, "session_id"?}``: answers the result as it streams.
+  "readonly"?, "session_id"?}``: answers the result as it streams; its ``H`` says whether
+  the query returns rows (``rows``: false for a statement, which has no output format), its
+  ``Z`` carries the engine's statistics (``SUMMARY_FIELDS``).
 - ``{"op": "insert", "sql", "format", "database"?, "limits"?, "settings"?, "session_id"?}``:
   ``sql`` is the statement's head (``INSERT INTO t (a, b)``); the worker answers ``H`` when it
   is ready,
@@ -34,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger("keyhouse.engine")
@@ -58,6 +60,40 @@ def json_frame(kind: bytes, value: dict[str, Any]) -> bytes:
 
 
 HEAD_SIZE = _HEAD.size
+
+# A query's statistics, as ClickHouse's X-ClickHouse-Summary names them.
+SUMMARY_FIELDS = (
+    "read_rows",
+    "read_bytes",
+    "written_rows",
+    "written_bytes",
+    "total_rows_to_read",
+    "result_rows",
+    "result_bytes",
+    "elapsed_ns",
+)
+
+
+class Answer:
+    """A query's answer: its bytes as they come (an async iterator; the first item, ``b""``,
+    says the engine accepted the query, and by then ``returns_rows`` says whether it answers
+    rows in its format or is a statement), then, once the last is read, ``summary``: the
+    engine's statistics for the whole query (empty while it runs, or when the engine gave
+    none)."""
+
+    def __init__(self, produce: Callable[[Answer], AsyncGenerator[bytes]]) -> None:
+        self.summary: dict[str, int] = {}
+        self.returns_rows = True
+        self._chunks = produce(self)
+
+    def __aiter__(self) -> Answer:
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        return self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
 
 
 def parse_head(head: bytes) -> tuple[bytes, int]:

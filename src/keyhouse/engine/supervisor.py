@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -375,19 +375,22 @@ class EngineSupervisor:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def query(self, service_id: uuid.UUID, request: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def query(self, service_id: uuid.UUID, request: dict[str, Any]) -> protocol.Answer:
         """Run a query; the first ``await anext()`` raises ``EngineError`` if the engine refuses
         it, and yields ``b""`` once the result has started; then the result's bytes follow.
         Closing the iterator early closes the connection, and the worker cancels the query."""
         reader, writer = await self._connect(service_id)
-        return self._results(reader, writer, {"op": "query", **request})
+        return protocol.Answer(
+            lambda answer: self._results(reader, writer, {"op": "query", **request}, answer)
+        )
 
     async def _results(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         request: dict[str, Any],
-    ) -> AsyncIterator[bytes]:
+        answer: protocol.Answer,
+    ) -> AsyncGenerator[bytes]:
         started = False
         try:
             try:
@@ -406,10 +409,13 @@ class EngineSupervisor:
                     raise EngineError(0, "the engine stopped while answering") from None
                 if kind == protocol.HEADER:
                     started = True
+                    answer.returns_rows = json.loads(payload).get("rows", True) is not False
                     yield b""
                 elif kind == protocol.DATA:
                     yield payload
                 elif kind == protocol.END:
+                    if payload:
+                        answer.summary.update(json.loads(payload))
                     return
                 else:
                     error = json.loads(payload)

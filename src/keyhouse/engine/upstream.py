@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from keyhouse.engine.protocol import EngineError, silent_engine
+from keyhouse.engine.protocol import SUMMARY_FIELDS, Answer, EngineError, silent_engine
 
 
 class Upstream:
@@ -69,19 +69,25 @@ class Upstream:
         params += [(f"param_{k}", str(v)) for k, v in (request.get("params") or {}).items()]
         return params
 
-    async def query(self, request: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def query(self, request: dict[str, Any]) -> Answer:
         params = [*self._params(request), ("default_format", request.get("format") or "TSV")]
-        return self._results(params, request["sql"].encode())
+        return Answer(lambda answer: self._results(params, request["sql"].encode(), answer))
 
-    async def _results(self, params: list[tuple[str, str]], body: bytes) -> AsyncIterator[bytes]:
+    async def _results(
+        self, params: list[tuple[str, str]], body: bytes, answer: Answer
+    ) -> AsyncGenerator[bytes]:
         try:
             async with self._client.stream(
                 "POST", self.url, params=tuple(params), content=body
-            ) as answer:
-                if answer.status_code != 200:
-                    raise await _error(answer)
+            ) as response:
+                if response.status_code != 200:
+                    raise await _error(response)
+                # The server's own summary, as of its answer's start (complete once the whole
+                # answer was held: wait_end_of_query); a statement's answer names no format.
+                answer.summary.update(_summary(response.headers.get("x-clickhouse-summary")))
+                answer.returns_rows = "x-clickhouse-format" in response.headers
                 yield b""
-                async for chunk in answer.aiter_raw():
+                async for chunk in response.aiter_raw():
                     yield chunk
         except httpx.ReadTimeout:
             raise silent_engine(self.answer_timeout) from None
@@ -119,3 +125,11 @@ def _text(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
+
+
+def _summary(header: str | None) -> dict[str, int]:
+    try:
+        values = json.loads(header or "{}")
+        return {name: int(values[name]) for name in SUMMARY_FIELDS if name in values}
+    except (ValueError, TypeError, AttributeError):
+        return {}  # a header this cannot read: no statistics rather than a failed answer

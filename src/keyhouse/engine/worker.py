@@ -32,6 +32,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -359,17 +360,20 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return
         use = _Use(self, handle, session)
         started = False
+        began = time.monotonic_ns()
+        outcome = _Outcome()
         try:
             self._prepare(handle, session, request)
-            for data in self._answer(handle, request, use):
+            for data in self._answer(handle, request, use, outcome):
                 if not started:
-                    sock.sendall(protocol.json_frame(protocol.HEADER, {"ok": True}))
+                    sock.sendall(outcome.header())
                     started = True
                 if data:
                     sock.sendall(protocol.frame(protocol.DATA, data))
             if not started:
-                sock.sendall(protocol.json_frame(protocol.HEADER, {"ok": True}))
-            use.answer(sock, protocol.frame(protocol.END))
+                sock.sendall(outcome.header())
+            outcome.statistics["elapsed_ns"] = time.monotonic_ns() - began
+            use.answer(sock, protocol.json_frame(protocol.END, outcome.statistics))
         except (BrokenPipeError, ConnectionResetError):
             raise
         except Exception as exc:  # the engine's own errors travel to the caller as they are
@@ -380,7 +384,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             use.end()
 
     def _answer(
-        self, handle: Any, request: dict[str, Any], use: _Use
+        self, handle: Any, request: dict[str, Any], use: _Use, outcome: _Outcome
     ) -> Iterator[bytes | memoryview]:
         """The answer's bytes as the engine formats them, in one of three ways:
         - a format whose document is its blocks' concatenated (``STREAMED_FORMATS``) is the
@@ -389,7 +393,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
           one footer, one file), written as the engine reads and sent as it comes, in pieces
           of the engine's output buffer (1 MiB) rather than block by block;
         - a statement, or a query the output clause does not fit (its own ``FORMAT`` or
-          ``INTO OUTFILE``, a trailing ``;``), is answered whole."""
+          ``INTO OUTFILE``, a trailing ``;``), is answered whole.
+        ``outcome`` says, by the answer's first byte, whether the query returns rows, and once
+        the answer is out, the engine's figures for the query."""
         sql, fmt = request["sql"], request.get("format") or "TabSeparated"
         params = request.get("params") or {}
         if streams_exactly(sql, fmt):
@@ -404,6 +410,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 # A block may be large (65,409 rows of a wide table: tens of MB): it travels
                 # in pieces too, so that the API process holds one piece at a time.
                 for chunk in stream:
+                    _count(outcome.statistics, chunk)
                     yield from _pieces(chunk.bytes())
                 return
         elif returns_rows(sql):
@@ -422,10 +429,28 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             else:
                 yield first
                 yield from pieces
+                _count(outcome.statistics, piped.result)
                 return
         if _restricted(request):
             _refuse_role_switch(handle, sql, params)
-        yield from _pieces(handle.query(sql, fmt, params=params).bytes())
+        whole = handle.query(sql, fmt, params=params)
+        _count(outcome.statistics, whole)
+        answer = whole.bytes()
+        # A statement (CREATE, INSERT ... SELECT, ...) answers no rows, and no format.
+        outcome.returns_rows = bool(answer) or returns_rows(sql)
+        yield from _pieces(answer)
+
+
+@dataclass
+class _Outcome:
+    """What a query's answer is: rows (in the requested format) or a statement's nothing; and
+    the engine's figures for it (``_count``)."""
+
+    returns_rows: bool = True
+    statistics: dict[str, int] = field(default_factory=dict)
+
+    def header(self) -> bytes:
+        return protocol.json_frame(protocol.HEADER, {"ok": True, "rows": self.returns_rows})
 
 
 class _Piped:
@@ -455,12 +480,13 @@ class _Piped:
             f"{_without_terminator(sql)}\nINTO OUTFILE '/proc/self/fd/{self._write}' "
             "APPEND COMPRESSION 'none'"
         )
+        self.result: Any = None  # the engine's result (its statistics), once it ended
         self._done = runner.submit(self._run, handle, statement, fmt, params)
         self._closed = False
 
     def _run(self, handle: Any, statement: str, fmt: str, params: dict[str, Any]) -> None:
         try:
-            handle.query(statement, fmt, params=params)
+            self.result = handle.query(statement, fmt, params=params)
         finally:
             os.close(self._write)  # the reader's end of file, once the engine's file is closed
 
@@ -476,6 +502,26 @@ class _Piped:
             os.close(self._read)
         with contextlib.suppress(Exception):
             self._done.result()
+
+
+def _count(statistics: dict[str, int], result: Any) -> None:
+    """Add an engine result's figures (a whole answer's, or one streamed block's) to
+    ``statistics``, in the names of ClickHouse's X-ClickHouse-Summary. The engine's figures for
+    its result are ``rows_read``/``bytes_read``; what it read from storage is ``storage_*``.
+    The rows it was to read are the rows it read (known once the query is over)."""
+    if result is None:
+        return
+    figures = {
+        "read_rows": result.storage_rows_read(),
+        "read_bytes": result.storage_bytes_read(),
+        "written_rows": result.rows_written(),
+        "written_bytes": result.bytes_written(),
+        "result_rows": result.rows_read(),
+        "result_bytes": result.bytes_read(),
+    }
+    figures["total_rows_to_read"] = figures["read_rows"]
+    for name, value in figures.items():
+        statistics[name] = statistics.get(name, 0) + int(value)
 
 
 def _forget_failed_output(handle: Any) -> None:

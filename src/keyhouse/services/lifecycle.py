@@ -26,7 +26,7 @@ from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.clickhouse_http.tls import ca_path
 from keyhouse.config import Settings
 from keyhouse.engine.memory import host_memory_bytes
-from keyhouse.engine.protocol import EngineError, answer_timeout
+from keyhouse.engine.protocol import Answer, EngineError, answer_timeout
 from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
@@ -220,7 +220,7 @@ class Engines:
         session_id: str | None = None,
         extra_settings: dict[str, Any] | None = None,
         session_timeout: float | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> Answer:
         """Run one query for a caller the domain layer granted (``grant``): under the
         operator's limits, the service's memory cap and, when the grant says so, the engine's
         ``readonly``. Waits for an engine that is coming up. Raises ``EngineError`` when the
