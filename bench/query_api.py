@@ -5,8 +5,10 @@ wrk -c1, p50) against (e) the same query sent straight to an engine worker over 
 (sequential, p50); then rows/s streaming a large result both ways; in interleaved rounds,
 medians. (f) clickhouse-connect reading the large result through the service's ClickHouse HTTP
 interface (HTTPS) against (g) the same client reading it from an embedded engine directly (its
-chDB backend, no network). Prints the figures and ratios of one run; it is not a test and never
-fails on a figure.
+chDB backend, no network). (i) The engine's own in-process rates for the large result, the
+reference issue 16 sets: chDB in this process, TabSeparated through its streaming API and
+Parquet through its one-shot query (the fastest each offers for that format). Prints the
+figures and ratios of one run; it is not a test and never fails on a figure.
 """
 
 from __future__ import annotations
@@ -206,6 +208,26 @@ def _client_rows_per_s(client: Client) -> float:
     return rows / elapsed
 
 
+def in_process() -> dict[str, float]:
+    """(i): rows/s of the large result from chDB in this process, medians of ``ROUNDS``."""
+    import chdb
+
+    handle = chdb.connect(":memory:")  # type: ignore[no-untyped-call]
+    tsv, parquet = [], []
+    try:
+        for _ in range(ROUNDS):
+            started = time.perf_counter()
+            rows = sum(chunk.bytes().count(b"\n") for chunk in handle.send_query(LARGE, "TSV"))
+            assert rows == ROWS, rows
+            tsv.append(ROWS / (time.perf_counter() - started))
+            started = time.perf_counter()
+            assert len(handle.query(LARGE, "Parquet").bytes()) > ROWS
+            parquet.append(ROWS / (time.perf_counter() - started))
+    finally:
+        handle.close()
+    return {"tsv": statistics.median(tsv), "parquet": statistics.median(parquet)}
+
+
 def embedded_client() -> float:
     client = clickhouse_connect.get_client(interface="chdb")
     try:
@@ -265,6 +287,7 @@ def main() -> None:
         finally:
             direct.close()
         embedded = embedded_client()
+        engine = in_process()
     print(
         f"\nQuery API (medians of {ROUNDS} interleaved rounds; one client: wrk -c1 "
         f"{WRK_SECONDS}s for d, {QUERIES} sequential for e; {ROWS:,} rows)"
@@ -288,6 +311,15 @@ def main() -> None:
     print(
         f"  (h) SELECT 1 on the service's HTTPS port   p50 {api['h_p50_ms']:.2f} ms; "
         f"overhead h-e {api['h_p50_ms'] - api['e_p50_ms']:.2f} ms (goal <= 1)"
+    )
+    print(f"\nThe engine's own in-process rate (i), {ROWS:,} rows")
+    print(f"  TabSeparated, streamed          {engine['tsv']:,.0f} rows/s")
+    print(f"  Parquet, one-shot               {engine['parquet']:,.0f} rows/s")
+    tsv = api["d_rows_per_s"] / engine["tsv"]
+    print(f"  Query API TabSeparated d/i      {tsv:.2f} (goal >= 0.9)")
+    print(
+        f"  Query API Parquet / i           {api['parquet_rows_per_s'] / engine['parquet']:.2f} "
+        "(goal >= 0.9)"
     )
     print(f"\nclickhouse-connect reading {ROWS:,} rows (Native, decoded block by block)")
     print(f"  (f) through the service's HTTPS interface   {api['connect_rows_per_s']:,.0f} rows/s")

@@ -406,25 +406,34 @@ class ClickHouseInterface:
         address = (scope.get("client") or (None,))[0]
         # Failed passwords count per client address, and per service at a much higher threshold
         # (KEYHOUSE_CLICKHOUSE_AUTH_FAILURES_PER_SERVICE): a stranger's guesses cannot lock the
-        # port for the service's own clients. Checked after the IP access list, on the
-        # database thread (a Redis look-up never waits on the event loop).
+        # port for the service's own clients. Checked after the IP access list.
         failures = self.state.clickhouse_auth_failures
         subject = f"clickhouse:{self.service_id}"
         pepper = self.state.pepper
-
-        def authorize(session: Any) -> service.RunGrant:
-            return service.authorize_clickhouse(
-                session,
-                self.service_id,
-                user,
-                password,
-                address,
-                pepper=pepper,
-                before_password=lambda: failures.check(address, subject),
-            )
-
         try:
-            grant = await run_in_transaction(self.state, authorize)
+            # Every request passes here: the service's row is read on the event loop (no
+            # thread hop), and only an idle service's wake takes a transaction.
+            row = await service.read_clickhouse_gate(self.state.reader, self.service_id)
+            if row is not None and row.state != "idle":
+                service.check_clickhouse_address(row, address)
+                await limiter_call(self.state, failures.check, address, subject)
+                grant = service.clickhouse_gate(
+                    self.service_id, row, user, password, address, pepper=pepper
+                )
+            else:
+
+                def authorize(session: Any) -> service.RunGrant:
+                    return service.authorize_clickhouse(
+                        session,
+                        self.service_id,
+                        user,
+                        password,
+                        address,
+                        pepper=pepper,
+                        before_password=lambda: failures.check(address, subject),
+                    )
+
+                grant = await run_in_transaction(self.state, authorize)
         except service.ClickHouseRefused as refused:
             if refused.code == service.AUTHENTICATION_FAILED:
                 await limiter_call(self.state, failures.failed, address, subject)

@@ -386,40 +386,23 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def _answer(
         self, handle: Any, request: dict[str, Any], use: _Use, outcome: _Outcome
     ) -> Iterator[bytes | memoryview]:
-        """The answer's bytes as the engine formats them, in one of three ways:
-        - a format whose document is its blocks' concatenated (``STREAMED_FORMATS``) is the
-          engine's stream, each block sent as it is made (as a server flushes each block);
-        - any other query that returns rows is piped: its format's one document (one header,
-          one footer, one file), written as the engine reads and sent as it comes, in pieces
-          of the engine's output buffer (1 MiB) rather than block by block;
-        - a statement, or a query the output clause does not fit (its own ``FORMAT`` or
-          ``INTO OUTFILE``, a trailing ``;``), is answered whole.
-        ``outcome`` says, by the answer's first byte, whether the query returns rows, and once
-        the answer is out, the engine's figures for the query."""
+        """The answer's bytes as the engine formats them. A query that returns rows is piped
+        (``_Piped``): its format's one document (one header, one footer, one file), written as
+        the engine reads and sent as it comes, in pieces of the engine's output buffer. A
+        statement, or a query the output clause does not fit (its own ``FORMAT`` or ``INTO
+        OUTFILE``, a trailing ``;``), is answered whole. ``outcome`` says, by the answer's
+        first byte, whether the query returns rows, and once the answer is out, the engine's
+        figures for the query."""
         sql, fmt = request["sql"], request.get("format") or "TabSeparated"
         params = request.get("params") or {}
-        if streams_exactly(sql, fmt):
-            try:
-                stream = handle.send_query(sql, fmt, params=params)
-            except Exception as exc:
-                if "Streaming query is not supported" not in str(exc):
-                    raise
-                # a statement (CREATE, INSERT, ...): answered whole, below
-            else:
-                use.stop = stream.close
-                # A block may be large (65,409 rows of a wide table: tens of MB): it travels
-                # in pieces too, so that the API process holds one piece at a time.
-                for chunk in stream:
-                    _count(outcome.statistics, chunk)
-                    yield from _pieces(chunk.bytes())
-                return
-        elif returns_rows(sql):
+        if returns_rows(sql):
             piped = _Piped(self.runner, handle, sql, fmt, params)
             use.stop = piped.stop  # (once the query ended, stopping it again does nothing)
             pieces = iter(piped)
             try:
                 first = next(pieces)
             except StopIteration:
+                _count(outcome.statistics, piped.result)
                 return  # an empty answer
             except Exception as exc:
                 if _error(exc)["code"] != protocol.SYNTAX_ERROR:
@@ -456,12 +439,17 @@ class _Outcome:
 class _Piped:
     """A query's answer as the engine's client writes it ``INTO OUTFILE``: a pipe, read here as
     it is written. The engine formats it as a server does, block by block with one header, one
-    footer, one file, and waits while the reader does (chDB's streaming API formats each block
-    as a document of its own; its one-shot query formats the whole answer in memory). Measured
-    on chDB 4.4, 20M rows: JSON 3.7 s piped, 13.9 s one-shot (3.4 GB resident); TabSeparated
-    0.9 s piped, 1.9 s one-shot, 1.2 s streamed; ``SELECT 1``: 1.06 ms piped, 1.00 ms streamed.
-    The engine's client writes its file through a 1 MiB buffer and flushes it only when full:
-    a slow query's few rows come at its end (a streamed format's come block by block).
+    footer, one file, and waits while the reader does. chDB's other two ways: its streaming
+    API formats each block as a document of its own (a JSON answer came back as one document
+    per block, a Parquet one as one file per block) and makes a block only when asked (idle
+    while the last one is sent); its one-shot query formats the whole answer in memory.
+    Measured on chDB 4.4, 20M rows, one process: JSON 3.7 s piped, 13.9 s one-shot (3.4 GB
+    resident); TabSeparated 0.9 s piped, 1.9 s one-shot, 1.2 s streamed; ``SELECT 1`` 1.06 ms
+    piped, 1.00 ms streamed, 0.87 ms one-shot (docs/performance.md).
+
+    The engine's client writes its file through a 1 MiB buffer and writes it out when full, not
+    after each block as a server flushes: a slow query's first rows come once it has 1 MiB of
+    them, or at its end.
 
     The query runs on a thread of ``runner``; the reader is the request's own thread. ``stop``
     (the client went away, or the answer is over) closes the pipe's reading end, which ends a
@@ -533,27 +521,7 @@ def _forget_failed_output(handle: Any) -> None:
         handle.query("SELECT 1", "TabSeparated")
 
 
-# Output formats whose answer is exactly the concatenation of each block's output, as the
-# engine's streaming API gives them (measured on chDB 4.4 over every output format of
-# system.formats; tests/engine/test_formats.py checks it still holds). A query whose text holds
-# the word FORMAT anywhere (a clause, or only a string or a name) is not streamed so: that errs
-# on the side of the exact answer, never of a wrong one.
-STREAMED_FORMATS = frozenset(
-    {
-        "BSONEachRow", "CSV", "CustomSeparated", "JSONCompactEachRow",
-        "JSONCompactStringsEachRow", "JSONEachRow", "JSONL", "JSONLines", "JSONStringsEachRow",
-        "LineAsString", "MsgPack", "NDJSON", "Native", "PrettyJSONEachRow", "PrettyJSONLines",
-        "PrettyNDJSON", "RawBLOB", "RowBinary", "TSKV", "TSV", "TSVRaw", "TabSeparated",
-        "TabSeparatedRaw",
-    }
-)  # fmt: skip
-_NAMES_A_FORMAT = re.compile(r"\bFORMAT\b", re.IGNORECASE)
 PIECE_BYTES = 1 << 20  # an answer travels in frames of at most this size
-
-
-def streams_exactly(sql: str, fmt: str) -> bool:
-    """Whether the answer to ``sql`` in ``fmt`` may be the engine's stream of blocks."""
-    return fmt in STREAMED_FORMATS and not _NAMES_A_FORMAT.search(sql)
 
 
 # The statements whose answer is rows (what the engine's grammar lets end with INTO OUTFILE),

@@ -676,6 +676,63 @@ AUTHENTICATION_FAILED = 516
 IP_ADDRESS_NOT_ALLOWED = 195
 
 
+# The ClickHouse HTTP interface's gate in one read (``clickhouse_gate``), on the event loop.
+CLICKHOUSE_GATE_QUERY = select(
+    _SERVICES.c.ip_access_list,
+    _SERVICES.c.password_hash,
+    _SERVICES.c.state,
+    _SERVICES.c.max_replica_memory_gb,
+).where(_SERVICES.c.id == bindparam("service_id"))
+
+
+def check_clickhouse_address(row: Any, address: str | None) -> None:
+    """The gate's first step (``clickhouse_gate``): the service exists, and ``address`` is in
+    its ``ipAccessList``."""
+    if row is None:
+        raise ClickHouseRefused(AUTHENTICATION_FAILED, "the service does not exist")
+    if not ip_allowed(row.ip_access_list, address):
+        raise ClickHouseRefused(
+            IP_ADDRESS_NOT_ALLOWED,
+            f"Code: 195. DB::Exception: Connections from {address} are not allowed by the "
+            "service's IP access list. (IP_ADDRESS_NOT_ALLOWED)",
+        )
+
+
+async def read_clickhouse_gate(reader: LoopReader, service_id: uuid.UUID) -> Any:
+    """The service's row for ``clickhouse_gate``, read on the event loop; None if none."""
+    rows = await reader.all(CLICKHOUSE_GATE_QUERY, {"service_id": service_id})
+    return rows[0] if rows else None
+
+
+def clickhouse_gate(
+    service_id: uuid.UUID,
+    row: Any,
+    user: str,
+    password: str,
+    address: str | None,
+    *,
+    pepper: bytes,
+    before_password: Callable[[], None] | None = None,
+) -> RunGrant:
+    """The gate of a service's ClickHouse HTTP interface, over the service's row (``row``:
+    its ``ip_access_list``, ``password_hash``, ``state``, ``max_replica_memory_gb``; None when
+    there is no such service): the address must be in the service's ``ipAccessList`` (first:
+    an address outside it never spends the failed-password limits), then ``before_password``
+    (those limits) is called, and the ``default`` user's password must match (the same answer
+    for a wrong user and a wrong password, as ClickHouse gives)."""
+    check_clickhouse_address(row, address)
+    if before_password is not None:
+        before_password()
+    given = credentials.hash_value(pepper, password)
+    if not credentials.hashes_equal(given, row.password_hash) or user != "default":
+        raise ClickHouseRefused(
+            AUTHENTICATION_FAILED,
+            f"Code: 516. DB::Exception: {user}: Authentication failed: password is incorrect, "
+            "or there is no user with such name. (AUTHENTICATION_FAILED)",
+        )
+    return RunGrant(service_id, row.state, False, row.max_replica_memory_gb)
+
+
 def authorize_clickhouse(
     session: Session,
     service_id: uuid.UUID,
@@ -686,34 +743,21 @@ def authorize_clickhouse(
     pepper: bytes,
     before_password: Callable[[], None] | None = None,
 ) -> RunGrant:
-    """The gate of a service's ClickHouse HTTP interface: the address must be in the service's
-    ``ipAccessList`` (first: an address outside it never spends the failed-password limits),
-    then ``before_password`` (those limits) is called, and the ``default`` user's password must
-    match (the same answer for a wrong user and a wrong password, as ClickHouse gives). A
-    request wakes an idle service."""
+    """``clickhouse_gate`` in a transaction: a request wakes an idle service."""
     service = session.get(Service, service_id)
-    if service is None:
-        raise ClickHouseRefused(AUTHENTICATION_FAILED, "the service does not exist")
-    if not ip_allowed(service.ip_access_list, address):
-        raise ClickHouseRefused(
-            IP_ADDRESS_NOT_ALLOWED,
-            f"Code: 195. DB::Exception: Connections from {address} are not allowed by the "
-            "service's IP access list. (IP_ADDRESS_NOT_ALLOWED)",
-        )
-    if before_password is not None:
-        before_password()
-    given = credentials.hash_value(pepper, password)
-    if not credentials.hashes_equal(given, service.password_hash) or user != "default":
-        raise ClickHouseRefused(
-            AUTHENTICATION_FAILED,
-            f"Code: 516. DB::Exception: {user}: Authentication failed: password is incorrect, "
-            "or there is no user with such name. (AUTHENTICATION_FAILED)",
-        )
-    state = service.state
-    if state == "idle":
+    grant = clickhouse_gate(
+        service_id,
+        service,
+        user,
+        password,
+        address,
+        pepper=pepper,
+        before_password=before_password,
+    )
+    if service is not None and service.state == "idle":
         actor = system_principal(service.organization_id, "ClickHouse HTTP interface")
         wake_if_idle(session, actor, service)
-    return RunGrant(service.id, state, False, service.max_replica_memory_gb)
+    return grant
 
 
 def may_write_sql(principal: Principal, service: Service) -> bool:
