@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # host's memory; 0: no cap). Each engine caps itself at it (past it, ClickHouse's 241),
     # and the kernel caps their sum where a memory cgroup can be made (keyhouse.engine.memory).
     engines_max_memory_bytes: int | None = Field(default=None, ge=0)
+    # How long a process's hold on a service's engine lasts unless renewed (a third of it
+    # apart): another process on the same database takes a service over only once its
+    # holder's lease has expired (at once when the holder's process, on this machine, is gone).
+    engine_lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
     # The unprivileged uid/gid engines run under when Keyhouse runs as root.
     engine_uid: int = Field(default=65534, ge=1, le=2**32 - 2)
     engine_gid: int = Field(default=65534, ge=1, le=2**32 - 2)

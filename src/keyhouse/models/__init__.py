@@ -8,6 +8,7 @@ from keyhouse.models.invitation import Invitation
 from keyhouse.models.organization import Organization
 from keyhouse.models.role import Role, RoleAssignment
 from keyhouse.models.service import (
+    EngineLease,
     QueryApiEndpoint,
     QueryApiEndpointKey,
     SavedQuery,
@@ -28,6 +29,7 @@ __all__ = [
     "Activity",
     "ApiKey",
     "ConsoleSession",
+    "EngineLease",
     "Invitation",
     "Membership",
     "Organization",

@@ -50,6 +50,25 @@ class Service(Base):
     attached_password: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class EngineLease(Base):
+    """Which Keyhouse process runs a service's runtime (its engine, or its attached server's
+    connection, and its ClickHouse port): ``holder`` renews it before ``expires_at``; any
+    other process takes it over only once it has expired (or, on the same machine, once the
+    holder's process is gone). A process never starts what it does not hold. ``home`` is the
+    data directory the service's data lives in (its ``keyhouse.engine.home`` id): only a
+    process with that data directory takes it over. A released lease stays, expired, so that
+    its home is remembered."""
+
+    __tablename__ = "engine_leases"
+
+    service_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("services.id", ondelete="CASCADE"), primary_key=True
+    )
+    holder: Mapped[str] = mapped_column(String(128))
+    home: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 class ServiceQueryEndpoint(Base):
     """The service's Query API binding: which API keys may run queries, and as which role."""
 

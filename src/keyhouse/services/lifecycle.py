@@ -31,6 +31,7 @@ from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
 from keyhouse.models import Service
+from keyhouse.services import leases
 from keyhouse.services.service import RUNNING_STATES, RunGrant, attachment, set_state
 from keyhouse.transactions import run_in_transaction
 
@@ -42,6 +43,9 @@ log = logging.getLogger("keyhouse.services")
 T = TypeVar("T")
 
 COMING_UP = frozenset({"provisioning", "starting", "awaking"})
+# The states of a service some process runs (or listens for, when idle): another process
+# takes them over when their holder is gone.
+TAKEN_OVER = frozenset({*COMING_UP, "running", "idle"})
 IDLE_CHECK_SECONDS = 30.0
 
 
@@ -73,6 +77,12 @@ class Engines:
         # Running services attached to a ClickHouse the operator runs (instead of an engine).
         self._upstreams: dict[uuid.UUID, Upstream] = {}
         self.idle_check_seconds = idle_check_seconds
+        # The services this process holds the lease of (keyhouse.services.leases), and why
+        # each one it could not hold runs elsewhere.
+        self.holder = leases.holder_name()
+        self.home = leases.home_of(settings.data_dir)
+        self._held: set[uuid.UUID] = set()
+        self._held_elsewhere: dict[uuid.UUID, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_used: dict[uuid.UUID, float] = {}
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
@@ -119,6 +129,65 @@ class Engines:
             self.state, lambda session: set_state(session, service_id, state, **changes)
         )
 
+    # --- leases -------------------------------------------------------------------------
+
+    async def _hold(self, service_id: uuid.UUID) -> bool:
+        """Take (or keep) the service's lease; False when another process runs it."""
+        holder, home = self.holder, self.home
+        seconds = self.state.settings.engine_lease_seconds
+        try:
+            await run_in_transaction(
+                self.state,
+                lambda session: leases.take(session, service_id, holder, home, seconds=seconds),
+            )
+        except leases.HeldElsewhere as elsewhere:
+            self._held_elsewhere[service_id] = elsewhere.why
+            return False
+        self._held_elsewhere.pop(service_id, None)
+        self._held.add(service_id)
+        return True
+
+    async def _let_go(self, service_ids: set[uuid.UUID]) -> None:
+        ids, holder = service_ids & self._held, self.holder
+        self._held -= ids
+        if ids:
+            await run_in_transaction(
+                self.state, lambda session: leases.release(session, holder, ids)
+            )
+
+    async def _keep_leases(self) -> None:
+        """Renew what this process holds, a third of a lease apart; give up what another
+        process took over meanwhile (this one was silent past its lease); take over what a
+        gone or silent process held, in this process's data directory."""
+        while True:
+            await asyncio.sleep(self.state.settings.engine_lease_seconds / 3)
+            try:
+                await self._leases_once()
+            except Exception:  # the loop must outlive a failed round (e.g. a DB outage)
+                log.exception("engine leases: renewal failed")
+
+    async def _leases_once(self) -> None:
+        holder, held = self.holder, set(self._held)
+        seconds = self.state.settings.engine_lease_seconds
+        lost = await run_in_transaction(
+            self.state, lambda session: leases.renew(session, holder, held, seconds=seconds)
+        )
+        for service_id in lost:
+            log.warning("service %s: another process runs it now; stopping ours", service_id)
+            self._held.discard(service_id)
+            await self.listeners.close(service_id)
+            await self._stop(service_id)
+            self._last_used.pop(service_id, None)
+        home = self.home
+        orphans = await run_in_transaction(
+            self.state,
+            lambda session: leases.unheld(session, home, TAKEN_OVER, leased_only=True),
+        )
+        for service_id, state in orphans:
+            if service_id not in self._held:
+                log.info("service %s: its process is gone; taking it over", service_id)
+                await self._resume(service_id, state)
+
     # --- transitions --------------------------------------------------------------------
 
     def start_soon(self, service_id: uuid.UUID) -> None:
@@ -130,6 +199,8 @@ class Engines:
         return await self._on_engines_loop(self._bring_up(service_id))
 
     async def _bring_up(self, service_id: uuid.UUID) -> bool:
+        if not await self._hold(service_id):
+            return False  # another process runs it: its state is that process's
         try:
             version = await self._start(service_id)
         except (EngineUnavailable, EngineError, OSError) as error:
@@ -137,6 +208,7 @@ class Engines:
                 return False
             log.error("service %s did not start: %s", service_id, error)
             await self._set(service_id, "failed", expected=COMING_UP, failure=str(error))
+            await self._let_go({service_id})
             return False
         self._last_used[service_id] = time.monotonic()
         await self._listen(service_id)  # first: a running service lists its interface
@@ -185,6 +257,7 @@ class Engines:
         await self._stop(service_id)
         self._last_used.pop(service_id, None)
         await self._set(service_id, final, expected=expected)
+        await self._let_go({service_id})
 
     def remove_soon(self, service_id: uuid.UUID) -> None:
         self._last_used.pop(service_id, None)
@@ -194,6 +267,7 @@ class Engines:
         await self.listeners.close(service_id)
         await self._stop(service_id)
         await self.supervisor.remove_data(service_id)
+        self._held.discard(service_id)  # (its lease went with the service's row)
 
     async def _stop(self, service_id: uuid.UUID) -> None:
         """Stop the engine, or stop sending queries to the attached server."""
@@ -204,6 +278,7 @@ class Engines:
 
     async def _failed(self, service_id: uuid.UUID, why: str) -> None:
         await self._set(service_id, "failed", expected=RUNNING_STATES, failure=why)
+        await self._let_go({service_id})
 
     def used(self, service_id: uuid.UUID) -> None:
         self._last_used[service_id] = time.monotonic()
@@ -285,6 +360,12 @@ class Engines:
         """Bring the service up when it is not (503 if it cannot be), count it as used, and
         return its attached server (None: its own engine)."""
         if not self.running(grant.service_id) and not await self.bring_up(grant.service_id):
+            elsewhere = self._held_elsewhere.get(grant.service_id)
+            if elsewhere is not None:
+                raise ServiceUnavailable(
+                    f"The service is served by another Keyhouse server process: {elsewhere}",
+                    headers={"Retry-After": "5"},
+                )
             raise _not_running()
         self.used(grant.service_id)
         return self._upstreams.get(grant.service_id)
@@ -317,6 +398,7 @@ class Engines:
         self._loops = [
             asyncio.create_task(self._reconcile_until_done()),
             asyncio.create_task(self._reap_idle()),
+            asyncio.create_task(self._keep_leases()),
         ]
 
     async def _reconcile_until_done(self) -> None:
@@ -339,14 +421,21 @@ class Engines:
             return [(service_id, state) for service_id, state in rows]
 
         for service_id, state in await run_in_transaction(self.state, pending):
-            if state == "stopping":
-                await self._set(service_id, "stopped", expected=frozenset({"stopping"}))
-            elif state == "idle":  # no engine, but its interface answers (and wakes it)
-                await self._listen(service_id)
-            else:
-                if state == "running":
-                    await self._set(service_id, "starting", expected=frozenset({"running"}))
-                self.start_soon(service_id)
+            await self._resume(service_id, state)
+
+    async def _resume(self, service_id: uuid.UUID, state: str) -> None:
+        """Bring one service to its recorded state, if this process may hold it."""
+        if not await self._hold(service_id):
+            return  # another process runs it
+        if state == "stopping":
+            await self._set(service_id, "stopped", expected=frozenset({"stopping"}))
+            await self._let_go({service_id})
+        elif state == "idle":  # no engine, but its interface answers (and wakes it)
+            await self._listen(service_id)
+        else:
+            if state == "running":
+                await self._set(service_id, "starting", expected=frozenset({"running"}))
+            self.start_soon(service_id)
 
     async def close(self) -> None:
         for loop in self._loops:
@@ -361,6 +450,9 @@ class Engines:
             await upstream.close()
         self._upstreams.clear()
         await self.supervisor.close()
+        # What this process held is free for another at once (not after the lease's expiry).
+        with contextlib.suppress(Exception):
+            await self._let_go(set(self._held))
 
     async def _reap_idle(self) -> None:
         while True:

@@ -1,0 +1,120 @@
+"""One process runs each service's engine, whatever else runs on the same database: a process
+holds a lease before it starts anything for a service; another takes it over only once it has
+expired or its holder's process is gone, and only with the data directory the service's data
+lives in (on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from keyhouse.db import utcnow
+from keyhouse.models import EngineLease, Service
+from keyhouse.services import leases
+from tests.conftest import Org
+
+SECONDS = 30.0
+HOME = "home-a"
+
+
+@pytest.fixture
+def service_id(session: Session, org: Org) -> uuid.UUID:
+    service = Service(
+        organization_id=org.id,
+        name=f"leased-{uuid.uuid4().hex[:8]}",
+        state="running",
+        provider="aws",
+        region="us-east-1",
+        password_hash="0" * 64,
+    )
+    session.add(service)
+    session.commit()
+    return service.id
+
+
+def _take(
+    session: Session, service_id: uuid.UUID, holder: str, at: dt.datetime, home: str = HOME
+) -> None:
+    leases.take(session, service_id, holder, home, seconds=SECONDS, now=at)
+    session.commit()
+
+
+def test_a_lease_is_one_holders_until_it_expires(session: Session, service_id: uuid.UUID) -> None:
+    now = utcnow()
+    me, other = leases.holder_name(), leases.holder_name()
+    _take(session, service_id, me, now)
+    _take(session, service_id, me, now + dt.timedelta(seconds=5))  # ours: taken again
+    with pytest.raises(leases.HeldElsewhere, match="another Keyhouse server process"):
+        _take(session, service_id, other, now + dt.timedelta(seconds=20))
+    session.rollback()
+    # Past its expiry (35 s after the last take), the other process takes it over, and the
+    # first one's renewal says it lost it.
+    _take(session, service_id, other, now + dt.timedelta(seconds=36))
+    lost = leases.renew(
+        session, me, {service_id}, seconds=SECONDS, now=now + dt.timedelta(seconds=37)
+    )
+    assert lost == {service_id}
+    assert leases.renew(session, other, {service_id}, seconds=SECONDS) == set()
+
+
+def test_a_released_lease_is_free_at_once_and_remembers_its_home(
+    session: Session, service_id: uuid.UUID
+) -> None:
+    now = utcnow()
+    me, other = leases.holder_name(), leases.holder_name()
+    _take(session, service_id, me, now)
+    leases.release(session, me, {service_id}, now=now)
+    session.commit()
+    assert leases.unheld(session, HOME, {"running"}, leased_only=True, now=now) == [
+        (service_id, "running")
+    ]
+    # A process whose data directory is another never takes it: it would start an empty engine.
+    assert leases.unheld(session, "home-b", {"running"}, leased_only=True, now=now) == []
+    with pytest.raises(leases.HeldElsewhere, match="another Keyhouse server's data directory"):
+        _take(session, service_id, other, now + dt.timedelta(hours=1), home="home-b")
+    session.rollback()
+    _take(session, service_id, other, now)
+    lease = session.get(EngineLease, service_id)
+    assert lease is not None
+    assert (lease.holder, lease.home) == (other, HOME)
+
+
+def test_a_holder_whose_process_is_gone_from_this_machine_is_taken_over_at_once(
+    session: Session, service_id: uuid.UUID
+) -> None:
+    ended = subprocess.run(  # a process of this machine that no longer exists
+        [sys.executable, "-c", "from keyhouse.services.leases import holder_name as h; print(h())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    now = utcnow()
+    _take(session, service_id, ended, now)
+    assert leases.unheld(session, HOME, {"running"}, leased_only=True, now=now) == [
+        (service_id, "running")
+    ]
+    _take(session, service_id, leases.holder_name(), now)  # well before its expiry
+    # A live holder of this machine (this very process) is not taken over before expiry.
+    with pytest.raises(leases.HeldElsewhere):
+        _take(session, service_id, leases.holder_name(), now)
+
+
+def test_a_services_lease_goes_with_it(session: Session, service_id: uuid.UUID) -> None:
+    _take(session, service_id, leases.holder_name(), utcnow())
+    service = session.get(Service, service_id)
+    session.delete(service)
+    session.commit()
+    assert session.get(EngineLease, service_id) is None
+    leases.take(session, service_id, leases.holder_name(), HOME, seconds=SECONDS)  # nothing
+
+
+def test_a_data_directory_keeps_its_own_id(tmp_path: Path) -> None:
+    first = leases.home_of(tmp_path / "data")
+    assert leases.home_of(tmp_path / "data") == first
+    assert leases.home_of(tmp_path / "other") != first
