@@ -193,7 +193,9 @@ def _wait_gone(path: Path) -> None:
     raise AssertionError(f"{path} was not removed")
 
 
-def test_an_idle_service_asks_before_waking(client: TestClient, org: Org, state: AppState) -> None:
+def test_an_idle_service_asks_before_waking(
+    client: TestClient, org: Org, state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
     service = create(client, org, idleTimeoutMinutes=5)["service"]
     sid = service["id"]
     wait_for(client, org, sid, "running")
@@ -215,7 +217,17 @@ def test_an_idle_service_asks_before_waking(client: TestClient, org: Org, state:
     asked = run(client, sid, auth, "SELECT 1")
     assert asked.status_code == 206
     assert asked.json() == {"data": "Confirm wake service"}
+    # The wake is part of the query's request: one rate-limit slot of the key's.
+    slots: list[str] = []
+    check = state.rate_limiter.check
+
+    def counted(actor: str) -> None:
+        slots.append(actor)
+        check(actor)
+
+    monkeypatch.setattr(state.rate_limiter, "check", counted)
     woken = run(client, sid, auth, "SELECT 1", **{"wake-service": "true"})
+    assert slots == [querier["key"]["id"]]
     assert woken.status_code == 200, woken.text
     assert woken.text == "1\n"
     assert (

@@ -446,8 +446,10 @@ async def answer_run(
     if grant.state == "idle":
         if (wake_service or "").lower() != "true":
             return partial("Confirm wake service", cors)
-        await ctx.run(
-            lambda session, principal: service.wake_for_query(session, principal, service_id)
+        # The caller was authenticated above: the wake is part of this one request (one
+        # rate-limit slot, not a second authentication).
+        await run_in_transaction(
+            ctx.state, lambda session: service.wake_for_query(session, principal, service_id)
         )
         if not await engines.bring_up(service_id):
             raise ServiceUnavailable("The service could not be woken", headers={"Retry-After": "5"})
