@@ -1,3 +1,5 @@
+"""The official activity log routes (``/v1/organizations/{organizationId}/activities``)."""
+
 from __future__ import annotations
 
 from typing import Annotated

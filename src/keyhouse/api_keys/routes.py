@@ -1,3 +1,6 @@
+"""The official API keys routes (``/v1/organizations/{organizationId}/keys``): thin; the rules
+are in ``keyhouse.api_keys.service``."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,3 +1,5 @@
+"""The official invitations routes (``/v1/organizations/{organizationId}/invitations``)."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,3 +1,6 @@
+"""The official members routes (``/v1/organizations/{organizationId}/members``): list, get,
+change a member's roles, remove."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,3 +1,5 @@
+"""The activity log table: what happened in an organization, by whom."""
+
 from __future__ import annotations
 
 import datetime as dt

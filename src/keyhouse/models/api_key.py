@@ -1,3 +1,5 @@
+"""The API keys table: peppered hashes of key IDs and secrets, never the secrets themselves."""
+
 from __future__ import annotations
 
 import datetime as dt

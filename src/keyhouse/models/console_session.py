@@ -1,3 +1,5 @@
+"""The console's sign-in sessions (stored as hashes of their tokens)."""
+
 from __future__ import annotations
 
 import datetime as dt

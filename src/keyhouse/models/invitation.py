@@ -1,3 +1,5 @@
+"""The invitations table: pending invitations of people into organizations."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,3 +1,5 @@
+"""The organizations table."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,3 +1,5 @@
+"""Tables of roles (system and custom, with their policies) and their assignments to actors."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,3 +1,6 @@
+"""Tables of services: the service, its Query API binding, Query API endpoints and their keys,
+saved queries, and the lease that says which process runs its engine."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,3 +1,5 @@
+"""Tables of people: users (console accounts) and their memberships in organizations."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,3 +1,5 @@
+"""The official organization routes (list, get, update) and ``whoami``."""
+
 from __future__ import annotations
 
 from typing import Annotated

@@ -1,3 +1,6 @@
+"""The official roles routes (``/v1/organizations/{organizationId}/roles``): system and custom
+roles with their ALLOW/DENY policies."""
+
 from __future__ import annotations
 
 import uuid
