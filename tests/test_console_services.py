@@ -219,6 +219,9 @@ def test_query_api_endpoints_in_the_console(client: TestClient, org: Org, state:
         assert "curl -u" in made.text
         called = client.post(url, json={"queryVariables": {"n": 41}}, auth=org.auth)
         assert called.json()["data"]["rows"] == [[42]]
+        portal = client.portal
+        assert portal is not None
+        portal.call(state.endpoint_calls.flush, state)  # (written behind the request)
         assert "Not called yet" not in console.get(page).text  # the call is listed
         api_delete = client.delete(
             org.url(f"/services/{sid}/query-api-endpoints/{endpoint['id']}"), auth=org.auth

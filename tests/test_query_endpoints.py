@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from keyhouse.api.errors import Unauthorized
 from keyhouse.auth.principal import Principal
-from keyhouse.models import Service
+from keyhouse.models import QueryApiEndpoint, Service
 from keyhouse.query_endpoints.service import wake_for_endpoint
 from keyhouse.query_endpoints.version1 import version_1_document
 from keyhouse.state import AppState
@@ -408,3 +409,30 @@ def test_version_1_of_a_statement_has_no_columns() -> None:
         return b"".join([part async for part in version_1_document(nothing())])
 
     assert json.loads(_run(document())) == {"data": {"columns": [], "rows": []}}
+
+
+def test_concurrent_runs_lose_no_call_from_the_endpoints_last_calls(
+    client: TestClient, org: Org, running: str, state: AppState
+) -> None:
+    """Calls are recorded behind the requests and merged under a row lock (each run used to
+    rewrite the list in its own transaction: concurrent runs wrote over each other's)."""
+    caller = create_key(client, org, name="caller", roles=["developer"])
+    path = org.url(f"/services/{running}/query-api-endpoints")
+    created = client.post(path, json=_endpoint(org, running, [caller["key"]["id"]]), auth=org.auth)
+    endpoint_id = created.json()["result"]["id"]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda _: client.post(f"/run/{endpoint_id}", json={}, auth=key_auth(caller)),
+                range(8),
+            )
+        )
+    assert [answer.status_code for answer in answers] == [200] * 8
+    portal = client.portal
+    assert portal is not None
+    assert portal.call(state.endpoint_calls.flush, state) == 8
+    with state.sessionmaker() as session:
+        endpoint = session.get(QueryApiEndpoint, uuid.UUID(endpoint_id))
+        assert endpoint is not None
+        assert [call["key"] for call in endpoint.last_calls] == ["caller"] * 8
+    assert portal.call(state.endpoint_calls.flush, state) == 0  # nothing twice

@@ -73,7 +73,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.reader.open_loop()  # closed below (close_loop)
-        usage = asyncio.create_task(state.usage.run(state, settings.usage_flush_seconds))
+        every = settings.usage_flush_seconds
+        behind = [
+            asyncio.create_task(state.usage.run(state, every)),
+            asyncio.create_task(state.endpoint_calls.run(state, every)),
+        ]
         try:
             async with _engines(state):
                 if freeze_heap:
@@ -84,13 +88,16 @@ def create_app(
                     gc.freeze()
                 yield
         finally:
-            usage.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await usage
-            try:
-                await state.usage.flush(state)  # a clean shutdown loses no usedAt
-            except Exception:
-                logging.getLogger("keyhouse.usage").exception("usedAt not written at shutdown")
+            for task in behind:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            # A clean shutdown loses no usedAt and no endpoint call.
+            for flush in (state.usage.flush, state.endpoint_calls.flush):
+                try:
+                    await flush(state)
+                except Exception:
+                    logging.getLogger("keyhouse.usage").exception("not written at shutdown")
             await state.reader.close_loop()
         if owns_state:  # a state handed in belongs to the caller (tests share one)
             state.close()

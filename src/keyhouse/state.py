@@ -15,6 +15,7 @@ from keyhouse.auth.usage import UsageRecorder
 from keyhouse.config import IPNetwork, Settings, parse_rate_limit
 from keyhouse.db import make_engine, make_sessionmaker
 from keyhouse.loop_reads import LoopReader
+from keyhouse.query_endpoints.calls import EndpointCalls
 
 if TYPE_CHECKING:
     from keyhouse.services.lifecycle import Engines
@@ -38,6 +39,8 @@ class AppState:
     reader: LoopReader
     # usedAt, written behind the request path.
     usage: UsageRecorder
+    # Query API endpoints' last calls, likewise.
+    endpoint_calls: EndpointCalls
     # Services' engines, while an app serving this state runs (set by its lifespan).
     engines: Engines | None = None
 
@@ -74,6 +77,7 @@ class AppState:
             ),
             reader=LoopReader(engine, settings),
             usage=UsageRecorder(),
+            endpoint_calls=EndpointCalls(),
         )
 
     def close(self) -> None:

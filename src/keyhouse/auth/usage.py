@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, or_, update
@@ -69,10 +70,17 @@ class UsageRecorder:
         return len(rows)
 
     async def run(self, state: AppState, every: float) -> None:
-        """Flush every ``every`` seconds until cancelled (the app's lifespan flushes last)."""
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.flush(state)
-            except Exception as error:  # the database is away: keep the notes, try again
-                log.warning("usedAt not written yet: %s", type(error).__name__)
+        await flush_every(self.flush, state, every, "usedAt")
+
+
+async def flush_every(
+    flush: Callable[[AppState], Awaitable[int]], state: AppState, every: float, what: str
+) -> None:
+    """``flush`` a recorder of what requests noted every ``every`` seconds until cancelled
+    (the app's lifespan flushes last); a failed flush keeps its notes for the next."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await flush(state)
+        except Exception as error:  # the database is away: keep the notes, try again
+            log.warning("%s not written yet: %s", what, type(error).__name__)

@@ -16,6 +16,7 @@ from keyhouse.api.errors import BadRequest, ServiceUnavailable
 from keyhouse.auth.dependencies import AUTHENTICATED, Context, Require, RequireOnService
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
+from keyhouse.db import utcnow
 from keyhouse.engine.protocol import EngineError
 from keyhouse.models import QueryApiEndpoint, SavedQuery
 from keyhouse.query_endpoints import service
@@ -374,17 +375,20 @@ async def run_endpoint(
     defaults, then ``queryVariables`` in the JSON body, then ``param_<name>`` in the query
     string. Version 1 (the default) answers ``{"data": {"columns": [...], "rows": [...]}}``;
     version 2 streams the result in ``format`` (``JSONEachRow`` unless given)."""
-    engines = engines_of(app_state(request))
+    state = app_state(request)
+    engines = engines_of(state)
     params, fmt = _run_request(await request.body(), dict(request.query_params))
-    grant = await ctx.run(
-        lambda session, principal: service.authorize_endpoint_run(session, principal, endpoint_id)
+    principal = await ctx.authenticate()  # once: a wake is part of this request
+    grant = await run_in_transaction(
+        state, lambda session: service.authorize_endpoint_run(session, principal, endpoint_id)
     )
+    state.endpoint_calls.note(endpoint_id, {"at": utcnow().isoformat(), "key": principal.name})
     cors = cors_headers(",".join(grant.allowed_origins), request.headers.get("origin"))
     if grant.state in NOT_QUERYABLE:
         return partial("Service is stopped", cors)
     if grant.state == "idle":
-        await ctx.run(
-            lambda session, principal: service.wake_for_endpoint(session, principal, endpoint_id)
+        await run_in_transaction(
+            state, lambda session: service.wake_for_endpoint(session, principal, endpoint_id)
         )
         if not await engines.bring_up(grant.service_id):
             raise ServiceUnavailable("The service could not be woken", headers={"Retry-After": "5"})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -22,14 +22,12 @@ from keyhouse.api.errors import BadRequest, Conflict, NotFound, Unauthorized
 from keyhouse.auth.authorize import find_in_organization, require
 from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.auth.principal import Principal
-from keyhouse.db import utcnow
 from keyhouse.models import ApiKey, QueryApiEndpoint, QueryApiEndpointKey, SavedQuery, Service
 from keyhouse.query_endpoints import schemas
 from keyhouse.services.service import check_database_roles, wake_if_idle
 
 API_OWNED = "queryApiEndpoint"
 USER_OWNED = "user"
-LAST_CALLS = 10
 DEFAULT_PAGE = 100
 
 Row = TypeVar("Row", QueryApiEndpoint, SavedQuery)
@@ -229,11 +227,9 @@ def delete_endpoint(
 def authorize_endpoint_run(
     session: Session, principal: Principal, endpoint_id: uuid.UUID
 ) -> EndpointGrant:
-    """The gate of ``/run/{id}`` (see ``_bound``). Records the call for the console."""
+    """The gate of ``/run/{id}`` (see ``_bound``); it writes nothing (the call is recorded
+    behind the request: ``keyhouse.query_endpoints.calls``)."""
     endpoint, service = _bound(session, principal, endpoint_id)
-    call: dict[str, Any] = {"at": utcnow().isoformat(), "key": principal.name}
-    endpoint.last_calls = [call, *endpoint.last_calls][:LAST_CALLS]
-    session.flush()
     return EndpointGrant(
         service.id,
         service.state,
