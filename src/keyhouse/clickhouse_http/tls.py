@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import os
 import ssl
 from pathlib import Path
@@ -23,6 +24,8 @@ from keyhouse.config import Settings
 
 CA_FILE = "ca.pem"
 _VALID = dt.timedelta(days=3650)
+_RENEW = dt.timedelta(days=30)
+log = logging.getLogger("keyhouse.tls")
 
 
 def ca_path(settings: Settings) -> Path | None:
@@ -43,6 +46,21 @@ def server_context(settings: Settings) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     return context
+
+
+def _unfit(cert: x509.Certificate, host: str) -> str | None:
+    """Why ``cert`` cannot serve ``host`` any longer, or None."""
+    if cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < _RENEW:
+        return "it expires within 30 days"
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "it names no host"
+    try:
+        covered = ipaddress.ip_address(host) in names.get_values_for_type(x509.IPAddress)
+    except ValueError:
+        covered = host.lower() in (name.lower() for name in names.get_values_for_type(x509.DNSName))
+    return None if covered else f"it does not name {host}"
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
@@ -70,10 +88,17 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def ensure_certificate(directory: Path, host: str) -> tuple[Path, Path]:
-    """The server certificate and key under ``directory``, made (with the CA) when missing."""
+    """The server certificate and key under ``directory``, made (with the CA) when missing, or
+    made again when they no longer serve ``host``: the configured host is not among its names
+    (``KEYHOUSE_CLICKHOUSE_HOST`` changed: every client would refuse it), or it expires within
+    ``_RENEW``. The CA is new then too (its key is never kept): clients fetch ``ca.pem`` again."""
     cert_path, key_path = directory / "server.pem", directory / "server-key.pem"
     if cert_path.exists() and key_path.exists():
-        return cert_path, key_path
+        why = _unfit(x509.load_pem_x509_certificate(cert_path.read_bytes()), host)
+        if why is None:
+            return cert_path, key_path
+        log.warning("the services' TLS certificate is made again (%s); clients need the new %s",
+                    why, directory / CA_FILE)  # fmt: skip
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
