@@ -6,6 +6,7 @@ and serves its data."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -45,42 +46,36 @@ def replicas(
             stop(second_process)
 
 
-def _tree(pid: int) -> set[int]:
-    """``pid`` and all its descendants."""
-    parents: dict[int, int] = {}
+def _processes() -> dict[int, tuple[int, bytes]]:
+    """Every process of this machine: its parent's PID and its command line."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
+                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                found[int(entry.name)] = (parent, (entry / "cmdline").read_bytes())
             except OSError:
                 continue
-            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    return found
+
+
+def _tree(pid: int) -> set[int]:
+    """``pid`` and all its descendants."""
+    processes = _processes()
     found, grew = {pid}, True
     while grew:
-        more = {child for child, parent in parents.items() if parent in found} - found
+        more = {child for child, (parent, _) in processes.items() if parent in found} - found
         found |= more
         grew = bool(more)
     return found
 
 
-def _command(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def _engines_of(service_id: str) -> set[int]:
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"keyhouse.engine.worker" in command and service_id.encode() in command:
-                pids.add(int(entry.name))
-    return pids
+    return {
+        pid
+        for pid, (_, command) in _processes().items()
+        if b"keyhouse.engine.worker" in command and service_id.encode() in command
+    }
 
 
 def _run(server: Server, service_id: str, sql: str) -> httpx.Response:
@@ -131,9 +126,12 @@ def test_each_service_runs_in_one_replica_and_moves_when_it_dies(
 
     # The holder dies (kill -9 of the server's processes; its engine ends on its own): the
     # second takes over and serves the same data.
-    for pid in _tree(first_pid):
-        if not _command(pid).startswith((b"bwrap", b"/usr/bin/bwrap")) and pid not in engines:
-            os.kill(pid, signal.SIGKILL)
+    # The server first (it would start a new worker for one that died), then the rest.
+    processes = _processes()
+    for pid in [first_pid, *(_tree(first_pid) - engines - {first_pid})]:
+        if not processes.get(pid, (0, b""))[1].startswith((b"bwrap", b"/usr/bin/bwrap")):
+            with contextlib.suppress(ProcessLookupError):  # (a process that ended meanwhile)
+                os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 90
     while (answer := _run(second, service_id, "SELECT count() FROM t")).status_code != 200:
         assert time.monotonic() < deadline, answer.text
