@@ -26,7 +26,9 @@ def replicas(
     database_urls: dict[str, str], tmp_path: Path
 ) -> Iterator[tuple[Server, Server, int, int]]:
     """Two servers on one database and one data directory, and their PIDs."""
-    lease = {"KEYHOUSE_ENGINE_LEASE_SECONDS": "3"}
+    # Renewed every 2 s: a loaded machine must stall a server for 4 s before the other one
+    # may take its service over while it lives.
+    lease = {"KEYHOUSE_ENGINE_LEASE_SECONDS": "6"}
     with serving(database_urls["postgresql"], tmp_path, **lease) as (first, process):
         second_process, second_url = start_server(
             first.database_url, first.env, tmp_path / "second.log", "--rate-limit", "off"
