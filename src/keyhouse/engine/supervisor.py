@@ -40,8 +40,6 @@ from keyhouse.engine.worker import engine_config
 log = logging.getLogger("keyhouse.engine")
 
 _T = TypeVar("_T")
-HEARTBEAT_SECONDS = 5.0
-HEARTBEAT_MISSES = 3
 
 FailedCallback = Callable[[uuid.UUID, str], Awaitable[None]]
 
@@ -93,12 +91,8 @@ class EngineSupervisor:
         sandbox: Sandbox | None = None,
         max_queries: int = 0,
         memory_limit: int = 0,
-        heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.data_dir = data_dir
-        # Each running worker is pinged this often; one that misses HEARTBEAT_MISSES answers in
-        # a row (each given as long) is hung: killed, and restarted as a crashed one is.
-        self.heartbeat = heartbeat
         # The most all engines together may hold (0: no cap): each engine's own cap, and the
         # kernel's over all of them in one memory cgroup (keyhouse.engine.memory) where the
         # host offers one.
@@ -267,13 +261,7 @@ class EngineSupervisor:
         return process, child
 
     async def _watch(self, worker: _Worker) -> None:
-        beating = asyncio.create_task(self._beat(worker))
-        try:
-            code = await worker.process.wait()
-        finally:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+        code = await worker.process.wait()
         _close_lifeline(worker.process)  # bubblewrap killed: its worker ends with its lifeline
         await _gone(worker.pid)
         if worker.stopping or self._closing:
@@ -297,41 +285,6 @@ class EngineSupervisor:
             log.error("engine for service %s did not restart: %s", worker.service_id, error)
             if self.on_failed is not None:
                 await self.on_failed(worker.service_id, str(error))
-
-    async def _beat(self, worker: _Worker) -> None:
-        """Ping the worker while it runs; kill it once it stops answering (a worker that hangs
-        holds every query sent to it until each one's answer timeout, and it never exits)."""
-        missed = 0
-        while worker.process.returncode is None:
-            await asyncio.sleep(self.heartbeat)
-            if worker.stopping:
-                return
-            try:
-                await asyncio.wait_for(self._ping(worker), self.heartbeat)
-                missed = 0
-            except (TimeoutError, OSError, EngineError, asyncio.IncompleteReadError):
-                missed += 1
-            if missed >= HEARTBEAT_MISSES and not worker.stopping:
-                log.error(
-                    "engine for service %s missed %d heartbeats: killing it",
-                    worker.service_id,
-                    missed,
-                )
-                _kill(worker.process, worker.pid)
-                return
-
-    async def _ping(self, worker: _Worker) -> None:
-        reader, writer = await asyncio.open_unix_connection(str(worker.socket_path))
-        try:
-            writer.write(protocol.json_frame(protocol.REQUEST, {"op": "ping"}))
-            await writer.drain()
-            kind, _ = await _next_frame(reader)
-            if kind != protocol.HEADER:
-                raise EngineError(0, "the engine answered a ping with something else")
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
 
     async def stop(self, service_id: uuid.UUID) -> None:
         async with self._lock(service_id):
