@@ -36,6 +36,7 @@ lint: install
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The console's browser tests drive Debian's Chromium (Playwright cannot download browsers here).
 browser:

@@ -497,7 +497,7 @@ def test_concurrent_creates_never_overshoot_the_quota(settings: Settings) -> Non
     from keyhouse.api.errors import Conflict
     from keyhouse.api_keys.schemas import ApiKeyPostRequest
     from keyhouse.api_keys.service import create_key as create
-    from keyhouse.auth.service import user_principal
+    from keyhouse.roles.service import user_principal
 
     org = create_org(settings)
     racing = AppState.from_settings(settings)

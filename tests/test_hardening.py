@@ -23,8 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from keyhouse.auth.dependencies import Context
 from keyhouse.config import Settings
+from keyhouse.context import Context
 from keyhouse.db import utcnow
 from keyhouse.models import ApiKey, ConsoleSession
 from keyhouse.state import AppState

@@ -1,4 +1,4 @@
-"""The hot paths answered before FastAPI's stack (``keyhouse.api.hot_paths``) answer exactly as
+"""The hot paths answered before FastAPI's stack (``keyhouse.fast_paths``) answer exactly as
 FastAPI's own routes do, errors included, and keep the same last line of defence."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from keyhouse.api import hot_paths
+from keyhouse import fast_paths as hot_paths
 from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.state import AppState
@@ -158,6 +158,7 @@ def test_failed_authentications_are_limited_on_a_hot_path_too(settings: Settings
         state.close()
 
 
+@pytest.mark.services
 def test_the_query_api_answers_as_fastapis_route_does(
     both: tuple[TestClient, TestClient], org: Org, state: AppState
 ) -> None:

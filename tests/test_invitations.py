@@ -246,8 +246,8 @@ def test_concurrent_invitations_for_one_email_are_a_conflict_not_an_error(
     import concurrent.futures
 
     from keyhouse.api.errors import Conflict
-    from keyhouse.auth.service import user_principal
     from keyhouse.invitations.service import create_invitation
+    from keyhouse.roles.service import user_principal
     from keyhouse.transactions import run_in_transaction
 
     def invite(session: Any) -> None:

@@ -60,7 +60,7 @@ def test_the_last_admin_cannot_be_demoted_or_removed(
 def test_removing_a_member_revokes_sessions_but_not_their_keys(
     client: TestClient, org: Org, state: AppState
 ) -> None:
-    from keyhouse.auth.service import user_principal
+    from keyhouse.roles.service import user_principal
 
     user_id = uuid.UUID(invite_and_accept(client, org, state, role="admin"))
     with state.sessionmaker.begin() as session:

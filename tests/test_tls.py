@@ -8,7 +8,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from keyhouse.clickhouse_http.tls import CA_FILE, ensure_certificate
+from keyhouse.clickhouse_http.tls import ensure_certificate
+from keyhouse.config import CA_FILE
 
 
 def _names(cert_path: Path) -> set[str]:

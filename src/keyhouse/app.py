@@ -22,18 +22,19 @@ from keyhouse.api import handlers
 from keyhouse.api.envelope import ErrorEnvelope
 from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.api.handlers import error_response
-from keyhouse.api.hot_paths import HotPaths, KeyhouseAPI
 from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from keyhouse.api_keys.routes import router as keys_router
+from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.config import Settings
 from keyhouse.console.routes import router as console_router
+from keyhouse.fast_paths import HotPaths, KeyhouseAPI
 from keyhouse.invitations.routes import router as invitations_router
 from keyhouse.members.routes import router as members_router
 from keyhouse.organizations.routes import router as organizations_router
 from keyhouse.query_endpoints.routes import router as query_endpoints_router
 from keyhouse.query_endpoints.routes import run_router
 from keyhouse.roles.routes import router as roles_router
-from keyhouse.services.lifecycle import Engines
+from keyhouse.runtime import Engines
 from keyhouse.services.routes import query_router
 from keyhouse.services.routes import router as services_router
 from keyhouse.state import AppState
@@ -54,10 +55,13 @@ async def _engines(state: AppState) -> AsyncIterator[None]:
         yield
         return
     engines = state.engines = Engines(state)
+    engines.watch(Listeners(state, engines))  # each service's ClickHouse HTTP interface
+    state.on_commit.append(engines.handle)
     await engines.open()
     try:
         yield
     finally:
+        state.on_commit.remove(engines.handle)
         await engines.close()
         state.engines = None
 

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 from keyhouse.api_keys import service as keys
 from keyhouse.api_keys.schemas import ApiKeyPostRequest
-from keyhouse.auth.service import user_principal
-from keyhouse.clickhouse_http.tls import ca_path
-from keyhouse.config import Settings
+from keyhouse.config import Settings, ca_path
 from keyhouse.organizations.service import create_organization
+from keyhouse.roles.service import user_principal
 from keyhouse.services import service as services
 from keyhouse.services.schemas import ServicePostRequest
 from keyhouse.state import AppState

@@ -185,6 +185,18 @@ class Settings(BaseSettings):
         return path.read_text().strip().encode()
 
 
+# The services' ClickHouse HTTP interfaces' CA (``keyhouse.clickhouse_http.tls``).
+CA_FILE = "ca.pem"
+
+
+def ca_path(settings: Settings) -> Path | None:
+    """The CA file clients verify the services' interfaces with (None: the operator's own
+    certificate is used); Keyhouse verifies attached servers with it too."""
+    if settings.tls_cert_file is not None:
+        return None
+    return settings.data_dir / "tls" / CA_FILE
+
+
 def parse_rate_limit(value: str) -> tuple[int, int] | None:
     """``"10/10s"`` -> ``(10, 10)``; ``"off"`` -> ``None``."""
     if value.strip().lower() == "off":

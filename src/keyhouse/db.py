@@ -1,8 +1,10 @@
-"""Database plumbing: the declarative base, engine construction and aware UTC datetimes."""
+"""Database plumbing: the declarative base, engine construction, aware UTC datetimes, and the
+answer to a database that cannot be reached (``database_unavailable``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
@@ -10,6 +12,12 @@ from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.orm import Session as Session
 from sqlalchemy.types import TypeDecorator
+
+from keyhouse.api.envelope import request_id_var
+from keyhouse.api.errors import ServiceUnavailable
+
+log = logging.getLogger("keyhouse.database")
+RETRY_AFTER_SECONDS = "5"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -127,3 +135,17 @@ def _sqlite_pragmas(busy_timeout: float) -> Any:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
+
+
+def database_unavailable(error: Exception) -> ServiceUnavailable:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    request_id = request_id_var.get() or "-"
+    log.warning(
+        "database unavailable (request %s): %s: %s",
+        request_id,
+        type(error).__name__,
+        first_line[:200],
+    )
+    return ServiceUnavailable(
+        "The database is unavailable; retry shortly", headers={"Retry-After": RETRY_AFTER_SECONDS}
+    )

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from keyhouse.auth.dependencies import AUTHENTICATED, Require
+from keyhouse.context import AUTHENTICATED, Require
 
 SECTIONS = ("compatibility", "permissions")
 

@@ -40,7 +40,7 @@ from sqlalchemy.engine import Compiled, Dialect, Engine
 from sqlalchemy.types import TypeEngine
 
 from keyhouse.config import Settings
-from keyhouse.transactions import database_unavailable
+from keyhouse.db import database_unavailable
 
 BUSY_MS = 200
 

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
 from keyhouse.auth.ratelimit import AuthFailureLimiter, KeyRateLimiter, LoginThrottle
-from keyhouse.auth.usage import UsageRecorder
 from keyhouse.config import IPNetwork, Settings, parse_rate_limit
 from keyhouse.db import make_engine, make_sessionmaker
 from keyhouse.loop_reads import LoopReader
-from keyhouse.query_endpoints.calls import EndpointCalls
+from keyhouse.usage import EndpointCalls, UsageRecorder
 
-if TYPE_CHECKING:
-    from keyhouse.services.lifecycle import Engines
+log = logging.getLogger("keyhouse")
 
 
 @dataclass
@@ -41,8 +41,12 @@ class AppState:
     usage: UsageRecorder
     # Query API endpoints' last calls, likewise.
     endpoint_calls: EndpointCalls
-    # Services' engines, while an app serving this state runs (set by its lifespan).
-    engines: Engines | None = None
+    # The services runtime (``keyhouse.runtime.Engines``), while an app serving this state runs
+    # (set by its lifespan); front ends reach it through ``keyhouse.services.engines``.
+    engines: Any = None
+    # Who does the work transactions queue with ``after_commit`` once they committed (the
+    # services runtime, while an app serving this state runs).
+    on_commit: list[Callable[[Any], None]] = field(default_factory=list)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
@@ -79,6 +83,13 @@ class AppState:
             usage=UsageRecorder(),
             endpoint_calls=EndpointCalls(),
         )
+
+    def committed(self, work: Any) -> None:
+        """A committed transaction's queued ``work``: to every subscriber."""
+        if not self.on_commit:
+            log.warning("nothing in this process runs %r (services are off)", work)
+        for handler in self.on_commit:
+            handler(work)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)

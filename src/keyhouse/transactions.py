@@ -4,61 +4,67 @@
 back on any error; services only ``flush()``. Database failures become errors a client can act
 on: a unique constraint that lost a race is a 409, and a database that cannot be reached or
 timed out is a 503 with ``Retry-After`` and one log line (no traceback, no detail to the client).
+
+Work that must follow a commit (starting an engine, say) is queued on the session with
+``after_commit(session, work)``: once the commit succeeded, the runner hands each queued item,
+in order, to the app's ``committed`` handler (the services runtime); a transaction that rolled
+back hands over nothing. No front end dispatches such work itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from concurrent.futures import Executor
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from keyhouse.api.envelope import request_id_var
-from keyhouse.api.errors import Conflict, ServiceUnavailable
-
-if TYPE_CHECKING:
-    from keyhouse.state import AppState
+from keyhouse.api.errors import Conflict
+from keyhouse.db import database_unavailable
 
 T = TypeVar("T")
-log = logging.getLogger("keyhouse.database")
-
-RETRY_AFTER_SECONDS = "5"
+_AFTER_COMMIT = "keyhouse.after_commit"
 
 
-def database_unavailable(error: Exception) -> ServiceUnavailable:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    request_id = request_id_var.get() or "-"
-    log.warning(
-        "database unavailable (request %s): %s: %s",
-        request_id,
-        type(error).__name__,
-        first_line[:200],
-    )
-    return ServiceUnavailable(
-        "The database is unavailable; retry shortly", headers={"Retry-After": RETRY_AFTER_SECONDS}
-    )
+class Database(Protocol):
+    """What a transaction needs (the app's ``AppState`` is one): sessions, the threads that run
+    them, and who does the work queued to follow a commit."""
+
+    @property
+    def sessionmaker(self) -> sessionmaker[Session]: ...
+
+    @property
+    def executor(self) -> Executor: ...
+
+    def committed(self, work: Any) -> None: ...
+
+
+def after_commit(session: Session, work: Any) -> None:
+    """Queue ``work`` for the app's ``committed`` handler, once this session's transaction
+    committed (``run_in_transaction``)."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(work)
 
 
 def _is_outage(error: DBAPIError) -> bool:
     return isinstance(error, OperationalError) or error.connection_invalidated
 
 
-async def run_in_transaction(state: AppState, call: Callable[[Session], T]) -> T:
+async def run_in_transaction(state: Database, call: Callable[[Session], T]) -> T:
     """Run ``call(session)`` on the app's database threads; commit, or roll back on error."""
 
-    def transaction() -> T:
+    def transaction() -> tuple[T, list[Any]]:
         try:
             with state.sessionmaker() as session:
                 try:
                     result = call(session)
                     session.commit()
-                    return result
+                    return result, session.info.pop(_AFTER_COMMIT, [])
                 except BaseException:
+                    session.info.pop(_AFTER_COMMIT, None)
                     session.rollback()
                     raise
         except IntegrityError:
@@ -75,4 +81,7 @@ async def run_in_transaction(state: AppState, call: Callable[[Session], T]) -> T
 
     context = contextvars.copy_context()
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(state.executor, context.run, transaction)
+    result, committed = await loop.run_in_executor(state.executor, context.run, transaction)
+    for work in committed:
+        state.committed(work)
+    return result

@@ -15,7 +15,7 @@ from keyhouse.config import Settings
 from keyhouse.engine.memory import MemoryGroup, MemoryGroupUnavailable, own_memory_cgroup
 from keyhouse.engine.protocol import EngineError
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
-from keyhouse.services.lifecycle import engines_memory
+from keyhouse.runtime import engines_memory
 from tests.engine.test_supervisor import _collect, _run
 
 MiB = 1024**2

@@ -183,7 +183,7 @@ def test_past_its_limit_an_engine_refuses_a_query_as_clickhouse_does(tmp_path: P
 def test_the_doors_answer_that_limit_with_503_and_retry_after() -> None:
     from keyhouse.api.errors import ServiceUnavailable
     from keyhouse.clickhouse_http.interface import ClickHouseInterface, HttpError
-    from keyhouse.services.routes import QueryFailed
+    from keyhouse.services.query_api import QueryFailed
 
     busy = EngineError(202, "Code: 202. DB::Exception: Too many simultaneous queries. Maximum: 2.")
     failed = QueryFailed(busy)  # the Query API and endpoints

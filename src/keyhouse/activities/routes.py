@@ -11,9 +11,9 @@ from keyhouse.activities import service
 from keyhouse.activities.schemas import Activity
 from keyhouse.api.envelope import Envelope, ok
 from keyhouse.api.wire import UtcDateTime
-from keyhouse.auth.dependencies import Context, RequireInOrganization
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
+from keyhouse.context import Context, RequireInOrganization
 
 router = APIRouter(prefix="/organizations/{organizationId}/activities", tags=["Organization"])
 

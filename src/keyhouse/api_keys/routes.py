@@ -17,9 +17,9 @@ from keyhouse.api_keys.schemas import (
     ApiKeyPostRequest,
     ApiKeyPostResponse,
 )
-from keyhouse.auth.dependencies import Context, RequireInOrganization
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
+from keyhouse.context import Context, RequireInOrganization
 from keyhouse.state import app_state
 
 router = APIRouter(prefix="/organizations/{organizationId}/keys", tags=["OpenAPI"])
@@ -45,7 +45,7 @@ async def list_keys(
 
 async def key_list_body(ctx: Context, limit: int, cursor: str | None) -> bytes:
     """The list's envelope, whichever front answers it: the route above, or
-    ``keyhouse.api.hot_paths`` before FastAPI's stack."""
+    ``keyhouse.fast_paths`` before FastAPI's stack."""
     principal, (rows, count) = await ctx.authenticate_reading(
         lambda organization_id: service.key_page_reads(organization_id, limit, cursor)
     )

@@ -18,24 +18,11 @@ from keyhouse.api.wire import (
     WireRequest,
 )
 from keyhouse.auth.credentials import is_sha256_b64
-from keyhouse.auth.network import parse_source
+from keyhouse.auth.network import IpAccessListEntry as IpAccessListEntry
 from keyhouse.auth.principal import RoleRef
 
 KeyState = Literal["enabled", "disabled"]
 LegacyRole = Literal["admin", "developer", "query_endpoints"]
-
-
-class IpAccessListEntry(Wire):
-    source: str = Field(description="IP or CIDR")
-    description: str | None = Field(default=None, max_length=255)
-
-    @field_validator("source")
-    @classmethod
-    def _valid_source(cls, value: str) -> str:
-        try:
-            return str(parse_source(value))
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IPv4/IPv6 address or CIDR") from None
 
 
 class ApiKeyHashData(Wire):

@@ -7,8 +7,10 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import Field, field_validator
 from starlette.requests import HTTPConnection
 
+from keyhouse.api.wire import Wire
 from keyhouse.config import IPNetwork
 
 
@@ -76,3 +78,16 @@ def address_allowed(networks: tuple[IPNetwork, ...] | None, address: str | None)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip.version == network.version and ip in network for network in networks)
+
+
+class IpAccessListEntry(Wire):
+    source: str = Field(description="IP or CIDR")
+    description: str | None = Field(default=None, max_length=255)
+
+    @field_validator("source")
+    @classmethod
+    def _valid_source(cls, value: str) -> str:
+        try:
+            return str(parse_source(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4/IPv6 address or CIDR") from None

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Text, and_, bindparam, cast, select
-from sqlalchemy.orm import Session
 
 from keyhouse.api.errors import Forbidden, Unauthorized
 from keyhouse.auth import credentials
@@ -140,7 +139,7 @@ async def authenticate_key_on_loop(
     takes effect on the very next request), the policies and IP lists parsed once per version.
     ``also`` is read in the same round trip; their rows are returned only once the key passed
     (the caller then authorizes before using them). The caller records use
-    (``keyhouse.auth.usage``)."""
+    (``keyhouse.usage``)."""
     rows, *other = await reader.all_of(Read(AUTH_QUERY, {"lookup": _lookup(pepper, key_id)}), *also)
     principal, use = _check(
         rows,
@@ -151,28 +150,3 @@ async def authenticate_key_on_loop(
         now=now,
     )
     return principal, use, other
-
-
-def user_principal(
-    session: Session,
-    *,
-    user_id: uuid.UUID,
-    name: str,
-    organization_id: uuid.UUID,
-    ip_address: str | None = None,
-    user_agent: str | None = None,
-) -> Principal:
-    """A signed-in person acting in one organization, with the roles they hold there."""
-    from keyhouse.roles.service import held_roles
-
-    roles = held_roles(session, "user", [user_id], organization_id=organization_id)[user_id]
-    return Principal(
-        actor_type="user",
-        actor_id=user_id,
-        organization_id=organization_id,
-        name=name,
-        roles=tuple(role.ref for role in roles),
-        policies=tuple(policy for role in roles for policy in role.policies()),
-        ip_address=ip_address,
-        user_agent=user_agent,
-    )

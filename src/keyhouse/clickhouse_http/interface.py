@@ -24,30 +24,29 @@ import math
 import re
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
 import lz4.frame
 import zstandard
+from starlette.types import Message, Receive, Scope, Send
 
 from keyhouse.api.errors import ServiceUnavailable, TooManyRequests
-from keyhouse.auth.dependencies import limiter_call
 from keyhouse.clickhouse_http import external
 from keyhouse.clickhouse_http.encoding import Encoder, negotiate
+from keyhouse.context import limiter_call
 from keyhouse.engine.protocol import SUMMARY_FIELDS, Answer, EngineError
 from keyhouse.services import service
+from keyhouse.services.states import Admission, State, admit
 from keyhouse.transactions import run_in_transaction
 
 if TYPE_CHECKING:
     from keyhouse.clickhouse_http.guard import Guard
-    from keyhouse.services.lifecycle import Engines
+    from keyhouse.services.engines import EngineRuntime
     from keyhouse.state import AppState
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_SESSION_TIMEOUT = 3600  # seconds, ClickHouse's default max_session_timeout
 MAX_QUERY_BYTES = 16 * 1024 * 1024  # SQL text (an INSERT's data is streamed, unbounded)
@@ -77,6 +76,9 @@ HTTP_ONLY = {
 }
 # Limits a client may only lower.
 LIMITS = ("max_execution_time", "max_memory_usage", "max_result_bytes")
+# The interface's answer (503, with this text) to a query ``admit()`` does not run; it wakes an
+# idle service without asking.
+REFUSALS = {Admission.STOPPED: "Code: 0. The service is stopped: start it first."}
 _INSERT_WITH_DATA = re.compile(
     rb"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+([A-Za-z0-9_]+)[ \t]*\r?\n", re.IGNORECASE | re.DOTALL
 )
@@ -240,7 +242,7 @@ class ClickHouseInterface:
     def __init__(
         self,
         state: AppState,
-        engines: Engines,
+        engines: EngineRuntime,
         service_id: uuid.UUID,
         guard: Guard | None = None,
     ) -> None:
@@ -378,12 +380,21 @@ class ClickHouseInterface:
         reply: _Reply,
     ) -> None:
         """The query over the tables of a multipart body. They live on a session of this
-        request's own (gone a second after it) or on the caller's, and are dropped once the
-        answer is sent; each part streams into its table as an insert."""
+        request's own (gone a second after it) or on the caller's, and are dropped before the
+        answer ends (the caller's next request on its session finds them gone, and the session
+        free); each part streams into its table as an insert."""
         if run.session_id is None:
             run.session_id, run.session_timeout = f"keyhouse-external-{uuid.uuid4().hex}", 1.0
         limit = self.state.settings.query_max_insert_bytes
         tables: list[external.Table] = []
+        end: list[Message] = []
+
+        async def until_dropped(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                end.append(message)  # the answer's last message waits for the drops below
+            else:
+                await send(message)
+
         try:
             async for name, data in external.Parts(body, boundary):
                 table = external.table(name, params)
@@ -393,13 +404,15 @@ class ClickHouseInterface:
                 tables.append(table)
                 await run.insert(f"INSERT INTO {table.name}", table.format, _counted(data, limit))
             chunks = await run.query(sql, reply.fmt, reply.query_id, query_params)
-            await _stream(send, chunks, reply)
+            await _stream(until_dropped, chunks, reply)
         except external.ExternalDataError as error:
             raise HttpError(36, f"Code: 36. {error}. (BAD_ARGUMENTS)") from None
         finally:
             for table in tables:
                 with contextlib.suppress(HttpError, ServiceUnavailable):
                     await run.statement(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
+        for message in end:
+            await send(message)
 
     async def _authenticate(self, scope: Scope, params: dict[str, str]) -> service.RunGrant:
         user, password = _credentials(scope, params)
@@ -414,13 +427,14 @@ class ClickHouseInterface:
             # Every request passes here: the service's row is read on the event loop (no
             # thread hop), and only an idle service's wake takes a transaction.
             row = await service.read_clickhouse_gate(self.state.reader, self.service_id)
-            if row is not None and row.state != "idle":
+            admission = admit(State(row.state), may_wake=True) if row is not None else None
+            if admission is not None and admission != Admission.WAKE:
                 service.check_clickhouse_address(row, address)
                 await limiter_call(self.state, failures.check, address, subject)
                 grant = service.clickhouse_gate(
                     self.service_id, row, user, password, address, pepper=pepper
                 )
-            else:
+            else:  # (no such service: the transaction's gate refuses it)
 
                 def authorize(session: Any) -> service.RunGrant:
                     return service.authorize_clickhouse(
@@ -434,13 +448,14 @@ class ClickHouseInterface:
                     )
 
                 grant = await run_in_transaction(self.state, authorize)
+                admission = admit(State(grant.state), may_wake=True)
         except service.ClickHouseRefused as refused:
             if refused.code == service.AUTHENTICATION_FAILED:
                 await limiter_call(self.state, failures.failed, address, subject)
             raise HttpError(refused.code, refused.message) from None
-        if grant.state in service.NOT_QUERYABLE:
-            raise HttpError(0, "Code: 0. The service is stopped: start it first.", 503)
-        if grant.state == "idle" and not await self.engines.bring_up(self.service_id):
+        if admission in REFUSALS:
+            raise HttpError(0, REFUSALS[admission], 503)
+        if admission == Admission.WAKE and not await self.engines.bring_up(self.service_id):
             raise HttpError(0, "Code: 0. The service could not be woken.", 503)
         return grant
 
@@ -493,7 +508,7 @@ class ClickHouseInterface:
 class _Run:
     """Statements of one request on one service (its session, database and settings)."""
 
-    engines: Engines
+    engines: EngineRuntime
     grant: service.RunGrant
     database: str | None
     session_id: str | None

@@ -25,21 +25,22 @@ from keyhouse.models import Service
 from keyhouse.transactions import run_in_transaction
 
 if TYPE_CHECKING:
-    from keyhouse.services.lifecycle import Engines
+    from keyhouse.services.engines import EngineRuntime
     from keyhouse.state import AppState
 
 log = logging.getLogger("keyhouse.clickhouse_http")
 
 
 class Listeners:
-    def __init__(self, state: AppState, engines: Engines) -> None:
+    def __init__(self, state: AppState, engines: EngineRuntime) -> None:
         self.state = state
         self.engines = engines
         self._servers: dict[uuid.UUID, uvicorn.Server] = {}
         self._lock = asyncio.Lock()
         self._tls: ssl.SSLContext | None = None
 
-    async def open(self, service_id: uuid.UUID) -> None:
+    async def up(self, service_id: uuid.UUID) -> None:
+        """Serve the service's interface (a ``keyhouse.runtime.ServiceWatcher``)."""
         async with self._lock:
             if service_id in self._servers:
                 return
@@ -113,15 +114,15 @@ class Listeners:
             return sock
         raise OSError(f"no free port for a ClickHouse HTTP interface in {ports or 'any'}")
 
-    async def close(self, service_id: uuid.UUID) -> None:
+    async def down(self, service_id: uuid.UUID) -> None:
         async with self._lock:
             server = self._servers.pop(service_id, None)
         if server is not None:
             await server.shutdown()
 
-    async def close_all(self) -> None:
+    async def close(self) -> None:
         for service_id in list(self._servers):
-            await self.close(service_id)
+            await self.down(service_id)
 
 
 def _ports(session: Any, service_id: uuid.UUID) -> tuple[int | None, set[int]]:

@@ -20,19 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from keyhouse.config import Settings
+from keyhouse.config import CA_FILE, Settings
 
-CA_FILE = "ca.pem"
 _VALID = dt.timedelta(days=3650)
 _RENEW = dt.timedelta(days=30)
 log = logging.getLogger("keyhouse.tls")
-
-
-def ca_path(settings: Settings) -> Path | None:
-    """The CA file clients verify the interfaces with (None: the operator's certificate)."""
-    if settings.tls_cert_file is not None:
-        return None
-    return settings.data_dir / "tls" / CA_FILE
 
 
 def server_context(settings: Settings) -> ssl.SSLContext:

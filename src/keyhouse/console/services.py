@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from keyhouse.api.errors import ApiError, BadRequest
 from keyhouse.api_keys import service as keys
 from keyhouse.auth.permissions import Permission, instance_resource
-from keyhouse.clickhouse_http.tls import ca_path
+from keyhouse.config import ca_path
 from keyhouse.console.web import (
     Acting,
     SignInRequired,
@@ -30,24 +30,27 @@ from keyhouse.console.web import (
     read_form,
     render_as,
 )
+from keyhouse.context import query_host
 from keyhouse.engine.protocol import EngineError, bounded_result
 from keyhouse.query_endpoints import service as endpoints
-from keyhouse.query_endpoints.routes import query_host
 from keyhouse.query_endpoints.schemas import PublicQueryApiEndpointRequest
 from keyhouse.services import service as services
-from keyhouse.services.lifecycle import Engines, engines_of
+from keyhouse.services.engines import EngineRuntime, engines_of
 from keyhouse.services.schemas import (
     InstanceServiceQueryApiEndpointsPostRequest,
     ServicePostRequest,
 )
+from keyhouse.services.states import Admission, Command, State, admit
 from keyhouse.state import app_state
 
 router = APIRouter(prefix="/console")
 
 SQL_CONSOLE_MAX_ROWS = 1000
+# The SQL page's message for a query ``admit()`` does not run (it wakes an idle service).
+REFUSALS = {Admission.STOPPED: "The service is stopped: start it first."}
 
 
-def _engines(request: Request) -> Engines:
+def _engines(request: Request) -> EngineRuntime:
     return engines_of(app_state(request))
 
 
@@ -82,31 +85,12 @@ async def services_page(request: Request, org_id: uuid.UUID) -> Response:
     )
 
 
-def _engine_step(request: Request) -> Any:
-    """What follows a committed change: the engine command the domain function returned."""
-    engines = _engines(request)
-
-    def step(action: tuple[str, uuid.UUID] | None) -> None:
-        if action is not None:
-            command, service_id = action
-            steps = {
-                "start": engines.start_soon,
-                "stop": engines.stop_soon,
-                "remove": engines.remove_soon,
-            }
-            steps[command](service_id)
-
-    return step
-
-
 async def _change(request: Request, org_id: uuid.UUID, work: Any, notice: str) -> Response:
     try:
-        then = _engine_step(request)
+        _engines(request)  # services are on (the engine work follows the commit)
     except ApiError as error:
         return error_page(request, error)
-    return await form_action(
-        request, org_id, f"/console/o/{org_id}/services?msg={notice}", work, then
-    )
+    return await form_action(request, org_id, f"/console/o/{org_id}/services?msg={notice}", work)
 
 
 @router.post("/o/{org_id}/services")
@@ -114,7 +98,7 @@ async def create_service(request: Request, org_id: uuid.UUID) -> Response:
     state = app_state(request)
     try:
         form = await read_form(request)
-        engines = _engines(request)
+        _engines(request)  # services are on (the engine starts once the service is committed)
     except ApiError as error:
         return error_page(request, error)
     defaults = services.ServiceDefaults.from_settings(state.settings)
@@ -143,7 +127,6 @@ async def create_service(request: Request, org_id: uuid.UUID) -> Response:
             status=error.status,
             error=friendly(error),
         )
-    engines.start_soon(result["service"].id)
     who = result.pop("acting")
     return render_as(
         request, "service_created.html", who, "services", base_url=base_url(request), **result
@@ -152,10 +135,9 @@ async def create_service(request: Request, org_id: uuid.UUID) -> Response:
 
 @router.post("/o/{org_id}/services/{service_id}/state")
 async def service_state(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
-    def work(session: Session, a: Acting, form: dict[str, Any]) -> tuple[str, uuid.UUID] | None:
-        command = "stop" if form.get("command") == "stop" else "start"
-        _row, action = services.request_state(session, a.principal, service_id, command)
-        return (action, service_id) if action else None
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
+        command = Command.STOP if form.get("command") == "stop" else Command.START
+        services.request_state(session, a.principal, service_id, command)
 
     return await _change(request, org_id, work, "service-updated")
 
@@ -187,9 +169,8 @@ async def delete_service_page(
 
 @router.post("/o/{org_id}/services/{service_id}/delete")
 async def delete_service(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
-    def work(session: Session, a: Acting, form: dict[str, Any]) -> tuple[str, uuid.UUID]:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
         services.delete_service(session, a.principal, service_id)
-        return ("remove", service_id)
 
     return await _change(request, org_id, work, "service-deleted")
 
@@ -265,8 +246,8 @@ async def run_sql(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) ->
     error_text = None
     if not sql:
         error_text = "Write a query first."
-    elif context["service"].state in services.NOT_QUERYABLE:
-        error_text = "The service is stopped: start it first."
+    elif (admission := admit(State(context["grant"].state), may_wake=True)) in REFUSALS:
+        error_text = REFUSALS[admission]
     else:
         try:
             chunks = await engines.run(

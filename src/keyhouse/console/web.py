@@ -24,7 +24,6 @@ from keyhouse.api.wire import unstorable_text
 from keyhouse.auth.network import in_networks, request_address
 from keyhouse.auth.permissions import Permission, organization_resource
 from keyhouse.auth.principal import Principal
-from keyhouse.auth.service import user_principal
 from keyhouse.console.sessions import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -37,6 +36,7 @@ from keyhouse.console.sessions import (
 from keyhouse.db import utcnow
 from keyhouse.models import Membership, Organization, Role
 from keyhouse.roles import service as roles
+from keyhouse.roles.service import user_principal
 from keyhouse.state import app_state
 from keyhouse.transactions import run_in_transaction
 
@@ -314,16 +314,12 @@ async def form_action(
     org_id: uuid.UUID,
     target: str | Callable[[dict[str, Any]], str],
     work: Callable[[Session, Acting, dict[str, Any]], T],
-    then: Callable[[T], None] | None = None,
 ) -> Response:
     """A form post that changes something: CSRF check, ``work`` as the signed-in user, then
-    ``then(result)`` once it committed (what must follow the transaction, such as starting an
-    engine), then back to ``target`` (or ``target(form)``); a refusal is a friendly page."""
+    back to ``target`` (or ``target(form)``); a refusal is a friendly page."""
     try:
         form = await read_form(request)
-        result = await acting(request, org_id, lambda session, a: work(session, a, form))
-        if then is not None:
-            then(result)
+        await acting(request, org_id, lambda session, a: work(session, a, form))
     except SignInRequired:
         return login_redirect(request)
     except ApiError as error:

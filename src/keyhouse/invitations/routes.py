@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from keyhouse import mail
 from keyhouse.api.envelope import EmptyEnvelope, Envelope, ok
 from keyhouse.api_keys.schemas import AssignedRole
-from keyhouse.auth.dependencies import Context, RequireInOrganization
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
+from keyhouse.context import Context, RequireInOrganization
 from keyhouse.invitations import service
 from keyhouse.invitations.schemas import Invitation, InvitationPostRequest
 from keyhouse.models import Invitation as InvitationRow

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from keyhouse.api.envelope import EmptyEnvelope, Envelope, ok
 from keyhouse.api_keys.schemas import AssignedRole
-from keyhouse.auth.dependencies import Context, RequireInOrganization
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
+from keyhouse.context import Context, RequireInOrganization
 from keyhouse.members import service
 from keyhouse.members.schemas import Member, MemberPatchRequest
 from keyhouse.roles.service import legacy_member_role

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from keyhouse.api.envelope import Envelope, ok
 from keyhouse.api.wire import Wire
-from keyhouse.auth.dependencies import AUTHENTICATED, Context, Require, RequireInOrganization
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
+from keyhouse.context import AUTHENTICATED, Context, Require, RequireInOrganization
 from keyhouse.organizations import service
 from keyhouse.organizations.schemas import Organization, OrganizationPatchRequest
 

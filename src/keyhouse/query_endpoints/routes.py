@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from keyhouse.api.envelope import EmptyEnvelope, Envelope, ok
 from keyhouse.api.errors import BadRequest, ServiceUnavailable
-from keyhouse.auth.dependencies import AUTHENTICATED, Context, Require, RequireOnService
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
+from keyhouse.context import AUTHENTICATED, Context, Require, RequireOnService, query_host
 from keyhouse.db import utcnow
 from keyhouse.engine.protocol import EngineError
 from keyhouse.models import QueryApiEndpoint, SavedQuery
@@ -29,16 +29,18 @@ from keyhouse.query_endpoints.schemas import (
     PublicSavedQueryRequest,
 )
 from keyhouse.query_endpoints.version1 import VERSION_1_FORMAT, version_1_document
-from keyhouse.services.lifecycle import engines_of
-from keyhouse.services.routes import (
+from keyhouse.services.engines import engines_of
+from keyhouse.services.query_api import (
     CORS_ALLOW_HEADERS,
     MEDIA_TYPES,
+    PARTIAL_ANSWERS,
     QueryFailed,
     cors_headers,
     partial,
     stream_result,
 )
-from keyhouse.services.service import NOT_QUERYABLE, RunGrant
+from keyhouse.services.service import RunGrant
+from keyhouse.services.states import Admission, State, admit
 from keyhouse.state import app_state
 from keyhouse.transactions import run_in_transaction
 
@@ -57,12 +59,6 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Records per page (1-100)
 def _on_service(permission: Permission) -> Any:
     """The permission on ``instance/<id>`` (checked by the domain function, shown in docs)."""
     return Depends(RequireOnService(permission))
-
-
-def query_host(request: Request) -> str:
-    """Where clients reach the Query API: the configured query host, else this server."""
-    configured = app_state(request).settings.query_host
-    return (configured or str(request.base_url)).rstrip("/")
 
 
 def endpoint_view(
@@ -384,9 +380,10 @@ async def run_endpoint(
     )
     state.endpoint_calls.note(endpoint_id, {"at": utcnow().isoformat(), "key": principal.name})
     cors = cors_headers(",".join(grant.allowed_origins), request.headers.get("origin"))
-    if grant.state in NOT_QUERYABLE:
-        return partial("Service is stopped", cors)
-    if grant.state == "idle":
+    admission = admit(State(grant.state), may_wake=True)  # a call wakes without asking
+    if admission in PARTIAL_ANSWERS:
+        return partial(PARTIAL_ANSWERS[admission], cors)
+    if admission == Admission.WAKE:
         await run_in_transaction(
             state, lambda session: service.wake_for_endpoint(session, principal, endpoint_id)
         )

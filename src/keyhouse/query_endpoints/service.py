@@ -228,7 +228,7 @@ def authorize_endpoint_run(
     session: Session, principal: Principal, endpoint_id: uuid.UUID
 ) -> EndpointGrant:
     """The gate of ``/run/{id}`` (see ``_bound``); it writes nothing (the call is recorded
-    behind the request: ``keyhouse.query_endpoints.calls``)."""
+    behind the request: ``keyhouse.usage``)."""
     endpoint, service = _bound(session, principal, endpoint_id)
     return EndpointGrant(
         service.id,

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Body, Depends, Path, Response
 from sqlalchemy.orm import Session
 
 from keyhouse.api.envelope import EmptyEnvelope, Envelope, ok
-from keyhouse.auth.dependencies import Context, RequireInOrganization
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
+from keyhouse.context import Context, RequireInOrganization
 from keyhouse.models import Role
 from keyhouse.roles import service
 from keyhouse.roles.schemas import RBACRole, RoleCreateRequest, RoleUpdateRequest

@@ -477,3 +477,26 @@ def holders_of(session: Session, role_id: uuid.UUID, actor_type: str) -> set[uui
             )
         )
     )
+
+
+def user_principal(
+    session: Session,
+    *,
+    user_id: uuid.UUID,
+    name: str,
+    organization_id: uuid.UUID,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
+) -> Principal:
+    """A signed-in person acting in one organization, with the roles they hold there."""
+    roles = held_roles(session, "user", [user_id], organization_id=organization_id)[user_id]
+    return Principal(
+        actor_type="user",
+        actor_id=user_id,
+        organization_id=organization_id,
+        name=name,
+        roles=tuple(role.ref for role in roles),
+        policies=tuple(policy for role in roles for policy in role.policies()),
+        ip_address=ip_address,
+        user_agent=user_agent,
+    )

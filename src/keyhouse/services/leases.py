@@ -9,7 +9,7 @@ once when the holder's process is gone from this very machine; and only if the s
 lives in its own data directory (the lease's ``home``): a process with another data directory
 would start an empty engine beside the real data, so it answers 503 for that service instead.
 
-Plain functions over a session; ``keyhouse.services.lifecycle.Engines`` calls them.
+Plain functions over a session; ``keyhouse.runtime.Engines`` calls them.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def unheld(
             Service.id, Service.state, EngineLease.holder, EngineLease.home, EngineLease.expires_at
         )
         .outerjoin(EngineLease, EngineLease.service_id == Service.id)
-        .where(Service.state.in_(list(states)))
+        .where(Service.state.in_([str(state) for state in states]))
     ).all()
     return [
         (service_id, state)

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from keyhouse.api.envelope import EmptyEnvelope, Envelope, ok
-from keyhouse.api.errors import ApiError, BadRequest, ServiceUnavailable
-from keyhouse.api.wire import unstorable_text
-from keyhouse.auth.dependencies import AUTHENTICATED, Context, Require, RequireOnService
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
-from keyhouse.engine.protocol import TOO_MANY_SIMULTANEOUS_QUERIES, EngineError
+from keyhouse.context import AUTHENTICATED, Context, Require, RequireOnService
 from keyhouse.models import Service as ServiceRow
 from keyhouse.models import ServiceQueryEndpoint
 from keyhouse.services import service
-from keyhouse.services.lifecycle import Engines, engines_of
+from keyhouse.services.engines import EngineRuntime, engines_of
+from keyhouse.services.query_api import CORS_ALLOW_HEADERS, RUN_FORMAT, answer_run, cors_headers
 from keyhouse.services.schemas import (
     CurrentScaling,
     InstanceServiceQueryApiEndpointsPostRequest,
@@ -36,6 +31,7 @@ from keyhouse.services.schemas import (
     ServiceScalingPatchRequest,
     ServiceStatePatchRequest,
 )
+from keyhouse.services.states import Command
 from keyhouse.state import app_state
 from keyhouse.transactions import run_in_transaction
 
@@ -43,14 +39,13 @@ router = APIRouter(prefix="/organizations/{organizationId}/services", tags=["Ser
 query_router = APIRouter(tags=["Query API"])
 
 ServiceId = Annotated[uuid.UUID, Path(alias="serviceId", description="ID of the service.")]
-MAX_SQL_BYTES = 4 * 1024 * 1024
 
 
 def _on_service(permission: Permission | str) -> Any:
     return Depends(RequireOnService(permission))
 
 
-def _engines(request: Request) -> Engines:
+def _engines(request: Request) -> EngineRuntime:
     return engines_of(app_state(request))
 
 
@@ -132,7 +127,7 @@ async def create_service(
     body: Annotated[ServicePostRequest, Body()],
 ) -> Response:
     state = app_state(request)
-    engines = _engines(request)
+    _engines(request)  # 503 when services are off, before anything is created
     settings = state.settings
     defaults = service.ServiceDefaults.from_settings(settings)
 
@@ -144,9 +139,7 @@ async def create_service(
             service=view(row, ctx.state.settings.clickhouse_host), password=password
         )
 
-    created = await ctx.run(create)
-    engines.start_soon(uuid.UUID(created.service.id))
-    return ok(created)
+    return ok(await ctx.run(create))
 
 
 @router.get("/{serviceId}", operation_id="instanceGet", response_model=Envelope[Service])
@@ -185,18 +178,13 @@ async def update_state(
     service_id: ServiceId,
     body: Annotated[ServiceStatePatchRequest, Body()],
 ) -> Response:
-    engines = _engines(request)
+    _engines(request)  # 503 when services are off, before anything changes
 
-    def change(session: Session, principal: Principal) -> tuple[Service, str | None]:
-        row, action = service.request_state(session, principal, service_id, body.command)
-        return view(row, ctx.state.settings.clickhouse_host), action
+    def change(session: Session, principal: Principal) -> Service:
+        row = service.request_state(session, principal, service_id, Command(body.command))
+        return view(row, ctx.state.settings.clickhouse_host)
 
-    result, action = await ctx.run(change)
-    if action == "start":
-        engines.start_soon(service_id)
-    elif action == "stop":
-        engines.stop_soon(service_id)
-    return ok(result)
+    return ok(await ctx.run(change))
 
 
 @router.patch(
@@ -263,13 +251,12 @@ async def delete_service(
     ctx: Annotated[Context, _on_service(Permission.SERVICE_DELETE)],
     service_id: ServiceId,
 ) -> Response:
-    engines = _engines(request)
+    _engines(request)  # 503 when services are off, before anything is deleted
 
     def delete(session: Session, principal: Principal) -> None:
         service.delete_service(session, principal, service_id)
 
     await ctx.run(delete)
-    engines.remove_soon(service_id)
     return ok()
 
 
@@ -326,64 +313,6 @@ async def delete_query_endpoint(
 
 # --- the Query API --------------------------------------------------------------------------
 
-RUN_FORMAT = r"^[A-Za-z0-9]+$"  # a ClickHouse format's name
-MEDIA_TYPES = {
-    "JSONEachRow": "application/x-ndjson",
-    "JSON": "application/json",
-    "JSONCompact": "application/json",
-    "CSV": "text/csv",
-    "CSVWithNames": "text/csv",
-}
-
-
-def _run_body(raw: bytes) -> dict[str, Any]:
-    """``{"sql", "database"?, "runId"?}``, JSON whatever the content type says."""
-    if len(raw) > MAX_SQL_BYTES:
-        raise BadRequest("The query is over the 4 MiB limit")
-    try:
-        body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest('The body must be JSON: {"sql": "...", "database": "..."}') from None
-    if (
-        not isinstance(body, dict)
-        or not isinstance(body.get("sql"), str)
-        or not body["sql"].strip()
-    ):
-        raise BadRequest('The body must be JSON with a non-empty "sql"')
-    database = body.get("database")
-    if database is not None and not isinstance(database, str):
-        raise BadRequest('"database" must be a string')
-    for text in (body["sql"], database or ""):
-        problem = unstorable_text(text)
-        if problem:
-            raise BadRequest(f"sql: {problem}")
-    return body
-
-
-def partial(message: str, cors: dict[str, str]) -> Response:
-    return JSONResponse({"data": message}, status_code=206, headers=cors)
-
-
-CORS_ALLOW_HEADERS = "authorization, content-type, wake-service, x-service-type, auth-provider"
-
-
-def cors_headers(allowed_origins: str, origin: str | None) -> dict[str, str]:
-    """CORS for an allowed origin. ``*`` lets any page call with the Authorization header it
-    sets itself, never with the browser's own credentials; a listed origin is echoed, with
-    credentials, and the answer varies by Origin."""
-    allowed = service.allowed_origin(allowed_origins, origin)
-    if allowed is None:
-        return {}
-    headers = {
-        "Access-Control-Allow-Origin": allowed,
-        "Access-Control-Expose-Headers": "X-ClickHouse-Query-Id, X-ClickHouse-Format, "
-        "X-ClickHouse-Exception-Code",
-    }
-    if allowed != service.ANY_ORIGIN:
-        headers["Access-Control-Allow-Credentials"] = "true"
-        headers["Vary"] = "Origin"
-    return headers
-
 
 @query_router.options("/service/{serviceId}/run", include_in_schema=False)
 async def run_preflight(request: Request, service_id: ServiceId) -> Response:
@@ -422,72 +351,3 @@ async def run_query(
         wake_service=wake_service,
         origin=request.headers.get("origin"),
     )
-
-
-async def answer_run(
-    ctx: Context,
-    service_id: uuid.UUID,
-    raw_body: bytes,
-    fmt: str,
-    *,
-    wake_service: str | None,
-    origin: str | None,
-) -> Response:
-    """``POST /service/{serviceId}/run``, whichever front answers it: the route above, or
-    ``keyhouse.api.hot_paths`` in front of FastAPI (the Query API's latency is measured
-    against the engine's own)."""
-    engines = engines_of(ctx.state)
-    body = _run_body(raw_body)
-    principal = await ctx.authenticate()
-    grant = await service.read_run_grant(ctx.state.reader, principal, service_id)
-    cors = cors_headers(grant.allowed_origins, origin)
-    if grant.state in service.NOT_QUERYABLE:
-        return partial("Service is stopped", cors)
-    if grant.state == "idle":
-        if (wake_service or "").lower() != "true":
-            return partial("Confirm wake service", cors)
-        # The caller was authenticated above: the wake is part of this one request (one
-        # rate-limit slot, not a second authentication).
-        await run_in_transaction(
-            ctx.state, lambda session: service.wake_for_query(session, principal, service_id)
-        )
-        if not await engines.bring_up(service_id):
-            raise ServiceUnavailable("The service could not be woken", headers={"Retry-After": "5"})
-    query_id = str(body.get("runId") or uuid.uuid4())[:64]
-    try:
-        chunks = await engines.run(
-            grant, sql=body["sql"], fmt=fmt, database=body.get("database"), query_id=query_id
-        )
-    except EngineError as error:
-        raise QueryFailed(error) from None
-    return StreamingResponse(
-        stream_result(chunks),
-        media_type=MEDIA_TYPES.get(fmt, "text/plain; charset=utf-8"),
-        headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Query-Id": query_id, **cors},
-    )
-
-
-async def stream_result(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The result's bytes; an error after the first bytes ends the stream (ClickHouse's HTTP
-    interface does the same) and a client that goes away closes the engine's side too."""
-    try:
-        async for chunk in chunks:
-            if chunk:
-                yield chunk
-    except EngineError as error:
-        yield f"\n{error.text}\n".encode()
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-
-
-class QueryFailed(ApiError):
-    """ClickHouse refused the query: 400 with its message and code."""
-
-    status = 400
-
-    def __init__(self, error: EngineError) -> None:
-        headers = {"X-ClickHouse-Exception-Code": str(error.code)}
-        if error.code == TOO_MANY_SIMULTANEOUS_QUERIES:  # a configured limit, reached for now
-            self.status = 503
-            headers["Retry-After"] = "1"
-        super().__init__(error.message, headers=headers)

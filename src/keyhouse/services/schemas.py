@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from keyhouse.api.wire import MAX_LIST_ITEMS, Wire, WireRequest
-from keyhouse.api_keys.schemas import IpAccessListEntry
+from keyhouse.auth.network import IpAccessListEntry
 
 Provider = Literal["aws", "gcp", "azure"]
 Region = Literal[

@@ -1,18 +1,8 @@
 """Service business rules: the records and their lifecycle states, permissions on
-``instance/<id>``, passwords, and the Query API binding. Starting and stopping engines is
-``keyhouse.services.lifecycle``'s work, after these functions' transaction commits.
-
-States (the official enum) and the commands that move them::
-
-    create ─► provisioning ─► running ◄─► idle (idle scaling; ``awake`` or a query wakes it)
-                                 │  ▲
-                          stop   ▼  │ start
-                     stopping ─► stopped ─► (DELETE) gone
-    a worker that keeps crashing ─► failed (``start`` tries again, ``stop`` settles it)
-
-A command that is already satisfied (``start`` on a running service) changes nothing and
-answers the service; ``awake`` on a stopped service, or any command while one is deleted, is a
-400.
+``instance/<id>``, passwords, and the Query API binding. The state machine itself is
+``keyhouse.services.states``; engine work a change needs is queued to follow its commit
+(``keyhouse.transactions.after_commit``), and the runtime (``keyhouse.runtime``)
+does it.
 """
 
 from __future__ import annotations
@@ -38,15 +28,19 @@ from keyhouse.engine.worker import ADMIN_ROLE, NAMEABLE_ROLES, READ_ONLY_ROLE
 from keyhouse.models import ApiKey, Service, ServiceQueryEndpoint
 from keyhouse.quotas import Quota
 from keyhouse.services import schemas
+from keyhouse.services.states import (
+    Command,
+    EngineWork,
+    State,
+    Step,
+    command,
+)
+from keyhouse.transactions import after_commit
 
 if TYPE_CHECKING:
     from keyhouse.config import Settings
     from keyhouse.loop_reads import LoopReader
 
-RUNNING_STATES = frozenset({"provisioning", "starting", "awaking", "running"})
-STOPPED_STATES = frozenset({"stopping", "stopped"})
-# States in which a query is answered "Service is stopped" (and `start` is what helps).
-NOT_QUERYABLE = STOPPED_STATES | {"failed", "terminating"}
 SERVICE_PASSWORD_ALPHABET = credentials.ALPHABET
 
 
@@ -221,7 +215,7 @@ def create_service(
     service = Service(
         organization_id=principal.organization_id,
         name=request.name,
-        state="provisioning",
+        state=State.PROVISIONING.value,
         provider=request.provider or defaults.provider,
         region=request.region or defaults.region,
         password_hash=credentials.hash_value(pepper, password),
@@ -242,6 +236,7 @@ def create_service(
     session.flush()
     quota.recheck(session, principal.organization_id)
     record(session, principal, "service_create", service_id=service.id)
+    after_commit(session, EngineWork(service.id, Step.START))
     return service, password
 
 
@@ -311,36 +306,23 @@ def update_service(
 
 
 def request_state(
-    session: Session, principal: Principal, service_id: uuid.UUID, command: str
-) -> tuple[Service, str | None]:
-    """Apply ``start``, ``stop`` or ``awake``: the service in its transitional state, and what
-    the engine must do after the commit (``"start"``, ``"stop"`` or nothing)."""
+    session: Session, principal: Principal, service_id: uuid.UUID, given: Command
+) -> Service:
+    """Apply ``start``, ``stop`` or ``awake`` (``states.command``): the service in its
+    transitional state; the engine's part follows the commit."""
     service = _find(session, principal, service_id)
     _require(principal, Permission.SERVICE_MANAGE, service)
-    state = service.state
-    if state == "terminating":
-        raise BadRequest("The service is being deleted")
-    action: str | None = None
-    if command == "stop":
-        if state not in STOPPED_STATES:
-            service.state, action = "stopping", "stop"
-            record(session, principal, "service_stop", service_id=service.id)
-    elif command == "start":
-        if state in ("stopped", "stopping", "failed"):
-            service.state, action = "starting", "start"
+    transition = command(State(service.state), given)
+    if transition.state is not None:
+        service.state = transition.state.value
+        if transition.state == State.STARTING:
             service.failure = None
-            record(session, principal, "service_start", service_id=service.id)
-        elif state == "idle":
-            service.state, action = "awaking", "start"
-            record(session, principal, "service_awaken", service_id=service.id)
-    elif command == "awake":
-        if state in STOPPED_STATES:
-            raise BadRequest("The service is stopped: start it instead")
-        if state == "idle":
-            service.state, action = "awaking", "start"
-            record(session, principal, "service_awaken", service_id=service.id)
+    if transition.activity is not None:
+        record(session, principal, transition.activity, service_id=service.id)
+    if transition.step is not None:
+        after_commit(session, EngineWork(service.id, transition.step))
     session.flush()
-    return service, action
+    return service
 
 
 @dataclass(frozen=True)
@@ -365,9 +347,9 @@ def attachment(session: Session, service_id: uuid.UUID, *, pepper: bytes) -> Att
 def set_state(
     session: Session,
     service_id: uuid.UUID,
-    state: str,
+    state: State,
     *,
-    expected: frozenset[str] | None = None,
+    expected: frozenset[State] | None = None,
     version: str | None = None,
     failure: str | None = None,
 ) -> bool:
@@ -376,7 +358,7 @@ def set_state(
     service = session.get(Service, service_id)
     if service is None or (expected is not None and service.state not in expected):
         return False
-    service.state = state
+    service.state = state.value
     if version:
         service.clickhouse_version = version
     service.failure = failure[:512] if failure else None
@@ -453,10 +435,11 @@ def update_scaling(
 def delete_service(session: Session, principal: Principal, service_id: uuid.UUID) -> None:
     service = _find(session, principal, service_id)
     _require(principal, Permission.SERVICE_DELETE, service)
-    if service.state != "stopped":
+    if service.state != State.STOPPED:
         raise Conflict("The service must be stopped before it is deleted")
     record(session, principal, "service_delete", service_id=service.id)
     session.delete(service)
+    after_commit(session, EngineWork(service.id, Step.REMOVE))
     session.flush()
 
 
@@ -655,9 +638,9 @@ def wake_for_query(session: Session, principal: Principal, service_id: uuid.UUID
 
 def wake_if_idle(session: Session, principal: Principal, service: Service) -> bool:
     """A query woke an idle service (``awaking``, recorded); False when it was not idle."""
-    if service.state != "idle":
+    if service.state != State.IDLE:
         return False
-    service.state = "awaking"
+    service.state = State.AWAKING.value
     record(session, principal, "service_awaken", service_id=service.id)
     session.flush()
     return True
@@ -754,7 +737,7 @@ def authorize_clickhouse(
         pepper=pepper,
         before_password=before_password,
     )
-    if service is not None and service.state == "idle":
+    if service is not None and service.state == State.IDLE:
         actor = system_principal(service.organization_id, "ClickHouse HTTP interface")
         wake_if_idle(session, actor, service)
     return grant

@@ -1,12 +1,17 @@
-"""Services' engines over time: what happens after a service's transaction commits.
+"""The services runtime: what happens after a service's transaction commits.
 
 ``Engines`` holds the app's supervisor and the background tasks that move services between
 states: bring an engine up (``provisioning``/``starting``/``awaking`` → ``running``), take it
 down (``stopping`` → ``stopped``, or ``idle`` after ``idleTimeoutMinutes`` without queries when
 idle scaling is on), remove a deleted service's data, and mark a service whose worker keeps
-crashing ``failed``. On start-up it reconciles: services that should run are started again,
-interrupted stops are finished. Engines belong to one server process: run ``keyhouse serve``
-with one worker process when services are used (the README says why).
+crashing ``failed``. The decisions are ``keyhouse.services.states``' pure functions; this
+module carries them out. On start-up it reconciles: services that should run are started
+again, interrupted stops are finished. Each service's engine runs in the one server process
+that holds its lease (``keyhouse.services.leases``).
+
+The runtime knows nothing of HTTP: it tells its watchers (``ServiceWatcher``: the app wires the
+ClickHouse HTTP interfaces' listeners) when a service's doors open (``up``: it runs, or it is
+idle and a query wakes it) and when they close (``down``).
 """
 
 from __future__ import annotations
@@ -17,14 +22,12 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import select
 
 from keyhouse.api.errors import ServiceUnavailable
-from keyhouse.clickhouse_http.listeners import Listeners
-from keyhouse.clickhouse_http.tls import ca_path
-from keyhouse.config import Settings
+from keyhouse.config import Settings, ca_path
 from keyhouse.engine.memory import host_memory_bytes
 from keyhouse.engine.protocol import Answer, EngineError, answer_timeout
 from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
@@ -32,7 +35,20 @@ from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
 from keyhouse.models import Service
 from keyhouse.services import leases
-from keyhouse.services.service import RUNNING_STATES, RunGrant, attachment, set_state
+from keyhouse.services.engines import not_running
+from keyhouse.services.service import RunGrant, attachment, set_state
+from keyhouse.services.states import (
+    COMING_UP,
+    RECONCILED,
+    RUNNING_STATES,
+    TAKEN_OVER,
+    EngineWork,
+    Resume,
+    State,
+    Step,
+    idle_due,
+    on_startup,
+)
 from keyhouse.transactions import run_in_transaction
 
 if TYPE_CHECKING:
@@ -42,11 +58,18 @@ log = logging.getLogger("keyhouse.services")
 
 T = TypeVar("T")
 
-COMING_UP = frozenset({"provisioning", "starting", "awaking"})
-# The states of a service some process runs (or listens for, when idle): another process
-# takes them over when their holder is gone.
-TAKEN_OVER = frozenset({*COMING_UP, "running", "idle"})
 IDLE_CHECK_SECONDS = 30.0
+
+
+class ServiceWatcher(Protocol):
+    """Told when a service can take queries and when it no longer can (the ClickHouse HTTP
+    interfaces' listeners are one)."""
+
+    async def up(self, service_id: uuid.UUID) -> None: ...
+
+    async def down(self, service_id: uuid.UUID) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def engines_memory(settings: Settings) -> int:
@@ -72,8 +95,8 @@ class Engines:
                 gid=settings.engine_gid,
             ),
         )
-        # Each running (or idle) service's ClickHouse HTTP interface.
-        self.listeners = Listeners(state, self)
+        # Told when services come up and go down (``watch``).
+        self._watchers: list[ServiceWatcher] = []
         # Running services attached to a ClickHouse the operator runs (instead of an engine).
         self._upstreams: dict[uuid.UUID, Upstream] = {}
         self.idle_check_seconds = idle_check_seconds
@@ -88,6 +111,23 @@ class Engines:
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
         self._loops: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # set by open()
+
+    def watch(self, watcher: ServiceWatcher) -> None:
+        self._watchers.append(watcher)
+
+    async def _up(self, service_id: uuid.UUID) -> None:
+        for watcher in self._watchers:
+            try:
+                await watcher.up(service_id)
+            except (
+                OSError,
+                ValueError,
+            ) as error:  # the engine runs; the watcher's failure is logged
+                log.error("service %s: %s: %s", service_id, type(watcher).__name__, error)
+
+    async def _down(self, service_id: uuid.UUID) -> None:
+        for watcher in self._watchers:
+            await watcher.down(service_id)
 
     # --- the engines' event loop ------------------------------------------------------
     # Engines live on the loop of the app that opened them: their processes, listeners and
@@ -121,10 +161,10 @@ class Engines:
             future = asyncio.run_coroutine_threadsafe(work, loop)
         except RuntimeError:  # the engines' loop has ended, and the engines with it
             work.close()
-            raise _not_running() from None
+            raise not_running() from None
         return await asyncio.wrap_future(future)
 
-    async def _set(self, service_id: uuid.UUID, state: str, **changes: Any) -> bool:
+    async def _set(self, service_id: uuid.UUID, state: State, **changes: Any) -> bool:
         return await run_in_transaction(
             self.state, lambda session: set_state(session, service_id, state, **changes)
         )
@@ -175,7 +215,7 @@ class Engines:
         for service_id in lost:
             log.warning("service %s: another process runs it now; stopping ours", service_id)
             self._held.discard(service_id)
-            await self.listeners.close(service_id)
+            await self._down(service_id)
             await self._stop(service_id)
             self._last_used.pop(service_id, None)
         home = self.home
@@ -190,8 +230,19 @@ class Engines:
 
     # --- transitions --------------------------------------------------------------------
 
-    def start_soon(self, service_id: uuid.UUID) -> None:
-        self._spawn(self._bring_up(service_id))
+    def handle(self, work: EngineWork) -> None:
+        """Engine work a committed transaction queued (``keyhouse.transactions``), begun in
+        the background: the request that committed it does not wait for an engine."""
+        if not isinstance(work, EngineWork):
+            return
+        service_id = work.service_id
+        if work.step == Step.START:
+            self._spawn(self._bring_up(service_id))
+        elif work.step == Step.STOP:
+            self._spawn(self._take_down(service_id, State.STOPPED, frozenset({State.STOPPING})))
+        else:
+            self._last_used.pop(service_id, None)
+            self._spawn(self._remove(service_id))
 
     async def bring_up(self, service_id: uuid.UUID) -> bool:
         """Start the engine (or reach the attached server) and mark the service running;
@@ -207,12 +258,12 @@ class Engines:
             if self.supervisor.closing:  # the server is stopping: the service stays as it is
                 return False
             log.error("service %s did not start: %s", service_id, error)
-            await self._set(service_id, "failed", expected=COMING_UP, failure=str(error))
+            await self._set(service_id, State.FAILED, expected=COMING_UP, failure=str(error))
             await self._let_go({service_id})
             return False
         self._last_used[service_id] = time.monotonic()
-        await self._listen(service_id)  # first: a running service lists its interface
-        await self._set(service_id, "running", expected=COMING_UP, version=version)
+        await self._up(service_id)  # first: a running service lists its interface
+        await self._set(service_id, State.RUNNING, expected=COMING_UP, version=version)
         return True
 
     async def _start(self, service_id: uuid.UUID) -> str:
@@ -243,28 +294,17 @@ class Engines:
     def running(self, service_id: uuid.UUID) -> bool:
         return service_id in self._upstreams or self.supervisor.running(service_id)
 
-    async def _listen(self, service_id: uuid.UUID) -> None:
-        try:
-            await self.listeners.open(service_id)
-        except (OSError, ValueError) as error:  # the engine runs; the interface is logged
-            log.error("service %s: no ClickHouse HTTP interface: %s", service_id, error)
-
-    def stop_soon(self, service_id: uuid.UUID) -> None:
-        self._spawn(self._take_down(service_id, "stopped", frozenset({"stopping"})))
-
-    async def _take_down(self, service_id: uuid.UUID, final: str, expected: frozenset[str]) -> None:
-        await self.listeners.close(service_id)
+    async def _take_down(
+        self, service_id: uuid.UUID, final: State, expected: frozenset[State]
+    ) -> None:
+        await self._down(service_id)
         await self._stop(service_id)
         self._last_used.pop(service_id, None)
         await self._set(service_id, final, expected=expected)
         await self._let_go({service_id})
 
-    def remove_soon(self, service_id: uuid.UUID) -> None:
-        self._last_used.pop(service_id, None)
-        self._spawn(self._remove(service_id))
-
     async def _remove(self, service_id: uuid.UUID) -> None:
-        await self.listeners.close(service_id)
+        await self._down(service_id)
         await self._stop(service_id)
         await self.supervisor.remove_data(service_id)
         self._held.discard(service_id)  # (its lease went with the service's row)
@@ -277,7 +317,7 @@ class Engines:
         await self.supervisor.stop(service_id)
 
     async def _failed(self, service_id: uuid.UUID, why: str) -> None:
-        await self._set(service_id, "failed", expected=RUNNING_STATES, failure=why)
+        await self._set(service_id, State.FAILED, expected=RUNNING_STATES, failure=why)
         await self._let_go({service_id})
 
     def used(self, service_id: uuid.UUID) -> None:
@@ -322,7 +362,7 @@ class Engines:
                 chunks = await self.supervisor.query(grant.service_id, request)
             await anext(chunks)  # the engine accepted the query (or raised its error)
         except EngineUnavailable:
-            raise _not_running() from None
+            raise not_running() from None
         return chunks
 
     async def insert(
@@ -354,7 +394,7 @@ class Engines:
                 return await upstream.insert(request, data)
             return await self.supervisor.insert(grant.service_id, request, data)
         except EngineUnavailable:
-            raise _not_running() from None
+            raise not_running() from None
 
     async def _ready(self, grant: RunGrant) -> Upstream | None:
         """Bring the service up when it is not (503 if it cannot be), count it as used, and
@@ -366,7 +406,7 @@ class Engines:
                     f"The service is served by another Keyhouse server process: {elsewhere}",
                     headers={"Retry-After": "5"},
                 )
-            raise _not_running()
+            raise not_running()
         self.used(grant.service_id)
         return self._upstreams.get(grant.service_id)
 
@@ -415,7 +455,7 @@ class Engines:
         def pending(session: Any) -> list[tuple[uuid.UUID, str]]:
             rows = session.execute(
                 select(Service.id, Service.state).where(
-                    Service.state.in_([*RUNNING_STATES, "stopping", "idle"])
+                    Service.state.in_([state.value for state in RECONCILED])
                 )
             )
             return [(service_id, state) for service_id, state in rows]
@@ -425,17 +465,18 @@ class Engines:
 
     async def _resume(self, service_id: uuid.UUID, state: str) -> None:
         """Bring one service to its recorded state, if this process may hold it."""
-        if not await self._hold(service_id):
-            return  # another process runs it
-        if state == "stopping":
-            await self._set(service_id, "stopped", expected=frozenset({"stopping"}))
+        step = on_startup(State(state))
+        if step is None or not await self._hold(service_id):
+            return  # nothing to do, or another process runs it
+        if step == Resume.FINISH_STOP:
+            await self._set(service_id, State.STOPPED, expected=frozenset({State.STOPPING}))
             await self._let_go({service_id})
-        elif state == "idle":  # no engine, but its interface answers (and wakes it)
-            await self._listen(service_id)
+        elif step == Resume.LISTEN:
+            await self._up(service_id)
         else:
-            if state == "running":
-                await self._set(service_id, "starting", expected=frozenset({"running"}))
-            self.start_soon(service_id)
+            if step == Resume.RESTART:
+                await self._set(service_id, State.STARTING, expected=frozenset({State.RUNNING}))
+            self._spawn(self._bring_up(service_id))
 
     async def close(self) -> None:
         for loop in self._loops:
@@ -445,7 +486,8 @@ class Engines:
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
-        await self.listeners.close_all()
+        for watcher in self._watchers:
+            await watcher.close()
         for upstream in list(self._upstreams.values()):
             await upstream.close()
         self._upstreams.clear()
@@ -472,22 +514,18 @@ class Engines:
                 select(Service.id, Service.idle_timeout_minutes).where(
                     Service.id.in_(running),
                     Service.idle_scaling.is_(True),
-                    Service.state == "running",
+                    Service.state == State.RUNNING.value,
                 )
             )
             return {service_id: int(minutes) for service_id, minutes in rows}
 
         now = time.monotonic()
         for service_id, minutes in (await run_in_transaction(self.state, idle_rules)).items():
-            if now - self._last_used.get(service_id, now) >= minutes * 60:
+            if idle_due(now - self._last_used.get(service_id, now), minutes):
                 log.info("service %s is idle: stopping its engine", service_id)
-                if await self._set(service_id, "idle", expected=frozenset({"running"})):
+                if await self._set(service_id, State.IDLE, expected=frozenset({State.RUNNING})):
                     await self._stop(service_id)
                     self._last_used.pop(service_id, None)
-
-
-def _not_running() -> ServiceUnavailable:
-    return ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
 
 
 def operator_limits(settings: Settings) -> dict[str, int | str]:
@@ -498,12 +536,3 @@ def operator_limits(settings: Settings) -> dict[str, int | str]:
         "max_result_bytes": settings.query_max_result_bytes,
         "result_overflow_mode": "throw",
     }
-
-
-def engines_of(state: AppState) -> Engines:
-    """The engines of the app serving ``state``; 503 when services are turned off."""
-    if state.engines is None:
-        raise ServiceUnavailable(
-            "Services are turned off on this server (KEYHOUSE_SERVICES_ENABLED=false)"
-        )
-    return state.engines

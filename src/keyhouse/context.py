@@ -8,7 +8,7 @@ The dependency itself does no I/O. The route hands its service call to ``ctx.run
 authenticates the key on the event loop with the database driver directly (reading its current
 row, so revocation is immediate: ``keyhouse.loop_reads``), checks the organization (404) and the
 permission (403), counts the request against the key's rate limit, notes the key's use (written
-behind: ``keyhouse.auth.usage``), and then runs the service call in the request's transaction on
+behind: ``keyhouse.usage``), and then runs the service call in the request's transaction on
 the app's database threads (one hop).
 """
 
@@ -222,3 +222,9 @@ class RequireOnService(RequireInOrganization):
         ],
     ) -> Context:
         return _context(request, AUTHENTICATED, organization_id)
+
+
+def query_host(request: Request) -> str:
+    """Where clients reach the Query API: the configured query host, else this server."""
+    configured = app_state(request).settings.query_host
+    return (configured or str(request.base_url)).rstrip("/")

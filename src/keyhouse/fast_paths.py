@@ -30,9 +30,9 @@ from keyhouse.api.errors import ApiError
 from keyhouse.api.handlers import error_response
 from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from keyhouse.api_keys.routes import MAX_KEYS_PAGE, key_body, key_list_body
-from keyhouse.auth.dependencies import AUTHENTICATED, context_from_scope
 from keyhouse.auth.permissions import Permission
-from keyhouse.services.routes import RUN_FORMAT, answer_run
+from keyhouse.context import AUTHENTICATED, context_from_scope
+from keyhouse.services.query_api import RUN_FORMAT, answer_run
 from keyhouse.state import AppState
 
 _UUID = r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"

@@ -1,0 +1,64 @@
+"""What the services' front ends need of the runtime that runs engines (``keyhouse.runtime``
+provides it), and how they find it: a front end asks for a query to run and, to wake a service,
+for its engine to come up; starting and stopping engines otherwise follows a committed change
+(``keyhouse.services.states.EngineWork``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from keyhouse.api.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from keyhouse.engine.protocol import Answer
+    from keyhouse.services.service import RunGrant
+    from keyhouse.state import AppState
+
+
+class EngineRuntime(Protocol):
+    async def bring_up(self, service_id: uuid.UUID) -> bool:
+        """Start the service's engine (or reach its attached server) unless it runs; False
+        (the service ``failed``, or run by another process) when it cannot."""
+        ...
+
+    async def run(
+        self,
+        grant: RunGrant,
+        *,
+        sql: str,
+        fmt: str,
+        database: str | None = None,
+        query_id: str | None = None,
+        params: dict[str, str] | None = None,
+        session_id: str | None = None,
+        extra_settings: dict[str, Any] | None = None,
+        session_timeout: float | None = None,
+    ) -> Answer: ...
+
+    async def insert(
+        self,
+        grant: RunGrant,
+        *,
+        sql: str,
+        fmt: str,
+        data: AsyncIterator[bytes],
+        database: str | None = None,
+        session_id: str | None = None,
+        extra_settings: dict[str, Any] | None = None,
+        session_timeout: float | None = None,
+    ) -> dict[str, Any]: ...
+
+
+def engines_of(state: AppState) -> EngineRuntime:
+    """The runtime of the app serving ``state``; 503 when services are turned off."""
+    if state.engines is None:
+        raise ServiceUnavailable(
+            "Services are turned off on this server (KEYHOUSE_SERVICES_ENABLED=false)"
+        )
+    return cast(EngineRuntime, state.engines)
+
+
+def not_running() -> ServiceUnavailable:
+    return ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})
