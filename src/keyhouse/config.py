@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # apart): another process on the same database takes a service over only once its
     # holder's lease has expired (at once when the holder's process, on this machine, is gone).
     engine_lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+    # How often each engine is pinged; one that misses 3 beats in a row (each ping given as
+    # long) while sending nothing on any query is hung: killed and restarted, found in 15-30 s
+    # rather than at its queries' answer timeouts.
+    engine_heartbeat_seconds: float = Field(default=5.0, ge=0.1, le=600.0)
     # The unprivileged uid/gid engines run under when Keyhouse runs as root.
     engine_uid: int = Field(default=65534, ge=1, le=2**32 - 2)
     engine_gid: int = Field(default=65534, ge=1, le=2**32 - 2)

@@ -89,6 +89,7 @@ class Engines:
             limits=operator_limits(settings),
             max_queries=settings.query_max_concurrent_per_service,
             memory_limit=engines_memory(settings),
+            heartbeat=settings.engine_heartbeat_seconds,
             sandbox=Sandbox(
                 enabled=settings.engine_sandbox != "off",
                 uid=settings.engine_uid,

@@ -455,3 +455,61 @@ def test_a_session_keeps_its_handle_between_queries(tmp_path: Path) -> None:
         assert await _collect(supervisor, service, sql="SELECT 1", session_id="a") == b"1\n"
 
     _with_one_service(tmp_path, scenario)
+
+
+def test_a_worker_that_hangs_is_killed_and_started_again(tmp_path: Path) -> None:
+    """A worker that stops answering (stopped here with SIGSTOP) never exits on its own: the
+    heartbeat finds it within a few beats, kills it, and the supervisor starts it again."""
+
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path, heartbeat=0.3)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            hung = supervisor._workers[service].pid
+            os.kill(hung, signal.SIGSTOP)
+            await _until(
+                lambda: supervisor.running(service) and supervisor._workers[service].pid != hung,
+                seconds=60,
+            )
+            assert await _collect(supervisor, service, sql="SELECT 1") == b"1\n"
+        finally:
+            await supervisor.close()
+
+    _run(scenario())
+
+
+def test_a_worker_that_streams_an_answer_is_alive_whatever_its_pings_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load a busy worker may answer its pings late: while it sends an answer's frames it
+    is not counted as hung (here every ping fails, and ten beats pass while a query streams)."""
+
+    async def unanswered(*_args: Any) -> None:
+        raise TimeoutError
+
+    async def scenario() -> None:
+        supervisor = EngineSupervisor(tmp_path, heartbeat=0.1)
+        monkeypatch.setattr(supervisor, "_ping", unanswered)
+        service = uuid.uuid4()
+        try:
+            await supervisor.start(service)
+            busy = supervisor._workers[service].pid
+            chunks = await supervisor.query(
+                service, {"sql": "SELECT number FROM numbers(1e12)", "format": "TabSeparated"}
+            )
+            read, began = 0, asyncio.get_running_loop().time()
+            async for chunk in chunks:
+                read += len(chunk)
+                if asyncio.get_running_loop().time() - began > 2.0:  # ten beats and more
+                    break
+                await asyncio.sleep(0.01)  # a slow reader: frames keep coming, slowly
+            await chunks.aclose()
+            assert read > 0
+            assert supervisor._workers[service].pid == busy  # never killed
+            # Once it sends nothing (no query), three failed pings in a row end it.
+            await _until(lambda: supervisor._workers[service].pid != busy, seconds=30)
+        finally:
+            await supervisor.close()
+
+    _run(scenario())

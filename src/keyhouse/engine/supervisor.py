@@ -40,6 +40,8 @@ from keyhouse.engine.worker import engine_config
 log = logging.getLogger("keyhouse.engine")
 
 _T = TypeVar("_T")
+HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_MISSES = 3
 
 FailedCallback = Callable[[uuid.UUID, str], Awaitable[None]]
 
@@ -59,6 +61,9 @@ class _Worker:
     stopping: bool = False
     crashes: list[float] = field(default_factory=list)
     watcher: asyncio.Task[None] | None = None
+    # When a frame of any query's answer last came from the worker (it is alive, whatever its
+    # pings say).
+    heard: float = field(default_factory=time.monotonic)
 
 
 async def _reap(process: asyncio.subprocess.Process, pid: Awaitable[int]) -> None:
@@ -91,8 +96,13 @@ class EngineSupervisor:
         sandbox: Sandbox | None = None,
         max_queries: int = 0,
         memory_limit: int = 0,
+        heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.data_dir = data_dir
+        # Each running worker is pinged this often; one that misses HEARTBEAT_MISSES pings in a
+        # row (each given as long) and sent no frame on any query meanwhile is hung: killed,
+        # and restarted as a crashed one is.
+        self.heartbeat = heartbeat
         # The most all engines together may hold (0: no cap): each engine's own cap, and the
         # kernel's over all of them in one memory cgroup (keyhouse.engine.memory) where the
         # host offers one.
@@ -261,7 +271,13 @@ class EngineSupervisor:
         return process, child
 
     async def _watch(self, worker: _Worker) -> None:
-        code = await worker.process.wait()
+        beating = asyncio.create_task(self._beat(worker))
+        try:
+            code = await worker.process.wait()
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
         _close_lifeline(worker.process)  # bubblewrap killed: its worker ends with its lifeline
         await _gone(worker.pid)
         if worker.stopping or self._closing:
@@ -285,6 +301,46 @@ class EngineSupervisor:
             log.error("engine for service %s did not restart: %s", worker.service_id, error)
             if self.on_failed is not None:
                 await self.on_failed(worker.service_id, str(error))
+
+    async def _beat(self, worker: _Worker) -> None:
+        """Ping the worker while it runs; kill it once it stops answering (a worker that hangs
+        holds every query sent to it until each one's answer timeout, and it never exits). A
+        ping that fails while the worker sends frames on a query does not count: a busy
+        engine under load is slow to answer, not hung."""
+        missed = 0
+        while worker.process.returncode is None:
+            beat = time.monotonic()
+            await asyncio.sleep(self.heartbeat)
+            if worker.stopping:
+                return
+            try:
+                await asyncio.wait_for(self._ping(worker), self.heartbeat)
+                missed = 0
+                continue
+            except (TimeoutError, OSError, EngineError, asyncio.IncompleteReadError):
+                pass
+            missed = 0 if worker.heard >= beat else missed + 1
+            if missed >= HEARTBEAT_MISSES and not worker.stopping:
+                log.error(
+                    "engine for service %s missed %d heartbeats and sent nothing: killing it",
+                    worker.service_id,
+                    missed,
+                )
+                _kill(worker.process, worker.pid)
+                return
+
+    async def _ping(self, worker: _Worker) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(worker.socket_path))
+        try:
+            writer.write(protocol.json_frame(protocol.REQUEST, {"op": "ping"}))
+            await writer.drain()
+            kind, _ = await _next_frame(reader)
+            if kind != protocol.HEADER:
+                raise EngineError(0, "the engine answered a ping with something else")
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     async def stop(self, service_id: uuid.UUID) -> None:
         async with self._lock(service_id):
@@ -333,12 +389,13 @@ class EngineSupervisor:
 
     async def _connect(
         self, service_id: uuid.UUID
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, _Worker]:
         worker = self._workers.get(service_id)
         if worker is None or worker.process.returncode is not None:
             raise EngineUnavailable("the service's engine is not running")
         try:
-            return await asyncio.open_unix_connection(str(worker.socket_path))
+            reader, writer = await asyncio.open_unix_connection(str(worker.socket_path))
+            return reader, writer, worker
         except OSError as error:
             raise EngineUnavailable(f"the engine cannot be reached: {error}") from None
 
@@ -347,7 +404,7 @@ class EngineSupervisor:
     ) -> dict[str, Any]:
         """Stream ``data`` into ``INSERT`` (``request["sql"]`` is the statement's head); the
         engine's write statistics, or ``EngineError``."""
-        reader, writer = await self._connect(service_id)
+        reader, writer, _worker = await self._connect(service_id)
         try:
             writer.write(protocol.json_frame(protocol.REQUEST, {"op": "insert", **request}))
             kind, payload = await _read_frame(reader, self.answer_timeout)
@@ -379,9 +436,9 @@ class EngineSupervisor:
         """Run a query; the first ``await anext()`` raises ``EngineError`` if the engine refuses
         it, and yields ``b""`` once the result has started; then the result's bytes follow.
         Closing the iterator early closes the connection, and the worker cancels the query."""
-        reader, writer = await self._connect(service_id)
+        reader, writer, worker = await self._connect(service_id)
         return protocol.Answer(
-            lambda answer: self._results(reader, writer, {"op": "query", **request}, answer)
+            lambda answer: self._results(reader, writer, {"op": "query", **request}, answer, worker)
         )
 
     async def _results(
@@ -390,6 +447,7 @@ class EngineSupervisor:
         writer: asyncio.StreamWriter,
         request: dict[str, Any],
         answer: protocol.Answer,
+        worker: _Worker,
     ) -> AsyncGenerator[bytes]:
         started = False
         try:
@@ -407,6 +465,7 @@ class EngineSupervisor:
                     if not started:
                         raise EngineUnavailable("the engine stopped") from None
                     raise EngineError(0, "the engine stopped while answering") from None
+                worker.heard = time.monotonic()
                 if kind == protocol.HEADER:
                     started = True
                     answer.returns_rows = json.loads(payload).get("rows", True) is not False
