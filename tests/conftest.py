@@ -4,6 +4,10 @@ PostgreSQL (127.0.0.1:5432, database ``test``, trust auth) and Redis (127.0.0.1:
 running: a missing server fails the run, it is never skipped. Each xdist worker gets its own
 PostgreSQL database and SQLite file, migrated once; tests isolate themselves by creating their
 own organizations.
+
+Services (engines) are off unless a test asks for them with ``@pytest.mark.services``; the
+services such a test created are stopped in the database after it, so that no later test's app
+starts them again, and any engine a test leaves running fails that test.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import hypothesis
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from keyhouse.app import create_app
 from keyhouse.bootstrap import bootstrap
 from keyhouse.config import Settings
+from keyhouse.db import make_engine
 from keyhouse.migrations import upgrade
 from keyhouse.state import AppState
 
@@ -71,16 +77,67 @@ def worker_pids(service: uuid.UUID | str | None = None) -> list[int]:
     return pids
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_engine_outlives_its_app() -> Iterator[None]:
-    """Whatever starts an engine stops it: one still running when the tests end was lost by
-    its app (it would hold its service's data; its process, never waited for, warns later
-    in whichever test runs then)."""
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "services: the test's apps run services (engines); off otherwise"
+    )
+    config.addinivalue_line(
+        "markers",
+        "one_database: engine behaviour that does not depend on storage, run on SQLite only",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``one_database`` tests run on SQLite alone (the storage set of services, create, start,
+    stop, delete, restart survival, reconcile and the CRUD, runs on both databases): their
+    PostgreSQL variants are deselected, and the run's summary counts them."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("backend") == "postgresql"
+        if on_postgres and item.get_closest_marker("one_database") is not None:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def wants_services(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("services") is not None
+
+
+# The states an app's start-up reconcile acts on (keyhouse.services.states.RECONCILED).
+_SETTLE = (
+    "UPDATE services SET state = 'stopped' WHERE state IN "
+    "('provisioning', 'starting', 'awaking', 'running', 'idle', 'stopping', 'degraded')"
+)
+
+
+@pytest.fixture(autouse=True)
+def no_engine_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Whatever starts an engine stops it: one still running after its test was lost by its
+    app (it would hold its service's data; its process, never waited for, warns later in
+    whichever test runs then). A services test's services end stopped, whatever state it left
+    them in: the next test's app would otherwise start them again at its start-up (seconds of
+    someone else's engine work in an unrelated test)."""
+    before = set(worker_pids())
+    urls: dict[str, str] = (
+        request.getfixturevalue("database_urls") if wants_services(request) else {}
+    )
     yield
-    left = worker_pids()
+    for url in urls.values():
+        engine = make_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(_SETTLE))
+        finally:
+            engine.dispose()
+    left = sorted(set(worker_pids()) - before)
     for pid in left:
         os.kill(pid, signal.SIGKILL)
-    assert not left, f"engine workers left running: {left}"
+    assert not left, f"engine workers left running after the test: {left}"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -120,20 +177,23 @@ TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="keyhouse-test-data-"))
 atexit.register(shutil.rmtree, TEST_DATA_DIR, True)
 
 
-def make_settings(database_url: str, **overrides: Any) -> Settings:
+def make_settings(database_url: str, *, services: bool = False, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "pepper": PEPPER,
         "rate_limit": "off",
         "data_dir": TEST_DATA_DIR,
+        "services_enabled": services,
     }
     values.update(overrides)
     return Settings(**values)
 
 
 @pytest.fixture
-def settings(database_urls: dict[str, str], backend: str) -> Settings:
-    return make_settings(database_urls[backend])
+def settings(
+    request: pytest.FixtureRequest, database_urls: dict[str, str], backend: str
+) -> Settings:
+    return make_settings(database_urls[backend], services=wants_services(request))
 
 
 @pytest.fixture

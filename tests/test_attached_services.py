@@ -16,12 +16,14 @@ from keyhouse.config import Settings
 from tests.conftest import Org, create_key, key_auth, make_settings
 from tests.services import bind, create, run, wait_for
 
+pytestmark = [pytest.mark.services, pytest.mark.one_database]  # (tests/conftest.py)
+
 LOOPBACK = [{"source": "127.0.0.1/32"}]
 
 
 @pytest.fixture
 def settings(database_urls: dict[str, str], backend: str) -> Settings:
-    return make_settings(database_urls[backend], attach_allowed_hosts="127.0.0.1")
+    return make_settings(database_urls[backend], services=True, attach_allowed_hosts="127.0.0.1")
 
 
 def _attach_to(endpoint: dict[str, Any], password: str) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from keyhouse.state import AppState
 from tests.conftest import Org
 from tests.services import clickhouse_round_trip, create, stop, wait_for
 
+pytestmark = [pytest.mark.services, pytest.mark.one_database]  # (tests/conftest.py)
+
 LOOPBACK = [{"source": "127.0.0.1/32", "description": "this machine"}]
 
 

@@ -1,8 +1,8 @@
-"""ClickHouse clients nobody here wrote read a MergeTree table of many types (1M rows, ordered,
-many engine blocks; ``tests/typed_table.py``) through a service's ClickHouse HTTP interface,
-and each value is compared with the formula that made it. Each of them had read such results
-wrong before (a header or a document per engine block). Here: the official Node.js client
-(@clickhouse/client from npm: JSON, streamed JSONEachRow, CSVWithNames, insert)."""
+"""ClickHouse clients nobody here wrote read a MergeTree table of many types (250,000 rows,
+ordered, several engine blocks; ``tests/typed_table.py``) through a service's ClickHouse HTTP
+interface, and each value is compared with the formula that made it. Each of them had read such
+results wrong before (a header or a document per engine block). Here: the official Node.js
+client (@clickhouse/client from npm: JSON, streamed JSONEachRow, CSVWithNames, insert)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import shutil
 import subprocess
 from typing import Any
 
+import pytest
+
 from keyhouse.config import Settings
 from tests.typed_table import (
     NODE,
@@ -18,6 +20,8 @@ from tests.typed_table import (
     _ca,
     typed,
 )
+
+pytestmark = [pytest.mark.services, pytest.mark.one_database]  # (tests/conftest.py)
 
 __all__ = ["typed"]  # the fixture, used by name
 

@@ -1,7 +1,7 @@
-"""ClickHouse clients nobody here wrote read a MergeTree table of many types (1M rows, ordered,
-many engine blocks; ``tests/typed_table.py``) through a service's ClickHouse HTTP interface,
-and each value is compared with the formula that made it. Each of them had read such results
-wrong before (a header or a document per engine block). Here: aiochclient and
+"""ClickHouse clients nobody here wrote read a MergeTree table of many types (250,000 rows,
+ordered, several engine blocks; ``tests/typed_table.py``) through a service's ClickHouse HTTP
+interface, and each value is compared with the formula that made it. Each of them had read such
+results wrong before (a header or a document per engine block). Here: aiochclient and
 clickhouse-sqlalchemy (http)."""
 
 from __future__ import annotations
@@ -25,16 +25,18 @@ from tests.typed_table import (
     typed,
 )
 
+pytestmark = [pytest.mark.services, pytest.mark.one_database]  # (tests/conftest.py)
+
 __all__ = ["typed"]  # the fixture, used by name
 
 
 @pytest.fixture
 def settings(database_urls: dict[str, str], backend: str) -> Settings:
-    """aiochclient converts some 15,000 rows/s in Python: a million rows outlast the default
-    60 s query limit on a loaded machine, and the engine, which waits for its reader as a
-    server does, then ends the query with TIMEOUT_EXCEEDED mid-answer (seen once in a full run:
-    the error line read as an empty row at row 843,776)."""
-    return make_settings(database_urls[backend], query_max_execution_seconds=600)
+    """aiochclient converts some 15,000 rows/s in Python: on a loaded machine the table's rows
+    can outlast the default 60 s query limit (a million did), and the engine, which waits for
+    its reader as a server does, then ends the query with TIMEOUT_EXCEEDED mid-answer (seen once
+    in a full run: the error line read as an empty row at row 843,776)."""
+    return make_settings(database_urls[backend], services=True, query_max_execution_seconds=600)
 
 
 def test_aiochclient_reads_every_type_it_knows(

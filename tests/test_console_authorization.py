@@ -309,6 +309,7 @@ def _console_allowed(action: str, response: Response, world: World) -> bool:
     return False
 
 
+@pytest.mark.services  # (the table creates services)
 @pytest.mark.parametrize("persona", PERSONAS)
 def test_the_console_gives_each_person_what_the_api_gives_them(world: World, persona: str) -> None:
     person = world.people[persona]

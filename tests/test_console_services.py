@@ -7,10 +7,13 @@ import re
 import time
 import uuid
 
+import pytest
 from fastapi.testclient import TestClient
 
 from keyhouse.state import AppState
 from tests.conftest import Org, create_key, invite_and_accept, make_client
+
+pytestmark = [pytest.mark.services, pytest.mark.one_database]  # (tests/conftest.py)
 
 
 def _signed_in(state: AppState, email: str, password: str) -> TestClient:

@@ -29,6 +29,8 @@ from tests.conftest import Org, create_org, make_client, make_settings
 from tests.services import bind, create, run, wait_for
 from tests.test_clickhouse_http import _raw
 
+pytestmark = pytest.mark.services  # (tests/conftest.py)
+
 LOOPBACK = [{"source": "127.0.0.1/32", "description": "this machine"}]
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])  # code there runs in every worker
 CANARY = f"canary-{uuid.uuid4().hex}"  # in the server's environment: never in an answer
@@ -169,6 +171,7 @@ def target(
         upgrade(url)
     settings = make_settings(
         url,
+        services=True,
         data_dir=data,
         pepper=None,
         pepper_file=data / "keyhouse.pepper",

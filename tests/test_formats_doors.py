@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from keyhouse.config import Settings
 from tests.conftest import Org
 from tests.engine.test_formats import MANY_BLOCKS, _comparable, _reference
 from tests.services import bind, create, stop, wait_for
+
+pytestmark = [pytest.mark.services, pytest.mark.one_database]  # (tests/conftest.py)
 
 
 def test_every_format_through_every_door_is_the_engines_own_answer(

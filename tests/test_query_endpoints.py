@@ -27,6 +27,8 @@ from tests.conftest import Org, create_key, key_auth, role_id
 from tests.engine.test_supervisor import _run
 from tests.services import bind, create, run, stop, wait_for
 
+pytestmark = pytest.mark.services  # (tests/conftest.py)
+
 
 def _endpoint(org: Org, service_id: str, key_ids: list[str], **body: Any) -> dict[str, Any]:
     return {
@@ -48,6 +50,7 @@ def running(client: TestClient, org: Org) -> str:
     return service_id
 
 
+@pytest.mark.one_database
 def test_an_endpoint_runs_its_sql_for_its_keys_only(
     client: TestClient, org: Org, running: str
 ) -> None:
@@ -107,6 +110,7 @@ def test_an_endpoint_runs_its_sql_for_its_keys_only(
     assert got["apiKeyIds"] == []
 
 
+@pytest.mark.one_database
 def test_an_endpoint_runs_under_its_database_roles_never_more(
     client: TestClient, org: Org, running: str
 ) -> None:
@@ -293,6 +297,7 @@ def test_saved_queries(client: TestClient, org: Org) -> None:
     assert client.get(f"{path}/{query['id']}", auth=org.auth).status_code == 404
 
 
+@pytest.mark.one_database
 def test_endpoint_cors_comes_from_its_allowed_origins(client: TestClient, org: Org) -> None:
     service_id = create(client, org)["service"]["id"]
     path = org.url(f"/services/{service_id}/query-api-endpoints")
@@ -305,6 +310,7 @@ def test_endpoint_cors_comes_from_its_allowed_origins(client: TestClient, org: O
     assert "access-control-allow-origin" not in other.headers
 
 
+@pytest.mark.one_database
 def test_a_stopped_service_does_not_run_endpoints(
     client: TestClient, org: Org, running: str
 ) -> None:
@@ -319,6 +325,7 @@ def test_a_stopped_service_does_not_run_endpoints(
     assert json.loads(stopped.text) == {"data": "Service is stopped"}
 
 
+@pytest.mark.one_database
 def test_only_an_endpoints_keys_wake_its_service(
     client: TestClient, org: Org, state: AppState
 ) -> None:
@@ -342,6 +349,7 @@ def test_only_an_endpoints_keys_wake_its_service(
         assert session.get(Service, uuid.UUID(service_id)).state == "idle"  # type: ignore[union-attr]
 
 
+@pytest.mark.one_database
 def test_version_1_streams_any_size_and_holds_nothing_whole(client: TestClient, org: Org) -> None:
     """Version 1 is one JSON document made of the engine's rows as they come (it used to be
     built whole in the API process, and stopped at a bound); its rows are version 2's."""

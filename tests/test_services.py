@@ -24,6 +24,8 @@ from tests.conftest import Org, create_key, key_auth, worker_pids
 from tests.services import bind, create, run, wait_for
 from tests.test_clickhouse_http import LOOPBACK, _raw
 
+pytestmark = pytest.mark.services  # (tests/conftest.py)
+
 
 def test_a_service_is_a_running_engine_queried_through_the_query_api(
     client: TestClient, org: Org, state: AppState
@@ -72,6 +74,7 @@ def test_a_service_is_a_running_engine_queried_through_the_query_api(
     assert "missing_table" in error.json()["error"]
 
 
+@pytest.mark.one_database
 def test_the_query_api_answers_a_result_of_many_blocks_as_one_document(
     client: TestClient, org: Org
 ) -> None:
@@ -84,6 +87,7 @@ def test_the_query_api_answers_a_result_of_many_blocks_as_one_document(
     assert csv.splitlines() == ['"n"', *map(str, range(300_000))]
 
 
+@pytest.mark.one_database
 def test_a_read_only_binding_cannot_write(client: TestClient, org: Org) -> None:
     service = create(client, org)["service"]
     wait_for(client, org, service["id"], "running")
@@ -102,6 +106,7 @@ def test_a_read_only_binding_cannot_write(client: TestClient, org: Org) -> None:
     assert client.get(org.url(f"/services/{service['id']}"), auth=auth).status_code == 403
 
 
+@pytest.mark.one_database
 def test_a_read_only_binding_sees_and_kills_only_its_own_queries_and_keeps_its_role(
     client: TestClient, org: Org, settings: Settings
 ) -> None:
@@ -193,6 +198,7 @@ def _wait_gone(path: Path) -> None:
     raise AssertionError(f"{path} was not removed")
 
 
+@pytest.mark.one_database
 def test_an_idle_service_asks_before_waking(
     client: TestClient, org: Org, state: AppState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -346,6 +352,7 @@ def test_query_endpoint_binding(client: TestClient, org: Org) -> None:
     )
 
 
+@pytest.mark.one_database
 def test_scaling_is_stored_and_caps_query_memory(state: AppState, org: Org) -> None:
     from tests.conftest import make_client
 
@@ -387,6 +394,7 @@ def _check_scaling(client: TestClient, org: Org) -> None:
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
 
 
+@pytest.mark.one_database
 def test_work_asked_from_another_event_loop_runs_on_the_engines_own(
     client: TestClient, org: Org, state: AppState
 ) -> None:
@@ -424,6 +432,7 @@ def test_services_come_back_after_a_restart_of_keyhouse(state: AppState, org: Or
         wait_for(client, org, sid, "stopped")
 
 
+@pytest.mark.one_database
 def test_member_with_query_endpoints_runs_queries_and_nothing_else(
     client: TestClient, org: Org
 ) -> None:
@@ -462,6 +471,7 @@ def test_member_with_query_endpoints_runs_queries_and_nothing_else(
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
 
 
+@pytest.mark.one_database
 def test_a_killed_worker_comes_back_with_its_data_while_the_api_answers(
     client: TestClient, org: Org, state: AppState
 ) -> None:
@@ -498,6 +508,7 @@ def test_a_killed_worker_comes_back_with_its_data_while_the_api_answers(
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
 
 
+@pytest.mark.one_database
 def test_cors_follows_the_query_endpoints_allowed_origins(client: TestClient, org: Org) -> None:
     sid = create(client, org)["service"]["id"]
     wait_for(client, org, sid, "running")
@@ -583,6 +594,7 @@ def test_allowed_origins_match_scheme_host_and_port_exactly() -> None:
         assert allowed_origin(listed, refused) is None, refused
 
 
+@pytest.mark.one_database
 def test_a_query_endpoint_open_to_any_origin_never_allows_credentials(
     client: TestClient, org: Org
 ) -> None:
