@@ -6,9 +6,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from keyhouse.api.route_table import api_routes
 from keyhouse.app import create_app
 from keyhouse.config import Settings
-from keyhouse.docs import api_routes
 
 
 def _calls(dependant: Any) -> list[Any]:

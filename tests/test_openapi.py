@@ -7,7 +7,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from keyhouse.docs import api_routes, requirements
+from keyhouse.api.route_table import api_routes
+from keyhouse.docs import requirements
 
 # Documented Keyhouse extensions (README, "Compatibility").
 # whoami (the newer spec) and the Query API (served on the query host, outside /v1).

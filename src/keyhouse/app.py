@@ -15,6 +15,8 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from keyhouse import __version__
 from keyhouse.activities.routes import router as activities_router
@@ -117,10 +119,20 @@ def create_app(
         separate_input_output_schemas=False,
     )
     app.state.keyhouse = state
-    app.hot_paths = HotPaths(state)
     handlers.install(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestIdMiddleware)
+    # The app's middlewares, outermost first: they wrap FastAPI's stack and each hot path alike
+    # (a middleware added anywhere else would miss the busiest calls).
+    middlewares = [
+        Middleware(RequestIdMiddleware),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
+    for middleware in reversed(middlewares):
+        app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
+
+    def wrapped(inner: ASGIApp) -> ASGIApp:
+        for middleware in reversed(middlewares):
+            inner = middleware.cls(inner, *middleware.args, **middleware.kwargs)
+        return inner
 
     async def healthz() -> JSONResponse:
         """Liveness: the process answers. It touches nothing else, so an outage of the
@@ -167,7 +179,7 @@ def create_app(
         StaticFiles(directory=Path(__file__).parent / "console" / "static"),
         name="console-static",
     )
-
+    app.hot_paths = HotPaths(state, app.routes, wrapped)
     return app
 
 

@@ -12,23 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
+from keyhouse.api.route_table import api_routes
 from keyhouse.context import AUTHENTICATED, Require
 
 SECTIONS = ("compatibility", "permissions")
-
-
-def api_routes(routes: list[Any], prefix: str = "") -> list[tuple[str, APIRoute]]:
-    """Every APIRoute of an app with its full path, descending into included routers."""
-    found: list[tuple[str, APIRoute]] = []
-    for route in routes:
-        if isinstance(route, APIRoute):
-            found.append((prefix + route.path, route))
-        elif hasattr(route, "original_router"):
-            include_prefix = getattr(getattr(route, "include_context", None), "prefix", "")
-            found += api_routes(route.original_router.routes, prefix + include_prefix)
-    return found
 
 
 def requirements(dependant: Any) -> list[Require]:

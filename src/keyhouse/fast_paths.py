@@ -5,12 +5,13 @@ and the key list (automation polls keys' state and last use), and the Query API'
 ``POST /service/{serviceId}/run`` (whose latency is measured against the engine's own). Through
 FastAPI each costs several times its work: Starlette's error and exception layers, FastAPI's
 telemetry and body-limit layers, the router trying the routes one by one, the dependency solver.
-``KeyhouseAPI`` (the app ``create_app`` returns) asks ``HotPaths`` first; a regular expression
-recognises the call, and it then runs the very functions the FastAPI route calls
+``KeyhouseAPI`` (the app ``create_app`` returns) asks ``HotPaths`` first; the FastAPI route's
+own path matcher and parameter validation recognise the call, and it then runs the very
+functions the FastAPI route calls
 (``key_body``, ``key_list_body``, ``answer_run``: authentication through
 ``Context.authenticate_reading``/``authenticate``, the domain functions, the envelopes), inside
-the same middlewares as every other request (``RequestIdMiddleware``: a fresh request id, an
-unexpected error as a 500 envelope; ``BodyLimitMiddleware`` for a body).
+the same middlewares as every other request (the app's one list: ``RequestIdMiddleware``, a
+fresh request id and an unexpected error as a 500 envelope; ``BodyLimitMiddleware``).
 
 Anything it does not recognise, or whose parameters it would have to refuse (a malformed
 ``limit`` or ``format``), goes on to FastAPI, which still declares every route (the OpenAPI
@@ -19,70 +20,102 @@ document is unchanged) and answers them the slower way; tests hold the two answe
 
 from __future__ import annotations
 
-import re
-import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyhouse.api.errors import ApiError
 from keyhouse.api.handlers import error_response
-from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from keyhouse.api_keys.routes import MAX_KEYS_PAGE, key_body, key_list_body
+from keyhouse.api.route_table import api_routes
+from keyhouse.api_keys.routes import key_body, key_list_body
 from keyhouse.auth.permissions import Permission
 from keyhouse.context import AUTHENTICATED, context_from_scope
-from keyhouse.services.query_api import RUN_FORMAT, answer_run
+from keyhouse.services.query_api import answer_run
 from keyhouse.state import AppState
 
-_UUID = r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
-_GET_KEY = re.compile(rf"/v1/organizations/{_UUID}/keys/{_UUID}")
-_LIST_KEYS = re.compile(rf"/v1/organizations/{_UUID}/keys")
-_LIMIT = re.compile(r"[0-9]{1,3}")
-_RUN = re.compile(rf"/service/{_UUID}/run")
-_FORMAT = re.compile(RUN_FORMAT)
 _JSON = (b"content-type", b"application/json")
+# The routes answered here, by their operation: the path, its parameters and the query's
+# constraints are the FastAPI route's own (no second copy of any of them).
+GET_KEY, LIST_KEYS, RUN = "openapiKeyGet", "openapiKeyGetList", "queryApiRun"
+
+
+class _Hot:
+    """One FastAPI route answered here: its method, its own path matcher and converters, its
+    query parameters' own validation, and the raw handler."""
+
+    def __init__(self, path: str, route: APIRoute, app: ASGIApp) -> None:
+        [self.method] = route.methods or ("GET",)
+        self.route = route
+        self.app = app
+        # The route's path as served (its routers' prefixes before it), compiled as Starlette
+        # compiles a route's.
+        self.regex, _format, self.convertors = compile_path(path)
+        self.path = {field.alias: field for field in _path_params(route.dependant)}
+        self.query = {field.alias: field for field in route.dependant.query_params}
+
+    def match(self, scope: Scope) -> dict[str, Any] | None:
+        """The path's parameters and the query's, converted and validated as FastAPI would; None
+        when FastAPI must answer (another path, or a parameter it would refuse with a 4xx that
+        names it)."""
+        if scope["method"] != self.method:
+            return None
+        found = self.regex.match(scope["path"])
+        if found is None:
+            return None
+        params: dict[str, Any] = {}
+        given = _last_values(scope)
+        convert = self.convertors
+        checks = [
+            (self.path[name], convert[name].convert(text), "path")
+            for name, text in found.groupdict().items()
+        ]
+        checks += [
+            (field, given.get(name, field.default), "query") for name, field in self.query.items()
+        ]
+        for field, raw, where in checks:
+            value, errors = field.validate(raw, loc=(where, field.alias))
+            if errors:
+                return None
+            params[field.alias] = value
+        return params
+
+
+def _path_params(dependant: Dependant) -> list[Any]:
+    """The path parameters a route declares, its dependencies' included."""
+    found = list(dependant.path_params)
+    for dependency in dependant.dependencies:
+        found += _path_params(dependency)
+    return found
 
 
 class HotPaths:
-    def __init__(self, state: AppState) -> None:
+    def __init__(
+        self, state: AppState, routes: Sequence[BaseRoute], wrap: Callable[[ASGIApp], ASGIApp]
+    ) -> None:
+        """``routes``: the app's; ``wrap``: the app's own middleware list, which wraps each hot
+        path as it wraps FastAPI."""
         self.state = state
-        self._keys_app = RequestIdMiddleware(self._keys)
-        self._run_app = RequestIdMiddleware(
-            BodyLimitMiddleware(self._run, max_bytes=state.settings.max_body_bytes)
-        )
+        by_operation = {route.operation_id: (path, route) for path, route in api_routes(routes)}
+        self._hot = [
+            _Hot(*by_operation[GET_KEY], wrap(self._keys)),
+            _Hot(*by_operation[LIST_KEYS], wrap(self._keys)),
+            _Hot(*by_operation[RUN], wrap(self._run)),
+        ]
 
     def route(self, scope: Scope) -> ASGIApp | None:
         """The hot path's app for this request (its parameters in ``scope["path_params"]``),
         or None: FastAPI answers."""
-        method = scope["method"]
-        if method == "GET":
-            match = _GET_KEY.fullmatch(scope["path"])
-            if match is not None:
-                scope["path_params"] = {"organization": match[1], "key": match[2]}
-                return self._keys_app
-            match = _LIST_KEYS.fullmatch(scope["path"])
-            if match is None:
-                return None
-            query = _last_values(scope)
-            limit = query.get("limit", str(MAX_KEYS_PAGE))
-            if not _LIMIT.fullmatch(limit) or not 1 <= int(limit) <= MAX_KEYS_PAGE:
-                return None  # FastAPI's 400 names the parameter
-            scope["path_params"] = {
-                "organization": match[1],
-                "limit": int(limit),
-                "cursor": query.get("cursor"),
-            }
-            return self._keys_app
-        if method == "POST":
-            match = _RUN.fullmatch(scope["path"])
-            if match is None:
-                return None
-            fmt = _last_values(scope).get("format", "TabSeparated")
-            if len(fmt) > 64 or _FORMAT.match(fmt) is None:
-                return None  # FastAPI's 400 names the parameter
-            scope["path_params"] = {"service": match[1], "format": fmt}
-            return self._run_app
+        for hot in self._hot:
+            params = hot.match(scope)
+            if params is not None:
+                scope["path_params"] = params
+                return hot.app
         return None
 
     async def _keys(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -90,13 +123,10 @@ class HotPaths:
         params = scope["path_params"]
         try:
             ctx = context_from_scope(
-                scope,
-                self.state,
-                Permission.ORGANIZATION_VIEW_API_KEYS,
-                uuid.UUID(params["organization"]),
+                scope, self.state, Permission.ORGANIZATION_VIEW_API_KEYS, params["organizationId"]
             )
-            if "key" in params:
-                body = await key_body(ctx, uuid.UUID(params["key"]))
+            if "keyId" in params:
+                body = await key_body(ctx, params["keyId"])
             else:
                 body = await key_list_body(ctx, params["limit"], params["cursor"])
         except ApiError as error:
@@ -118,7 +148,7 @@ class HotPaths:
             ctx = context_from_scope(scope, self.state, AUTHENTICATED, None)
             response = await answer_run(
                 ctx,
-                uuid.UUID(params["service"]),
+                params["serviceId"],
                 body,
                 params["format"],
                 wake_service=_header(scope, b"wake-service"),

@@ -28,8 +28,9 @@ from sqlalchemy import select
 
 from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.config import Settings, ca_path
+from keyhouse.engine.limits import QueryLimits
 from keyhouse.engine.memory import host_memory_bytes
-from keyhouse.engine.protocol import Answer, EngineError, answer_timeout
+from keyhouse.engine.protocol import Answer, ClickHouseError
 from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
@@ -83,10 +84,12 @@ class Engines:
     def __init__(self, state: AppState, *, idle_check_seconds: float = IDLE_CHECK_SECONDS) -> None:
         self.state = state
         settings = state.settings
+        # What every query runs under (a service's memory range lowers the memory limit).
+        self.limits = QueryLimits.from_settings(settings)
         self.supervisor = EngineSupervisor(
             settings.data_dir,
             on_failed=self._failed,
-            limits=operator_limits(settings),
+            limits=self.limits.as_settings(),
             max_queries=settings.query_max_concurrent_per_service,
             memory_limit=engines_memory(settings),
             heartbeat=settings.engine_heartbeat_seconds,
@@ -255,7 +258,7 @@ class Engines:
             return False  # another process runs it: its state is that process's
         try:
             version = await self._start(service_id)
-        except (EngineUnavailable, EngineError, OSError) as error:
+        except (EngineUnavailable, ClickHouseError, OSError) as error:
             if self.supervisor.closing:  # the server is stopping: the service stays as it is
                 return False
             log.error("service %s did not start: %s", service_id, error)
@@ -281,11 +284,11 @@ class Engines:
                 attached.username,
                 attached.password,
                 ca_path(self.state.settings),
-                answer_timeout=answer_timeout(operator_limits(self.state.settings)),
+                answer_timeout=self.limits.answer_timeout,
             )
         try:
             version = await upstream.version()
-        except EngineError:
+        except ClickHouseError:
             await upstream.close()
             self._upstreams.pop(service_id, None)
             raise
@@ -339,7 +342,7 @@ class Engines:
     ) -> Answer:
         """Run one query for a caller the domain layer granted (``grant``): under the
         operator's limits, the service's memory cap and, when the grant says so, the engine's
-        ``readonly``. Waits for an engine that is coming up. Raises ``EngineError`` when the
+        ``readonly``. Waits for an engine that is coming up. Raises ``ClickHouseError`` when the
         engine refuses the query and ``ServiceUnavailable`` when it is not running; the
         iterator then yields the result's bytes."""
         upstream = await self._ready(grant)
@@ -412,11 +415,8 @@ class Engines:
         return self._upstreams.get(grant.service_id)
 
     def _limits(self, grant: RunGrant) -> dict[str, int | str]:
-        limits = operator_limits(self.state.settings)
-        # The service's memory range caps each query, within the operator's own cap (the
-        # engine's constraint: a query may lower its cap, never raise it past the operator's).
-        limits["max_memory_usage"] = min(int(limits["max_memory_usage"]), grant.max_memory_gb << 30)
-        return limits
+        # (the engine's constraint: a query may lower its cap, never raise it past the operator's)
+        return self.limits.for_service(grant.max_memory_gb).as_settings()
 
     # --- the app's lifetime -------------------------------------------------------------
 
@@ -527,13 +527,3 @@ class Engines:
                 if await self._set(service_id, State.IDLE, expected=frozenset({State.RUNNING})):
                     await self._stop(service_id)
                     self._last_used.pop(service_id, None)
-
-
-def operator_limits(settings: Settings) -> dict[str, int | str]:
-    """What every query runs under: engines start with these as constraints."""
-    return {
-        "max_execution_time": settings.query_max_execution_seconds,
-        "max_memory_usage": settings.query_max_memory_bytes,
-        "max_result_bytes": settings.query_max_result_bytes,
-        "result_overflow_mode": "throw",
-    }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.engine.supervisor import EngineSupervisor
 from keyhouse.engine.worker import returns_rows
 from tests.engine.test_supervisor import _collect, _with_one_service
@@ -196,7 +196,7 @@ def test_a_query_that_fails_part_way_leaves_nothing_in_its_session(tmp_path: Pat
         session = {"session_id": uuid.uuid4().hex}
         failing = "SELECT throwIf(number = 70000) FROM numbers(100000)"
         for name in ("JSON", "TabSeparated"):
-            with pytest.raises(EngineError) as failed:
+            with pytest.raises(ClickHouseError) as failed:
                 await _collect(supervisor, service, sql=failing, format=name, **session)
             assert failed.value.code == 395
             assert await _collect(supervisor, service, sql="SELECT 1", **session) == b"1\n"

@@ -13,7 +13,7 @@ import pytest
 
 from keyhouse.config import Settings
 from keyhouse.engine.memory import MemoryGroup, MemoryGroupUnavailable, own_memory_cgroup
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.runtime import engines_memory
 from tests.engine.test_supervisor import _collect, _run
@@ -27,7 +27,7 @@ def test_one_engine_past_the_total_is_clickhouses_memory_limit_error(tmp_path: P
         service = uuid.uuid4()
         try:
             await supervisor.start(service)
-            with pytest.raises(EngineError) as failed:
+            with pytest.raises(ClickHouseError) as failed:
                 await _collect(
                     supervisor, service, sql="SELECT length(groupArray(number)) FROM numbers(2e8)"
                 )
@@ -67,7 +67,7 @@ def test_the_kernel_holds_all_engines_together_to_the_total(tmp_path: Path) -> N
             for service in (first, second):
                 # The engine the kernel ends, or not: ended before its answer began, it is
                 # unavailable; ended part-way, the answer is an engine error.
-                with contextlib.suppress(EngineError, EngineUnavailable):
+                with contextlib.suppress(ClickHouseError, EngineUnavailable):
                     await _collect(supervisor, service, sql=hold, session_id="s")
             assert group.kills >= 1
             assert 0 < group.peak <= total

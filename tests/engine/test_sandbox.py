@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from tests.engine.test_supervisor import _collect, _run, _with_one_service
@@ -156,7 +156,7 @@ def test_past_its_limit_an_engine_refuses_a_query_as_clickhouse_does(tmp_path: P
                 while True:  # as a client told Retry-After does: a probe may hold a slot
                     try:
                         return await _collect(supervisor, service, sql="SELECT sleep(2)")
-                    except EngineError as error:
+                    except ClickHouseError as error:
                         if error.code != 202:
                             raise
                         await asyncio.sleep(0.05)
@@ -166,7 +166,7 @@ def test_past_its_limit_an_engine_refuses_a_query_as_clickhouse_does(tmp_path: P
             while refused is None and not all(s.done() for s in sleepers):
                 try:
                     await _collect(supervisor, service, sql="SELECT 1")
-                except EngineError as error:
+                except ClickHouseError as error:
                     refused = error
                 await asyncio.sleep(0.05)
             assert refused is not None
@@ -182,14 +182,16 @@ def test_past_its_limit_an_engine_refuses_a_query_as_clickhouse_does(tmp_path: P
 
 def test_the_doors_answer_that_limit_with_503_and_retry_after() -> None:
     from keyhouse.api.errors import ServiceUnavailable
-    from keyhouse.clickhouse_http.interface import ClickHouseInterface, HttpError
+    from keyhouse.clickhouse_http.interface import ClickHouseInterface
     from keyhouse.services.query_api import QueryFailed
 
-    busy = EngineError(202, "Code: 202. DB::Exception: Too many simultaneous queries. Maximum: 2.")
+    busy = ClickHouseError(
+        202, "Code: 202. DB::Exception: Too many simultaneous queries. Maximum: 2."
+    )
     failed = QueryFailed(busy)  # the Query API and endpoints
     assert failed.status == 503
     assert failed.headers == {"X-ClickHouse-Exception-Code": "202", "Retry-After": "1"}
-    assert QueryFailed(EngineError(60, "Code: 60. Unknown table")).status == 400
+    assert QueryFailed(ClickHouseError(60, "Code: 60. Unknown table")).status == 400
 
     async def answered(error: Exception) -> dict[bytes, bytes]:  # the HTTP interface
         sent: list[dict[str, Any]] = []
@@ -207,7 +209,7 @@ def test_the_doors_answer_that_limit_with_503_and_retry_after() -> None:
         assert sent[0]["status"] == 503
         return dict(sent[0]["headers"])
 
-    busy_port = _run(answered(HttpError(busy.code, busy.message)))
+    busy_port = _run(answered(busy))
     assert busy_port[b"retry-after"] == b"1"
     assert busy_port[b"x-clickhouse-exception-code"] == b"202"
     stopped = ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})

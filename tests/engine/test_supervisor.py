@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from tests.conftest import worker_pids
 
@@ -86,7 +86,7 @@ def test_two_services_run_side_by_side_on_their_own_data(tmp_path: Path) -> None
             )
             await _collect(supervisor, a, sql="INSERT INTO t VALUES (1), (2)")
             assert await _collect(supervisor, a, sql="SELECT sum(x) FROM t") == b"3\n"
-            with pytest.raises(EngineError) as missing:
+            with pytest.raises(ClickHouseError) as missing:
                 await _collect(supervisor, b, sql="SELECT * FROM t")
             assert missing.value.code == 60  # UNKNOWN_TABLE: b has its own data
             assert supervisor.data_path(a) != supervisor.data_path(b)
@@ -120,7 +120,7 @@ def test_results_stream_in_the_requested_format_with_parameters(tmp_path: Path) 
 
 def test_read_only_is_enforced_by_the_engine(tmp_path: Path) -> None:
     async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
-        with pytest.raises(EngineError) as refused:
+        with pytest.raises(ClickHouseError) as refused:
             await _collect(
                 supervisor,
                 service,
@@ -129,7 +129,7 @@ def test_read_only_is_enforced_by_the_engine(tmp_path: Path) -> None:
             )
         assert refused.value.code == 164  # READONLY
         # A query cannot lift it for itself either.
-        with pytest.raises(EngineError):
+        with pytest.raises(ClickHouseError):
             await _collect(supervisor, service, sql="SELECT 1 SETTINGS readonly = 0", readonly=True)
         # Nor does one query's setting reach the next: each runs on a fresh handle.
         await _collect(supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = Memory")
@@ -139,7 +139,7 @@ def test_read_only_is_enforced_by_the_engine(tmp_path: Path) -> None:
 
 def test_limits_apply_as_settings(tmp_path: Path) -> None:
     async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
-        with pytest.raises(EngineError) as timeout:
+        with pytest.raises(ClickHouseError) as timeout:
             await _collect(
                 supervisor,
                 service,
@@ -174,15 +174,15 @@ def test_the_operators_limits_are_constraints_no_query_lifts(tmp_path: Path) -> 
                 "SELECT 1 SETTINGS max_memory_usage = 2147483648",
                 "SET max_execution_time = 31",
             ):
-                with pytest.raises(EngineError) as refused:
+                with pytest.raises(ClickHouseError) as refused:
                     await _collect(supervisor, service, sql=sql, limits=lowered)
                 assert refused.value.code == 452  # SETTING_CONSTRAINT_VIOLATION
-            with pytest.raises(EngineError) as refused:
+            with pytest.raises(ClickHouseError) as refused:
                 await _collect(
                     supervisor, service, sql="SELECT 1", settings={"max_memory_usage": 0}
                 )
             assert refused.value.code == 452
-            with pytest.raises(EngineError):  # only the operator's limits, by name
+            with pytest.raises(ClickHouseError):  # only the operator's limits, by name
                 await _collect(supervisor, service, sql="SELECT 1", limits={"path": "elsewhere"})
         finally:
             await supervisor.close()
@@ -263,7 +263,7 @@ def test_a_worker_that_stops_answering_fails_its_query_instead_of_holding_it(
             pid = supervisor._workers[service].pid
             os.kill(pid, signal.SIGSTOP)
             try:
-                with pytest.raises(EngineError) as silent:
+                with pytest.raises(ClickHouseError) as silent:
                     await asyncio.wait_for(_collect(supervisor, service, sql="SELECT 1"), 20)
                 assert silent.value.code == 159
             finally:
@@ -368,13 +368,13 @@ def test_database_roles_restrict_one_query_alone(tmp_path: Path) -> None:
     async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
         await _collect(supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = Memory")
         reader = ["sql_console_read_only"]
-        with pytest.raises(EngineError) as refused:
+        with pytest.raises(ClickHouseError) as refused:
             await _collect(supervisor, service, sql="INSERT INTO t VALUES (1)", roles=reader)
         assert refused.value.code == 497  # ACCESS_DENIED
         assert await _collect(supervisor, service, sql="SELECT count() FROM t", roles=reader) == (
             b"0\n"
         )
-        with pytest.raises(EngineError) as unknown:
+        with pytest.raises(ClickHouseError) as unknown:
             await _collect(supervisor, service, sql="SELECT 1", roles=["no_such_role"])
         assert unknown.value.code == 511  # UNKNOWN_ROLE
         # The next query, on its own handle, has the default role again.
@@ -390,10 +390,10 @@ def test_inserts_stream_data_and_report_what_they_wrote(tmp_path: Path) -> None:
         head = {"sql": "INSERT INTO t (x, s)", "format": "TabSeparated"}
         written = await supervisor.insert(service, head, _rows(b"1\ta\n2\tb\n", b"3\tc\n"))
         assert written["written_rows"] == 3
-        with pytest.raises(EngineError) as bad:
+        with pytest.raises(ClickHouseError) as bad:
             await supervisor.insert(service, head, _rows(b"not a number\tx\n"))
         assert bad.value.code == 27  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
-        with pytest.raises(EngineError) as missing:
+        with pytest.raises(ClickHouseError) as missing:
             await supervisor.insert(service, {**head, "sql": "INSERT INTO nope (x)"}, _rows())
         assert missing.value.code == 60  # UNKNOWN_TABLE
         assert await _collect(supervisor, service, sql="SELECT sum(x) FROM t") == b"6\n"
@@ -424,7 +424,7 @@ def test_data_the_engine_refuses_midway_gets_its_error_and_stops_the_sending(
         head = {"sql": "INSERT INTO t (x, s)", "format": "TabSeparated"}
         for _ in range(20):
             sent = 0
-            with pytest.raises(EngineError) as bad:
+            with pytest.raises(ClickHouseError) as bad:
                 await supervisor.insert(service, head, rows())
             assert bad.value.code == 27, bad.value.message  # CANNOT_PARSE_INPUT_...
             assert sent < 2000  # it stopped before the end of the data
@@ -448,7 +448,7 @@ def test_a_session_keeps_its_handle_between_queries(tmp_path: Path) -> None:
         )
         assert await anext(large) == b""  # the result has started
         assert await anext(large)  # its first piece; the engine waits for the reader
-        with pytest.raises(EngineError) as locked:
+        with pytest.raises(ClickHouseError) as locked:
             await _collect(supervisor, service, sql="SELECT 1", session_id="a")
         assert locked.value.code == 373  # SESSION_IS_LOCKED
         assert [chunk async for chunk in large][-1].endswith(b"\n2999999\n")

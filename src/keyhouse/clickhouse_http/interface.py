@@ -37,7 +37,8 @@ from keyhouse.api.errors import ServiceUnavailable, TooManyRequests
 from keyhouse.clickhouse_http import external
 from keyhouse.clickhouse_http.encoding import Encoder, negotiate
 from keyhouse.context import limiter_call
-from keyhouse.engine.protocol import SUMMARY_FIELDS, Answer, EngineError
+from keyhouse.engine.limits import CEILINGS, QueryLimits
+from keyhouse.engine.protocol import SUMMARY_FIELDS, Answer, ClickHouseError
 from keyhouse.services import service
 from keyhouse.services.states import Admission, State, admit
 from keyhouse.transactions import run_in_transaction
@@ -75,7 +76,6 @@ HTTP_ONLY = {
     "role",
 }
 # Limits a client may only lower.
-LIMITS = ("max_execution_time", "max_memory_usage", "max_result_bytes")
 # The interface's answer (503, with this text) to a query ``admit()`` does not run; it wakes an
 # idle service without asking.
 REFUSALS = {Admission.STOPPED: "Code: 0. The service is stopped: start it first."}
@@ -108,6 +108,8 @@ _STATUS = {
     374: 400,  # INVALID_SESSION_TIMEOUT
     159: 504,  # TIMEOUT_EXCEEDED
     202: 503,  # TOO_MANY_SIMULTANEOUS_QUERIES (with Retry-After)
+    432: 400,  # UNKNOWN_CODEC (a request body Keyhouse cannot decompress)
+    307: 413,  # TOO_MANY_BYTES (an insert past KEYHOUSE_QUERY_MAX_INSERT_BYTES)
 }
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8",
@@ -120,12 +122,24 @@ _CONTENT_TYPES = {
 }
 
 
-class HttpError(Exception):
-    def __init__(self, code: int, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status or _STATUS.get(code, 500)
+class _Refused(ClickHouseError):
+    """The interface's own refusal with no ClickHouse code of its own (code 0): its status, and
+    its text as written."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(0, message)
+        self.status = status
+
+    @property
+    def text(self) -> str:
+        return self.message
+
+
+def _status(error: ClickHouseError) -> int:
+    """The HTTP status of a ClickHouse error: the one place it is decided."""
+    if isinstance(error, _Refused):
+        return error.status
+    return _STATUS.get(error.code, 500)
 
 
 class _Decoder:
@@ -146,7 +160,7 @@ class _Decoder:
         if encoding not in ("", "identity"):
             self._make = self._MAKERS.get(encoding)
             if self._make is None:
-                raise HttpError(
+                raise ClickHouseError(
                     36, f"Code: 36. Unknown Content-Encoding {encoding!r}. (BAD_ARGUMENTS)"
                 )
         self._state: Any = self._make() if self._make is not None else None
@@ -163,8 +177,8 @@ class _Decoder:
                 data = self._state.unused_data  # the next frame's first bytes, if any
                 self._state = self._make()
         except (zlib.error, zstandard.ZstdError, RuntimeError, ValueError) as error:
-            raise HttpError(
-                432, f"Code: 432. Cannot decompress the request body: {error}. (UNKNOWN_CODEC)", 400
+            raise ClickHouseError(
+                432, f"Code: 432. Cannot decompress the request body: {error}. (UNKNOWN_CODEC)"
             ) from None
         return b"".join(out)
 
@@ -190,7 +204,7 @@ def _credentials(scope: Scope, params: dict[str, str]) -> tuple[str, str]:
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
-            raise HttpError(516, "Code: 516. Malformed Authorization header.") from None
+            raise ClickHouseError(516, "Code: 516. Malformed Authorization header.") from None
         user, _, password = decoded.partition(":")
         return user or "default", password
     if "x-clickhouse-user" in headers or "x-clickhouse-key" in headers:
@@ -208,28 +222,28 @@ def _literal_limit(name: str, value: str) -> int:
     except ValueError:
         if name == "max_execution_time":
             message = f"Cannot read floating point value here: {value}"
-            raise HttpError(
+            raise ClickHouseError(
                 72, f"Code: 72. DB::Exception: {message}. (CANNOT_PARSE_NUMBER)"
             ) from None
-        raise HttpError(
+        raise ClickHouseError(
             27,
             f"Code: 27. DB::Exception: Cannot parse input: expected 'eof' before: '{value}'. "
             "(CANNOT_PARSE_INPUT_ASSERTION_FAILED)",
         ) from None
     if not math.isfinite(number):
-        raise HttpError(
+        raise ClickHouseError(
             72,
             f"Code: 72. DB::Exception: Float setting value must be finite, got {value}. "
             "(CANNOT_PARSE_NUMBER)",
         )
     if number < 1:
-        raise HttpError(
+        raise ClickHouseError(
             452,
             f"Code: 452. DB::Exception: Setting {name} shouldn't be less than 1. "
             "(SETTING_CONSTRAINT_VIOLATION)",
         )
     if number >= 2**63:
-        raise HttpError(
+        raise ClickHouseError(
             70,
             f"Code: 70. DB::Exception: Field value {value} is out of range. (CANNOT_CONVERT_TYPE)",
         )
@@ -266,10 +280,11 @@ class ClickHouseInterface:
     async def _answered(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._handle(scope, receive, send)
-        except HttpError as error:
+        except ClickHouseError as error:
+            status = _status(error)
             # A limit reached for now (TOO_MANY_SIMULTANEOUS_QUERIES): try again shortly.
-            retry = "1" if error.status == 503 else None
-            await _answer(send, error.status, error.message, code=error.code, retry_after=retry)
+            retry = "1" if status == 503 else None
+            await _answer(send, status, error.text, code=error.code, retry_after=retry)
         except (ServiceUnavailable, TooManyRequests) as error:
             retry = error.headers.get("Retry-After")
             await _answer(send, error.status, f"Code: 0. {error}", code=0, retry_after=retry)
@@ -283,12 +298,12 @@ class ClickHouseInterface:
             await _answer(send, 200, "Ok.\n")
             return
         if path != "/" or method not in ("GET", "POST"):
-            raise HttpError(0, f"There is no handler for {method} {path}", 404)
+            raise _Refused(f"There is no handler for {method} {path}", 404)
         grant = await self._authenticate(scope, params)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         decode = _Decoder(headers.get("content-encoding", ""))
         if params.get("decompress") == "1":
-            raise HttpError(
+            raise ClickHouseError(
                 36,
                 "Code: 36. decompress=1 (ClickHouse's own compression) is not "
                 "supported: use Content-Encoding. (BAD_ARGUMENTS)",
@@ -300,12 +315,12 @@ class ClickHouseInterface:
         try:
             boundary = external.boundary(headers.get("content-type", ""))
         except external.ExternalDataError as error:
-            raise HttpError(36, f"Code: 36. {error}. (BAD_ARGUMENTS)") from None
+            raise ClickHouseError(36, f"Code: 36. {error}. (BAD_ARGUMENTS)") from None
         external_params = params
         if boundary is not None:
             # External data: the body is the query's tables, the query is in the URL.
             if not head:
-                raise HttpError(62, "Code: 62. Empty query. (SYNTAX_ERROR)")
+                raise ClickHouseError(62, "Code: 62. Empty query. (SYNTAX_ERROR)")
             params = {k: v for k, v in params.items() if not k.endswith(external.SUFFIXES)}
         elif head:
             # The query in the URL: an INSERT's data, or the rest of the query, is the body.
@@ -325,7 +340,7 @@ class ClickHouseInterface:
         database = params.get("database") or None
         if insert is not None:
             if method == "GET":
-                raise HttpError(
+                raise ClickHouseError(
                     164,
                     "Code: 164. Cannot execute an INSERT in a GET request "
                     "(readonly mode). (READONLY)",
@@ -343,7 +358,7 @@ class ClickHouseInterface:
         if trailing:
             fmt, sql = trailing.group(1), sql[: trailing.start()]
         if not sql.strip():
-            raise HttpError(62, "Code: 62. Empty query. (SYNTAX_ERROR)")
+            raise ClickHouseError(62, "Code: 62. Empty query. (SYNTAX_ERROR)")
         query_params = {
             k[6:]: v for k, v in params.items() if k.startswith("param_") and len(k) > 6
         }
@@ -406,10 +421,10 @@ class ClickHouseInterface:
             chunks = await run.query(sql, reply.fmt, reply.query_id, query_params)
             await _stream(until_dropped, chunks, reply)
         except external.ExternalDataError as error:
-            raise HttpError(36, f"Code: 36. {error}. (BAD_ARGUMENTS)") from None
+            raise ClickHouseError(36, f"Code: 36. {error}. (BAD_ARGUMENTS)") from None
         finally:
             for table in tables:
-                with contextlib.suppress(HttpError, ServiceUnavailable):
+                with contextlib.suppress(ClickHouseError, ServiceUnavailable):
                     await run.statement(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
         for message in end:
             await send(message)
@@ -449,14 +464,14 @@ class ClickHouseInterface:
 
                 grant = await run_in_transaction(self.state, authorize)
                 admission = admit(State(grant.state), may_wake=True)
-        except service.ClickHouseRefused as refused:
+        except ClickHouseError as refused:
             if refused.code == service.AUTHENTICATION_FAILED:
                 await limiter_call(self.state, failures.failed, address, subject)
-            raise HttpError(refused.code, refused.message) from None
+            raise
         if admission in REFUSALS:
-            raise HttpError(0, REFUSALS[admission], 503)
+            raise _Refused(REFUSALS[admission], 503)
         if admission == Admission.WAKE and not await self.engines.bring_up(self.service_id):
-            raise HttpError(0, "Code: 0. The service could not be woken.", 503)
+            raise _Refused("Code: 0. The service could not be woken.", 503)
         return grant
 
     def _settings(self, params: dict[str, str]) -> dict[str, Any]:
@@ -465,16 +480,10 @@ class ClickHouseInterface:
             for name, value in params.items()
             if name not in HTTP_ONLY and not name.startswith(("param_", "http_"))
         }
-        operator = self.state.settings
-        ceilings = {
-            "max_execution_time": operator.query_max_execution_seconds,
-            "max_memory_usage": operator.query_max_memory_bytes,
-            "max_result_bytes": operator.query_max_result_bytes,
+        asked = {
+            name: _literal_limit(name, str(settings[name])) for name in CEILINGS if name in settings
         }
-        for name in LIMITS:
-            if name in settings:
-                ceiling = ceilings[name]
-                settings[name] = min(_literal_limit(name, str(settings[name])), ceiling or 2**62)
+        settings.update(QueryLimits.from_settings(self.state.settings).lower(asked))
         return settings
 
     async def _insert(
@@ -518,45 +527,37 @@ class _Run:
     async def query(
         self, sql: str, fmt: str, query_id: str | None, params: dict[str, str]
     ) -> Answer:
-        try:
-            return await self.engines.run(
-                self.grant,
-                sql=sql,
-                fmt=fmt,
-                database=self.database,
-                query_id=query_id,
-                params=params,
-                session_id=self.session_id,
-                extra_settings=self.settings,
-                session_timeout=self.session_timeout,
-            )
-        except EngineError as error:
-            raise HttpError(error.code, error.text) from None
+        return await self.engines.run(
+            self.grant,
+            sql=sql,
+            fmt=fmt,
+            database=self.database,
+            query_id=query_id,
+            params=params,
+            session_id=self.session_id,
+            extra_settings=self.settings,
+            session_timeout=self.session_timeout,
+        )
 
     async def statement(self, sql: str) -> None:
         chunks = await self.query(sql, "TabSeparated", None, {})
         try:
             async for _ in chunks:
                 pass
-        except EngineError as error:
-            raise HttpError(error.code, error.text) from None
         finally:
             await chunks.aclose()
 
     async def insert(self, sql: str, fmt: str, data: AsyncIterator[bytes]) -> dict[str, Any]:
-        try:
-            return await self.engines.insert(
-                self.grant,
-                sql=sql,
-                fmt=fmt,
-                data=data,
-                database=self.database,
-                session_id=self.session_id,
-                extra_settings=self.settings,
-                session_timeout=self.session_timeout,
-            )
-        except EngineError as error:
-            raise HttpError(error.code, error.text) from None
+        return await self.engines.insert(
+            self.grant,
+            sql=sql,
+            fmt=fmt,
+            data=data,
+            database=self.database,
+            session_id=self.session_id,
+            extra_settings=self.settings,
+            session_timeout=self.session_timeout,
+        )
 
 
 async def _counted(data: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
@@ -571,11 +572,10 @@ async def _counted(data: AsyncIterator[bytes], limit: int) -> AsyncIterator[byte
 def _check_insert_size(size: int, limit: int) -> None:
     """Refuse an insert's data past ``limit`` bytes (0: no limit)."""
     if limit and size > limit:
-        raise HttpError(
+        raise ClickHouseError(
             307,
             f"Code: 307. The insert's data is over the limit of {limit} bytes "
             "(the operator's KEYHOUSE_QUERY_MAX_INSERT_BYTES). (TOO_MANY_BYTES)",
-            413,
         )
 
 
@@ -584,11 +584,11 @@ def _session_timeout(value: str | None) -> float | None:
     if value is None:
         return None
     if not value.isdigit():
-        raise HttpError(
+        raise ClickHouseError(
             374, f"Code: 374. Invalid session timeout: '{value}'. (INVALID_SESSION_TIMEOUT)"
         )
     if int(value) > MAX_SESSION_TIMEOUT:
-        raise HttpError(
+        raise ClickHouseError(
             374,
             f"Code: 374. Session timeout '{value}' is larger than max_session_timeout: "
             f"{MAX_SESSION_TIMEOUT}. (INVALID_SESSION_TIMEOUT)",
@@ -607,7 +607,7 @@ async def _read_all(body: AsyncIterator[bytes], limit: int) -> bytes:
     async for chunk in body:
         size += len(chunk)
         if size > limit:
-            raise HttpError(0, f"Code: 0. The query is over {limit} bytes.", 413)
+            raise _Refused(f"Code: 0. The query is over {limit} bytes.", 413)
         parts.append(chunk)
     return b"".join(parts)
 
@@ -625,7 +625,7 @@ async def _split(body: AsyncIterator[bytes]) -> tuple[bytes, tuple[str, str] | N
         if not _INSERT.match(buffered[:64].decode("utf-8", "replace")) and b"\n" in buffered:
             break  # not an INSERT with data: the whole body is the query
         if len(buffered) > MAX_QUERY_BYTES:
-            raise HttpError(0, f"Code: 0. The query is over {MAX_QUERY_BYTES} bytes.", 413)
+            raise _Refused(f"Code: 0. The query is over {MAX_QUERY_BYTES} bytes.", 413)
     rest = await _read_all(body, MAX_QUERY_BYTES - len(buffered))
     return buffered + rest, None, b""
 
@@ -683,7 +683,7 @@ def _progress_interval(params: dict[str, str]) -> int | None:
     try:
         return max(0, int(params.get("http_headers_progress_interval_ms") or 100))
     except ValueError:
-        raise HttpError(
+        raise ClickHouseError(
             27,
             "Code: 27. Cannot parse input: http_headers_progress_interval_ms. "
             "(CANNOT_PARSE_INPUT_ASSERTION_FAILED)",
@@ -741,9 +741,9 @@ async def _stream(send: Send, chunks: Answer, reply: _Reply) -> None:
                         await body(part)
                     held = []
                 await body(chunk)
-        except EngineError as error:
+        except ClickHouseError as error:
             if not started:
-                raise HttpError(error.code, error.text) from None
+                raise
             await body(f"\n{error.text}\n".encode(), more=False)
             return
     finally:

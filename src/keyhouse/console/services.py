@@ -31,7 +31,7 @@ from keyhouse.console.web import (
     render_as,
 )
 from keyhouse.context import query_host
-from keyhouse.engine.protocol import EngineError, bounded_result
+from keyhouse.engine.protocol import ClickHouseError, bounded_result
 from keyhouse.query_endpoints import service as endpoints
 from keyhouse.query_endpoints.schemas import PublicQueryApiEndpointRequest
 from keyhouse.services import service as services
@@ -262,7 +262,7 @@ async def run_sql(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) ->
             limit = app_state(request).settings.query_max_buffered_result_bytes
             body = await bounded_result(chunks, limit)
             result = json.loads(body) if body.strip() else {"meta": [], "data": []}
-        except EngineError as error:
+        except ClickHouseError as error:
             error_text = error.message
         except ApiError as error:
             error_text = friendly(error)

@@ -108,8 +108,10 @@ ACCESS_DENIED = 497
 TOO_MANY_SIMULTANEOUS_QUERIES = 202  # a configured limit: 503 with Retry-After
 
 
-class EngineError(Exception):
-    """An error the engine reported (``code`` is ClickHouse's error code, 0 when unknown)."""
+class ClickHouseError(Exception):
+    """An error as ClickHouse reports it (``code`` is ClickHouse's error code, 0 when unknown):
+    an engine's, an attached server's, or a service's gate's (its HTTP status is the ClickHouse
+    HTTP interface's to map)."""
 
     def __init__(self, code: int, message: str) -> None:
         # chDB's streaming API prefixes its errors with words a ClickHouse server never sends.
@@ -129,23 +131,11 @@ class EngineError(Exception):
 _STREAMING_PREFIX = "Streaming query failed: "
 
 
-# How long past the operator's max_execution_time an engine (a worker or an attached server)
-# may stay silent before its caller stops waiting: the engine ends a query at that limit
-# (checked between blocks, so it may run over a little); silence beyond the margin is an engine
-# that hangs, not one that works.
-ANSWER_MARGIN = 30.0
-
-
-def answer_timeout(limits: dict[str, int | str]) -> float:
-    """Seconds a caller waits for each part of an engine's answer."""
-    return float(limits.get("max_execution_time") or 300) + ANSWER_MARGIN
-
-
-def silent_engine(timeout: float) -> EngineError:
+def silent_engine(timeout: float) -> ClickHouseError:
     """The error of a request given up on an engine that did not answer (logged: an engine
     that hangs is the operator's to look at)."""
     log.warning("an engine did not answer within %g s: the request is given up", timeout)
-    return EngineError(
+    return ClickHouseError(
         TIMEOUT_EXCEEDED,
         f"Timeout exceeded: the engine did not answer within {timeout:g} s (TIMEOUT_EXCEEDED)",
     )
@@ -163,7 +153,7 @@ async def bounded_result(chunks: AsyncIterator[bytes], limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             await chunks.aclose()  # type: ignore[attr-defined]
-            raise EngineError(
+            raise ClickHouseError(
                 TOO_MANY_ROWS_OR_BYTES,
                 f"Code: 396. DB::Exception: Limit for result exceeded, max bytes: {limit}: "
                 "this answer is built whole; ask for a streamed format or fewer rows. "

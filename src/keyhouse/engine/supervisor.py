@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keyhouse.engine import protocol
+from keyhouse.engine.limits import QueryLimits
 from keyhouse.engine.memory import MemoryGroup, MemoryGroupUnavailable
-from keyhouse.engine.protocol import EngineError, silent_engine
-from keyhouse.engine.protocol import answer_timeout as default_answer_timeout
+from keyhouse.engine.protocol import ClickHouseError, silent_engine
 from keyhouse.engine.sandbox import Sandbox, SandboxUnavailable, environment
 from keyhouse.engine.worker import engine_config
 
@@ -116,7 +116,7 @@ class EngineSupervisor:
         # The operator's limits: each engine starts with them as defaults and constraints.
         self.limits = dict(limits or {})
         # Each frame of an answer is waited for this long at most (an engine that hangs).
-        self.answer_timeout = answer_timeout or default_answer_timeout(self.limits)
+        self.answer_timeout = answer_timeout or QueryLimits.checked(self.limits).answer_timeout
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self.max_restarts = max_restarts
@@ -317,7 +317,7 @@ class EngineSupervisor:
                 await asyncio.wait_for(self._ping(worker), self.heartbeat)
                 missed = 0
                 continue
-            except (TimeoutError, OSError, EngineError, asyncio.IncompleteReadError):
+            except (TimeoutError, OSError, ClickHouseError, asyncio.IncompleteReadError):
                 pass
             missed = 0 if worker.heard >= beat else missed + 1
             if missed >= HEARTBEAT_MISSES and not worker.stopping:
@@ -336,7 +336,7 @@ class EngineSupervisor:
             await writer.drain()
             kind, _ = await _next_frame(reader)
             if kind != protocol.HEADER:
-                raise EngineError(0, "the engine answered a ping with something else")
+                raise ClickHouseError(0, "the engine answered a ping with something else")
         finally:
             writer.close()
             with contextlib.suppress(OSError):
@@ -403,7 +403,7 @@ class EngineSupervisor:
         self, service_id: uuid.UUID, request: dict[str, Any], data: AsyncIterator[bytes]
     ) -> dict[str, Any]:
         """Stream ``data`` into ``INSERT`` (``request["sql"]`` is the statement's head); the
-        engine's write statistics, or ``EngineError``."""
+        engine's write statistics, or ``ClickHouseError``."""
         reader, writer, _worker = await self._connect(service_id)
         try:
             writer.write(protocol.json_frame(protocol.REQUEST, {"op": "insert", **request}))
@@ -424,16 +424,16 @@ class EngineSupervisor:
             if kind == protocol.END:
                 return dict(json.loads(payload or b"{}"))
             error = json.loads(payload)
-            raise EngineError(int(error.get("code", 0)), str(error.get("message", "")))
+            raise ClickHouseError(int(error.get("code", 0)), str(error.get("message", "")))
         except (asyncio.IncompleteReadError, OSError):
-            raise EngineError(0, "the engine stopped while inserting") from None
+            raise ClickHouseError(0, "the engine stopped while inserting") from None
         finally:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
     async def query(self, service_id: uuid.UUID, request: dict[str, Any]) -> protocol.Answer:
-        """Run a query; the first ``await anext()`` raises ``EngineError`` if the engine refuses
+        """Run a query; the first ``await anext()`` raises ``ClickHouseError`` if the engine refuses
         it, and yields ``b""`` once the result has started; then the result's bytes follow.
         Closing the iterator early closes the connection, and the worker cancels the query."""
         reader, writer, worker = await self._connect(service_id)
@@ -464,7 +464,7 @@ class EngineSupervisor:
                     # caller may retry); after, the answer is cut short.
                     if not started:
                         raise EngineUnavailable("the engine stopped") from None
-                    raise EngineError(0, "the engine stopped while answering") from None
+                    raise ClickHouseError(0, "the engine stopped while answering") from None
                 worker.heard = time.monotonic()
                 if kind == protocol.HEADER:
                     started = True
@@ -478,7 +478,7 @@ class EngineSupervisor:
                     return
                 else:
                     error = json.loads(payload)
-                    raise EngineError(int(error.get("code", 0)), str(error.get("message", "")))
+                    raise ClickHouseError(int(error.get("code", 0)), str(error.get("message", "")))
         finally:
             writer.close()
             with contextlib.suppress(OSError):
@@ -580,7 +580,7 @@ async def _next_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 
 async def _answered_within(answer: Awaitable[_T], timeout: float | None) -> _T:
-    """``answer``, or ``EngineError`` (TIMEOUT_EXCEEDED) once the engine was silent for
+    """``answer``, or ``ClickHouseError`` (TIMEOUT_EXCEEDED) once the engine was silent for
     ``timeout`` seconds (None: no limit)."""
     try:
         async with asyncio.timeout(timeout):

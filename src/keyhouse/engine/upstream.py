@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from keyhouse.engine.protocol import SUMMARY_FIELDS, Answer, EngineError, silent_engine
+from keyhouse.engine.protocol import SUMMARY_FIELDS, Answer, ClickHouseError, silent_engine
+from keyhouse.engine.sql import setting_text
 
 
 class Upstream:
@@ -54,13 +55,15 @@ class Upstream:
     @staticmethod
     def _params(request: dict[str, Any]) -> list[tuple[str, str]]:
         settings = {**(request.get("limits") or {}), **(request.get("settings") or {})}
-        params: list[tuple[str, str]] = [(name, _text(value)) for name, value in settings.items()]
+        params: list[tuple[str, str]] = [
+            (name, setting_text(value)) for name, value in settings.items()
+        ]
         if request.get("database"):
             params.append(("database", str(request["database"])))
         if request.get("session_id"):
             params.append(("session_id", str(request["session_id"])))
             if request.get("session_timeout"):
-                params.append(("session_timeout", _text(request["session_timeout"])))
+                params.append(("session_timeout", setting_text(request["session_timeout"])))
         if request.get("query_id"):
             params.append(("query_id", str(request["query_id"])))
         params += [("role", str(role)) for role in request.get("roles") or []]
@@ -92,7 +95,7 @@ class Upstream:
         except httpx.ReadTimeout:
             raise silent_engine(self.answer_timeout) from None
         except httpx.HTTPError as error:
-            raise EngineError(0, f"the attached server did not answer: {error}") from None
+            raise ClickHouseError(0, f"the attached server did not answer: {error}") from None
 
     async def insert(self, request: dict[str, Any], data: AsyncIterator[bytes]) -> dict[str, Any]:
         statement = f"{request['sql']} FORMAT {request.get('format') or 'Native'}"
@@ -102,7 +105,7 @@ class Upstream:
         except httpx.ReadTimeout:
             raise silent_engine(self.answer_timeout) from None
         except httpx.HTTPError as error:
-            raise EngineError(0, f"the attached server did not answer: {error}") from None
+            raise ClickHouseError(0, f"the attached server did not answer: {error}") from None
         if answer.status_code != 200:
             raise await _error(answer)
         summary = json.loads(answer.headers.get("x-clickhouse-summary") or "{}")
@@ -112,19 +115,13 @@ class Upstream:
         }
 
 
-async def _error(answer: httpx.Response) -> EngineError:
+async def _error(answer: httpx.Response) -> ClickHouseError:
     text = (await answer.aread()).decode("utf-8", "replace").strip()
     try:
         code = int(answer.headers.get("x-clickhouse-exception-code", "0"))
     except ValueError:
         code = 0
-    return EngineError(code, text or f"the attached server answered {answer.status_code}")
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
+    return ClickHouseError(code, text or f"the attached server answered {answer.status_code}")
 
 
 def _summary(header: str | None) -> dict[str, int]:

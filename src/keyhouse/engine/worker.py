@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from keyhouse.engine import protocol
+from keyhouse.engine.limits import checked_settings, profile
+from keyhouse.engine.sql import identifier, literal
 
 _CODE = re.compile(r"Code:\s*(\d+)")
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -84,11 +86,6 @@ CLOSE_SECONDS = 3.0
 MAX_SESSION_TIMEOUT = 3600.0
 
 
-# The operator's limits a worker may be started with, and may be given per query.
-LIMITS = ("max_execution_time", "max_memory_usage", "max_result_bytes", "result_overflow_mode")
-_LIMIT_VALUE = re.compile(r"^[A-Za-z0-9_]+$")
-
-
 def engine_config(
     directory: Path, limits: dict[str, int | str] | None = None, memory: int = 0
 ) -> Path:
@@ -132,21 +129,15 @@ def engine_config(
 
 
 def _profile(limits: dict[str, int | str]) -> str:
-    values, constraints = [], []
-    for name, value in _checked_limits(limits).items():
-        values.append(f"<{name}>{value}</{name}>")
-        if isinstance(value, int) and value > 0:
-            constraints.append(f"<{name}><min>1</min><max>{value}</max></{name}>")
-    return "".join(values) + f"<constraints>{''.join(constraints)}</constraints>"
-
-
-def _checked_limits(limits: dict[str, Any]) -> dict[str, int | str]:
-    """The operator's limits, refused unless each is a known name with a plain value (they go
-    into the configuration and into connection strings)."""
-    for name, value in limits.items():
-        if name not in LIMITS or not _LIMIT_VALUE.match(str(value)):
-            raise ValueError(f"not an engine limit: {name}={value!r}")
-    return dict(limits)
+    values, constraints = profile(limits)
+    return "".join(f"<{name}>{value}</{name}>" for name, value in values.items()) + (
+        "<constraints>"
+        + "".join(
+            f"<{name}><min>{low}</min><max>{high}</max></{name}>"
+            for name, (low, high) in constraints.items()
+        )
+        + "</constraints>"
+    )
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -211,7 +202,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if not session_id:
             # The query's limits in the connection string: the engine applies them as the
             # session starts, cheaper than a SET (each SET is a query of its own).
-            limits = urllib.parse.urlencode(_checked_limits(request.get("limits") or {}))
+            limits = urllib.parse.urlencode(checked_settings(request.get("limits") or {}))
             address = f"{self.address}&{limits}" if limits else self.address
             return chdb.connect(address), None  # type: ignore[no-untyped-call]
         with self._sessions_lock:
@@ -258,13 +249,13 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 raise ValueError(f"Code: 115. Unknown setting {name!r}. (UNKNOWN_SETTING)")
         if settings:  # one statement: each is a query of its own for the engine
             handle.query(
-                "SET " + ", ".join(f"{name} = {_literal(v)}" for name, v in settings.items())
+                "SET " + ", ".join(f"{name} = {literal(v)}" for name, v in settings.items())
             )
         if request.get("database"):
-            handle.query(f"USE {_identifier(str(request['database']))}")
+            handle.query(f"USE {identifier(str(request['database']))}")
         roles = request.get("roles")
         if roles:
-            handle.query("SET ROLE " + ", ".join(_identifier(str(role)) for role in roles))
+            handle.query("SET ROLE " + ", ".join(identifier(str(role)) for role in roles))
         if request.get("readonly"):
             if session is None:
                 handle.query("SET readonly = 1")
@@ -630,19 +621,6 @@ def _refuse_role_switch(handle: Any, sql: str, params: dict[str, Any]) -> None:
             f"Code: {protocol.ACCESS_DENIED}. DB::Exception: Not enough privileges: this "
             "binding runs under its database roles and cannot switch them. (ACCESS_DENIED)"
         )
-
-
-def _literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int | float):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
-
-
-def _identifier(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def _discard_until_end(sock: socket.socket) -> None:

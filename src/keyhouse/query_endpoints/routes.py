@@ -17,7 +17,8 @@ from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
 from keyhouse.context import AUTHENTICATED, Context, Require, RequireOnService, query_host
 from keyhouse.db import utcnow
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import ClickHouseError
+from keyhouse.engine.sql import parameter_text
 from keyhouse.models import QueryApiEndpoint, SavedQuery
 from keyhouse.query_endpoints import service
 from keyhouse.query_endpoints.schemas import (
@@ -300,27 +301,6 @@ async def delete_saved(
 MAX_RUN_BODY = 1024 * 1024
 
 
-def _param_text(value: Any) -> str:
-    """A ``queryVariables`` value as ClickHouse's query-parameter text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "[" + ",".join(_quoted(item) for item in value) + "]"
-    if value is None:
-        return "\\N"
-    if isinstance(value, int | float):
-        return str(value)
-    raise BadRequest("queryVariables: values must be strings, numbers, booleans or arrays")
-
-
-def _quoted(value: Any) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return _param_text(value)
-
-
 def _run_request(raw: bytes, query: dict[str, str]) -> tuple[dict[str, str], str | None]:
     """The caller's parameters (body ``queryVariables``, then ``param_<name>``) and format."""
     if len(raw) > MAX_RUN_BODY:
@@ -336,7 +316,10 @@ def _run_request(raw: bytes, query: dict[str, str]) -> tuple[dict[str, str], str
     variables = body.get("queryVariables") or {}
     if not isinstance(variables, dict):
         raise BadRequest("queryVariables: must be an object")
-    params = {str(name): _param_text(value) for name, value in variables.items()}
+    try:
+        params = {str(name): parameter_text(value) for name, value in variables.items()}
+    except ValueError as error:
+        raise BadRequest(f"queryVariables: {error}") from None
     for name, value in query.items():
         if name.startswith("param_") and len(name) > 6:
             params[name[6:]] = value
@@ -406,7 +389,7 @@ async def run_endpoint(
             query_id=query_id,
             params={**grant.parameters, **params},
         )
-    except EngineError as error:
+    except ClickHouseError as error:
         raise QueryFailed(error) from None
     headers = {"X-ClickHouse-Query-Id": query_id, "X-ClickHouse-Format": run_format, **cors}
     if streaming:

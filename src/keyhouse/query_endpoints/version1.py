@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from keyhouse.engine.protocol import EngineError
+from keyhouse.engine.protocol import ClickHouseError
 
 VERSION_1_FORMAT = "JSONCompactEachRowWithNamesAndTypes"
 # The names and types lines of a result (a query of a few thousand columns stays far below).
@@ -32,7 +32,7 @@ async def version_1_document(chunks: AsyncIterator[bytes]) -> AsyncIterator[byte
                     head.append(line)
                 if len(head) < 2:
                     if len(pending) > HEAD_LIMIT:
-                        raise EngineError(0, "the result's column names and types are too long")
+                        raise ClickHouseError(0, "the result's column names and types are too long")
                     continue
                 yield _start(head)
                 chunk, pending = pending, b""
@@ -49,7 +49,7 @@ async def version_1_document(chunks: AsyncIterator[bytes]) -> AsyncIterator[byte
         if len(head) < 2:  # a statement: no columns
             yield _start([])
         yield b"]}}"
-    except EngineError as error:
+    except ClickHouseError as error:
         yield f"\n{error.text}\n".encode()
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]

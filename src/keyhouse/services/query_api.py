@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from keyhouse.api.errors import ApiError, BadRequest, ServiceUnavailable
 from keyhouse.api.wire import unstorable_text
 from keyhouse.context import Context
-from keyhouse.engine.protocol import TOO_MANY_SIMULTANEOUS_QUERIES, EngineError
+from keyhouse.engine.protocol import TOO_MANY_SIMULTANEOUS_QUERIES, ClickHouseError
 from keyhouse.services import service
 from keyhouse.services.engines import engines_of
 from keyhouse.services.states import Admission, State, admit
@@ -123,7 +123,7 @@ async def answer_run(
         chunks = await engines.run(
             grant, sql=body["sql"], fmt=fmt, database=body.get("database"), query_id=query_id
         )
-    except EngineError as error:
+    except ClickHouseError as error:
         raise QueryFailed(error) from None
     return StreamingResponse(
         stream_result(chunks),
@@ -139,7 +139,7 @@ async def stream_result(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             if chunk:
                 yield chunk
-    except EngineError as error:
+    except ClickHouseError as error:
         yield f"\n{error.text}\n".encode()
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
@@ -150,7 +150,7 @@ class QueryFailed(ApiError):
 
     status = 400
 
-    def __init__(self, error: EngineError) -> None:
+    def __init__(self, error: ClickHouseError) -> None:
         headers = {"X-ClickHouse-Exception-Code": str(error.code)}
         if error.code == TOO_MANY_SIMULTANEOUS_QUERIES:  # a configured limit, reached for now
             self.status = 503

@@ -24,6 +24,7 @@ from keyhouse.auth.authorize import find_in_organization, require
 from keyhouse.auth.network import ip_allowed
 from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.auth.principal import Principal, system_principal
+from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.engine.worker import ADMIN_ROLE, NAMEABLE_ROLES, READ_ONLY_ROLE
 from keyhouse.models import ApiKey, Service, ServiceQueryEndpoint
 from keyhouse.quotas import Quota
@@ -646,15 +647,6 @@ def wake_if_idle(session: Session, principal: Principal, service: Service) -> bo
     return True
 
 
-class ClickHouseRefused(Exception):
-    """The ClickHouse HTTP interface refuses the request, with ClickHouse's code and text."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 AUTHENTICATION_FAILED = 516
 IP_ADDRESS_NOT_ALLOWED = 195
 
@@ -672,9 +664,9 @@ def check_clickhouse_address(row: Any, address: str | None) -> None:
     """The gate's first step (``clickhouse_gate``): the service exists, and ``address`` is in
     its ``ipAccessList``."""
     if row is None:
-        raise ClickHouseRefused(AUTHENTICATION_FAILED, "the service does not exist")
+        raise ClickHouseError(AUTHENTICATION_FAILED, "the service does not exist")
     if not ip_allowed(row.ip_access_list, address):
-        raise ClickHouseRefused(
+        raise ClickHouseError(
             IP_ADDRESS_NOT_ALLOWED,
             f"Code: 195. DB::Exception: Connections from {address} are not allowed by the "
             "service's IP access list. (IP_ADDRESS_NOT_ALLOWED)",
@@ -708,7 +700,7 @@ def clickhouse_gate(
         before_password()
     given = credentials.hash_value(pepper, password)
     if not credentials.hashes_equal(given, row.password_hash) or user != "default":
-        raise ClickHouseRefused(
+        raise ClickHouseError(
             AUTHENTICATION_FAILED,
             f"Code: 516. DB::Exception: {user}: Authentication failed: password is incorrect, "
             "or there is no user with such name. (AUTHENTICATION_FAILED)",
