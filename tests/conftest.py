@@ -237,10 +237,18 @@ class Org:
         return f"/v1/organizations/{self.id}{path}"
 
 
-def create_org(settings: Settings, name: str = "Test org") -> Org:
+def create_org(settings: Settings | AppState, name: str = "Test org") -> Org:
+    """An organization, its admin and an admin key; through ``settings``' database, or through
+    an app's state (its own connections: no engine and pool made for one organization)."""
     email = f"admin-{uuid.uuid4().hex[:12]}@example.com"
+    state = settings if isinstance(settings, AppState) else None
     result = bootstrap(
-        settings, org_name=name, email=email, user_name="Admin", password="correct horse battery"
+        settings.settings if isinstance(settings, AppState) else settings,
+        org_name=name,
+        email=email,
+        user_name="Admin",
+        password="correct horse battery",
+        state=state,
     )
     return Org(
         result.organization_id, result.user_id, result.key_uuid, result.key_id, result.key_secret
@@ -248,8 +256,8 @@ def create_org(settings: Settings, name: str = "Test org") -> Org:
 
 
 @pytest.fixture
-def org(settings: Settings) -> Org:
-    return create_org(settings)
+def org(state: AppState) -> Org:
+    return create_org(state)
 
 
 def basic(key_id: str, secret: str) -> dict[str, str]:

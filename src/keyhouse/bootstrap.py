@@ -56,8 +56,12 @@ def bootstrap(
     user_name: str,
     password: str,
     service_name: str | None = None,
+    state: AppState | None = None,
 ) -> BootstrapResult:
-    state = AppState.from_settings(settings)
+    """``state``: an app's own (its database connections), left open; without it, one made and
+    closed here."""
+    own = state is None
+    state = state or AppState.from_settings(settings)
     try:
         with state.sessionmaker.begin() as session:
             created = create_organization(
@@ -107,4 +111,5 @@ def bootstrap(
                 ca_file,
             )
     finally:
-        state.close()
+        if own:
+            state.close()
