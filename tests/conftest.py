@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -209,8 +210,58 @@ def session(state: AppState) -> Iterator[Session]:
         yield session
 
 
+class _Serving(TestClient):
+    """The client whose ``with`` runs the one app of its state (its lifespan, on its event loop)."""
+
+    def __enter__(self) -> _Serving:
+        state = self.app.state.keyhouse  # type: ignore[attr-defined]
+        assert id(state) not in _SERVING, "one app per state: this state is served already"
+        super().__enter__()
+        _SERVING[id(state)] = self
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        _SERVING.pop(id(self.app.state.keyhouse), None)  # type: ignore[attr-defined]
+        super().__exit__(*exc_info)
+
+
+class _Alongside(TestClient):
+    """Another client of the app that serves a state (another address, its own cookies): its
+    requests run on that app's event loop, as a second client of a served process does."""
+
+    def __init__(self, serving: TestClient, ip: str, app: Any = None) -> None:
+        super().__init__(app or serving.app, client=(ip, 50000))
+        self.serving = serving
+
+    @contextlib.contextmanager
+    def _portal_factory(self) -> Iterator[Any]:
+        assert self.serving.portal is not None, "the app this client talks to has stopped"
+        yield self.serving.portal
+
+    def __enter__(self) -> _Alongside:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+# The client serving each state (by id), while its ``with`` lasts.
+_SERVING: dict[int, TestClient] = {}
+
+
 def make_client(state: AppState, ip: str = "127.0.0.1") -> TestClient:
-    return TestClient(create_app(state.settings, state=state), client=(ip, 50000))
+    """A client of ``state``'s app: the app's own when none serves the state yet (enter it with
+    ``with``), else another client of the app that does (one app, one event loop per state, as
+    in a served process)."""
+    serving = _SERVING.get(id(state))
+    if serving is not None:
+        return _Alongside(serving, ip)
+    return _Serving(create_app(state.settings, state=state), client=(ip, 50000))
+
+
+def alongside(client: TestClient, ip: str = "127.0.0.1", app: Any = None) -> TestClient:
+    """Another client of ``client``'s app (or of ``app``, an ASGI app wrapping it), on its loop."""
+    return _Alongside(client, ip, app)
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import select
@@ -20,9 +22,18 @@ from keyhouse.state import AppState
 from keyhouse.transactions import after_commit, run_in_transaction
 from tests.conftest import Org
 
+T = TypeVar("T")
+
 
 class Refused(Exception):
     pass
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """``work`` on an event loop of its own thread (the main thread may hold another library's
+    running loop, as Playwright's sync API does in the browser tests)."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, work).result()
 
 
 def _received(state: AppState) -> list[Any]:
@@ -39,9 +50,9 @@ def test_a_committed_transaction_hands_its_work_over_once_in_order(state: AppSta
         after_commit(session, "second")
         return "done"
 
-    assert asyncio.run(run_in_transaction(state, work)) == "done"
+    assert _run(run_in_transaction(state, work)) == "done"
     assert got == ["first", "second"]
-    asyncio.run(run_in_transaction(state, lambda session: None))
+    _run(run_in_transaction(state, lambda session: None))
     assert got == ["first", "second"]  # nothing is handed over twice
 
 
@@ -53,8 +64,8 @@ def test_a_rolled_back_transaction_hands_nothing_over(state: AppState) -> None:
         raise Refused
 
     with pytest.raises(Refused):
-        asyncio.run(run_in_transaction(state, work))
-    asyncio.run(run_in_transaction(state, lambda session: None))
+        _run(run_in_transaction(state, work))
+    _run(run_in_transaction(state, lambda session: None))
     assert got == []
 
 
@@ -79,23 +90,23 @@ def test_creating_a_service_starts_its_engine_only_once_it_is_committed(
         raise Refused
 
     with pytest.raises(Refused):
-        asyncio.run(run_in_transaction(state, create_then_fail))
+        _run(run_in_transaction(state, create_then_fail))
     assert got == []
     with state.sessionmaker() as session:
         names = session.scalars(select(Service.name).where(Service.organization_id == org.id))
         assert list(names) == []
 
-    created = asyncio.run(run_in_transaction(state, lambda s: _create(s, org, "kept")))
+    created = _run(run_in_transaction(state, lambda s: _create(s, org, "kept")))
     assert got == [EngineWork(created, Step.START)]
 
 
 def test_commands_queue_the_engine_work_their_transition_names(state: AppState, org: Org) -> None:
     got = _received(state)
     principal = system_principal(org.id, "test")
-    service_id = asyncio.run(run_in_transaction(state, lambda s: _create(s, org, "commanded")))
+    service_id = _run(run_in_transaction(state, lambda s: _create(s, org, "commanded")))
 
     def command(given: Command) -> None:
-        asyncio.run(
+        _run(
             run_in_transaction(
                 state, lambda s: service.request_state(s, principal, service_id, given)
             )
@@ -112,7 +123,7 @@ def test_commands_queue_the_engine_work_their_transition_names(state: AppState, 
         session.flush()
         service.delete_service(session, principal, service_id)
 
-    asyncio.run(run_in_transaction(state, stop_and_delete))
+    _run(run_in_transaction(state, stop_and_delete))
     assert [work.step for work in got] == [
         Step.START,  # created
         Step.STOP,

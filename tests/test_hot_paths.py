@@ -13,26 +13,25 @@ from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
 from keyhouse import fast_paths as hot_paths
-from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.state import AppState
 from tests import services
-from tests.conftest import Org, create_key, create_org, make_client
+from tests.conftest import Org, alongside, create_key, create_org, make_client
 
 
-def _fastapi_only(state: AppState) -> TestClient:
+def _fastapi_only(fast: TestClient) -> TestClient:
     """A client of the same app whose requests skip the hot paths (FastAPI's route answers)."""
-    app = create_app(state.settings, state=state)
+    app = fast.app
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-        await FastAPI.__call__(app, scope, receive, send)
+        await FastAPI.__call__(app, scope, receive, send)  # type: ignore[arg-type]
 
-    return TestClient(asgi, client=("127.0.0.1", 50000))
+    return alongside(fast, app=asgi)
 
 
 @pytest.fixture
 def both(state: AppState) -> Iterator[tuple[TestClient, TestClient]]:
-    with make_client(state) as fast, _fastapi_only(state) as slow:
+    with make_client(state) as fast, _fastapi_only(fast) as slow:
         yield fast, slow
 
 

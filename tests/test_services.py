@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from keyhouse.config import Settings
 from keyhouse.state import AppState
-from tests.conftest import Org, create_key, key_auth, worker_pids
+from tests.conftest import Org, create_key, key_auth
 from tests.services import bind, create, run, wait_for
 from tests.test_clickhouse_http import LOOPBACK, _raw
 
@@ -392,27 +392,6 @@ def _check_scaling(client: TestClient, org: Org) -> None:
         refused = client.patch(org.url(f"/services/{sid}/replicaScaling"), json=body, auth=org.auth)
         assert refused.status_code == 400, body
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
-
-
-@pytest.mark.one_database
-def test_work_asked_from_another_event_loop_runs_on_the_engines_own(
-    client: TestClient, org: Org, state: AppState
-) -> None:
-    """Engines live on the loop of the app that opened them. Another app over the same state
-    (here a client without a lifespan, whose loop ends with each of its requests) hands its
-    work over: the service it creates comes up, it queries and stops it, and no worker is left
-    running unknown to the engines."""
-    from tests.conftest import make_client
-
-    other = make_client(state)
-    sid = create(other, org)["service"]["id"]
-    wait_for(client, org, sid, "running")
-    assert len(worker_pids(sid)) == 1
-    bind(other, org, sid, [str(org.key_uuid)])
-    assert run(other, sid, org.auth, "SELECT 7").text == "7\n"
-    other.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
-    wait_for(client, org, sid, "stopped")
-    assert worker_pids(sid) == []
 
 
 def test_services_come_back_after_a_restart_of_keyhouse(state: AppState, org: Org) -> None:

@@ -50,12 +50,13 @@ DESCRIPTION = (
 
 @asynccontextmanager
 async def _engines(state: AppState) -> AsyncIterator[None]:
-    """Engines belong to the running app that started them, and stop with it; another app
-    serving the same state (tests do that) uses them, and their own event loop runs what it
-    asks of them."""
-    if not state.settings.services_enabled or state.engines is not None:
+    """Engines belong to the running app that started them, on its event loop, and stop with
+    it. One app serves a state at a time (a served process has one loop)."""
+    if not state.settings.services_enabled:
         yield
         return
+    if state.engines is not None:
+        raise RuntimeError("this state is served by another app already (one app per state)")
     engines = state.engines = Engines(state)
     engines.watch(Listeners(state, engines))  # each service's ClickHouse HTTP interface
     state.on_commit.append(engines.handle)

@@ -9,12 +9,10 @@ those a session returns (UUIDs, aware UTC datetimes, decoded JSON).
 - SQLite: one read-only connection per thread (the event loop's), in WAL mode, where a reader
   never waits for a writer; a statement that still finds the database busy (a checkpoint) waits
   at most ``BUSY_MS`` and is then a 503.
-- PostgreSQL: psycopg's async connections, pooled per event loop that an app opened
-  (``open_loop``, at its start; ``close_loop`` at its end), with the same statement and lock
-  timeouts as the engine's; a loop no app opened (tests drive one state from clients without
-  a lifespan, whose loop ends with each request) reads on a connection of its own, closed at
-  once: a pool left on a loop that ends is never closed, and its maintenance tasks swallow the
-  cancellation that ends the loop (a request then never returned);
+- PostgreSQL: psycopg's async connections, pooled on the app's event loop (``open_loop`` at
+  its start, ``close_loop`` at its end: a served process has one loop, and one app serves a
+  state), with the same statement and lock timeouts as the engine's; a read outside the app's
+  loop (a command, a script) uses a connection of its own, closed at once;
   statements are prepared on each connection (server-side plans, re-planned by PostgreSQL
   when a table's statistics change).
 
@@ -137,8 +135,10 @@ class LoopReader:
         self._settings = settings
         self._prepared: dict[int, _Prepared] = {}
         self._local = threading.local()
-        self._pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool] = {}
-        self._app_loops: set[asyncio.AbstractEventLoop] = set()
+        # The app's pool, on the app's event loop (open_loop, close_loop).
+        self._pool: AsyncConnectionPool | None = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._pool_opened = False
         self.sqlite = engine.dialect.name == "sqlite"
 
     def _statement(self, statement: Select[Any]) -> _Prepared:
@@ -205,28 +205,19 @@ class LoopReader:
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A connection of this loop's pool; on a loop no app opened, one of its own."""
-        loop = asyncio.get_running_loop()
-        if loop not in self._app_loops:
+        """A connection of the app's pool; outside the app's loop (a command, a script), one of
+        its own."""
+        pool = self._pool
+        if pool is None or self._pool_loop is not asyncio.get_running_loop():
             connection = await psycopg.AsyncConnection.connect(
                 self._conninfo(), **self._connection_options()
             )
             async with connection:
                 yield connection
             return
-        pool = self._pools.get(loop)
-        if pool is None:
-            settings = self._settings
-            pool = AsyncConnectionPool(
-                self._conninfo(),
-                min_size=1,
-                max_size=max(2, settings.worker_threads),
-                timeout=settings.database_connect_timeout,
-                open=False,
-                kwargs=self._connection_options(),
-            )
-            self._pools[loop] = pool
+        if not self._pool_opened:  # (opening an open pool does nothing)
             await pool.open(wait=False)
+            self._pool_opened = True
         async with pool.connection() as connection:
             yield connection
 
@@ -252,15 +243,25 @@ class LoopReader:
         }
 
     def open_loop(self) -> None:
-        """The running loop is an app's, which closes it with ``close_loop``: its reads pool
-        their connections."""
-        self._app_loops.add(asyncio.get_running_loop())
+        """The running loop is the app's (it calls ``close_loop`` at its end): reads on it pool
+        their connections (opened as they are first needed)."""
+        if self.sqlite:
+            return
+        settings = self._settings
+        self._pool = AsyncConnectionPool(
+            self._conninfo(),
+            min_size=1,
+            max_size=max(2, settings.worker_threads),
+            timeout=settings.database_connect_timeout,
+            open=False,
+            kwargs=self._connection_options(),
+        )
+        self._pool_loop = asyncio.get_running_loop()
+        self._pool_opened = False
 
     async def close_loop(self) -> None:
-        """Close this event loop's pool (at the end of the app that ran on it)."""
-        loop = asyncio.get_running_loop()
-        self._app_loops.discard(loop)
-        pool = self._pools.pop(loop, None)
+        """Close the app's pool (at the end of the app)."""
+        pool, self._pool, self._pool_loop = self._pool, None, None
         if pool is not None:
             await pool.close()
 

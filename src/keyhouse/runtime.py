@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keyhouse.services")
 
-T = TypeVar("T")
 
 IDLE_CHECK_SECONDS = 30.0
 
@@ -114,7 +113,6 @@ class Engines:
         self._last_used: dict[uuid.UUID, float] = {}
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
         self._loops: list[asyncio.Task[None]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None  # set by open()
 
     def watch(self, watcher: ServiceWatcher) -> None:
         self._watchers.append(watcher)
@@ -133,40 +131,11 @@ class Engines:
         for watcher in self._watchers:
             await watcher.down(service_id)
 
-    # --- the engines' event loop ------------------------------------------------------
-    # Engines live on the loop of the app that opened them: their processes, listeners and
-    # background tasks belong to it and end with it. A served process has one loop; another
-    # app over the same state (tests serve one state from several clients, each on its own
-    # loop, which may end before the work it asked for) hands its work over to that loop.
-
-    def _elsewhere(self) -> asyncio.AbstractEventLoop | None:
-        """The engines' loop when the caller runs on another one; None when they are the same
-        (or the engines are not open)."""
-        loop = self._loop
-        return None if loop is None or loop is asyncio.get_running_loop() else loop
-
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        loop = self._elsewhere()
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._spawn, work)
-            except RuntimeError:  # the engines' loop has ended, and the engines with it
-                work.close()
-            return
+        """Begin ``work`` in the background, on the app's loop; close() waits for it."""
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _on_engines_loop(self, work: Coroutine[Any, Any, T]) -> T:
-        loop = self._elsewhere()
-        if loop is None:
-            return await work
-        try:
-            future = asyncio.run_coroutine_threadsafe(work, loop)
-        except RuntimeError:  # the engines' loop has ended, and the engines with it
-            work.close()
-            raise not_running() from None
-        return await asyncio.wrap_future(future)
 
     async def _set(self, service_id: uuid.UUID, state: State, **changes: Any) -> bool:
         return await run_in_transaction(
@@ -251,7 +220,7 @@ class Engines:
     async def bring_up(self, service_id: uuid.UUID) -> bool:
         """Start the engine (or reach the attached server) and mark the service running;
         False (and ``failed``) if it can't."""
-        return await self._on_engines_loop(self._bring_up(service_id))
+        return await self._bring_up(service_id)
 
     async def _bring_up(self, service_id: uuid.UUID) -> bool:
         if not await self._hold(service_id):
@@ -423,7 +392,6 @@ class Engines:
     async def open(self) -> None:
         """Start reconciling the database with reality (retried while the database is away,
         never holding up the server's start), and the idle reaper."""
-        self._loop = asyncio.get_running_loop()
         sandbox = self.supervisor.sandbox
         if not sandbox.enabled:
             log.warning(
