@@ -136,3 +136,57 @@ def test_a_service_goes_idle_once_unused_for_its_timeout() -> None:
     assert not idle_due(14 * 60 + 59, 15)
     assert idle_due(15 * 60, 15)
     assert idle_due(0, 0)
+
+
+class _Runtime:
+    """What run_admitted asks of the runtime, recorded (the engines themselves are exercised
+    through every door in tests/test_services.py, test_query_endpoints.py and
+    test_console_services.py)."""
+
+    def __init__(self, comes_up: bool) -> None:
+        self.comes_up = comes_up
+        self.calls: list[str] = []
+
+    async def bring_up(self, service_id: object) -> bool:
+        self.calls.append("bring up")
+        return self.comes_up
+
+    async def run(self, grant: object, **query: object) -> str:
+        self.calls.append(f"run {query['sql']}")
+        return "answer"
+
+
+def _admitted(admission: Admission, comes_up: bool = True) -> tuple[str, list[str]]:
+    import asyncio
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from keyhouse.services.query_api import run_admitted
+    from keyhouse.services.service import RunGrant
+
+    runtime = _Runtime(comes_up)
+
+    async def wake() -> None:
+        runtime.calls.append("wake recorded")
+
+    async def scenario() -> str:
+        grant = RunGrant(uuid.uuid4(), "idle", False, 8)
+        return await run_admitted(runtime, grant, admission, wake, sql="SELECT 1")  # type: ignore[arg-type, return-value]
+
+    with ThreadPoolExecutor(1) as thread:  # (a loop of its own: see test_after_commit)
+        return thread.submit(asyncio.run, scenario()).result(), runtime.calls
+
+
+def test_every_door_runs_an_admitted_query_the_same_way() -> None:
+    from keyhouse.api.errors import ServiceUnavailable
+
+    assert _admitted(Admission.RUN) == ("answer", ["run SELECT 1"])
+    assert _admitted(Admission.WAKE) == (
+        "answer",
+        ["wake recorded", "bring up", "run SELECT 1"],
+    )
+    with pytest.raises(ServiceUnavailable, match="could not be woken"):
+        _admitted(Admission.WAKE, comes_up=False)
+    for refused in (Admission.STOPPED, Admission.ASK_TO_WAKE):  # each door answers these itself
+        with pytest.raises(ValueError, match="not a query"):
+            _admitted(refused)

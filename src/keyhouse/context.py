@@ -206,7 +206,12 @@ class RequireInOrganization(Require):
             uuid.UUID, Path(alias="organizationId", description="ID of the organization.")
         ],
     ) -> Context:
-        return _context(request, self.permission, organization_id)
+        return _context(request, self.checked_here, organization_id)
+
+    @property
+    def checked_here(self) -> str:
+        """The permission the route itself checks (its declared one)."""
+        return self.permission
 
 
 class RequireOnService(RequireInOrganization):
@@ -214,14 +219,9 @@ class RequireOnService(RequireInOrganization):
     service function checks once it has found the service (404 first); the route checks only
     that the caller belongs to the organization."""
 
-    async def __call__(  # type: ignore[override]
-        self,
-        request: Request,
-        organization_id: Annotated[
-            uuid.UUID, Path(alias="organizationId", description="ID of the organization.")
-        ],
-    ) -> Context:
-        return _context(request, AUTHENTICATED, organization_id)
+    @property
+    def checked_here(self) -> str:
+        return AUTHENTICATED
 
 
 def query_host(request: Request) -> str:

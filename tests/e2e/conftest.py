@@ -1,4 +1,5 @@
-"""End-to-end fixtures: a real ``keyhouse serve`` process per test module and database."""
+"""End-to-end fixtures: a real ``keyhouse serve`` process per database for the session, and an
+organization of its own for each test module."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +70,7 @@ def bootstrap(database_url: str, env: dict[str, str]) -> dict[str, Any]:
             "--org-name",
             "E2E org",
             "--email",
-            "e2e@example.com",
+            f"e2e-{uuid.uuid4().hex[:10]}@example.com",
             "--database-url",
             database_url,
             "--json",
@@ -152,11 +154,29 @@ def serving(
         stop(process)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def server(
+@pytest.fixture(scope="session", params=BACKENDS)
+def served(
     request: pytest.FixtureRequest,
     database_urls: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
-    with serving(database_urls[request.param], tmp_path_factory.mktemp("e2e")) as (served, _):
-        yield served
+    """One ``keyhouse serve`` per database for the whole session (of this test process)."""
+    with serving(database_urls[request.param], tmp_path_factory.mktemp("e2e")) as (server, _):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(served: Server, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    """The session's server, with an organization (and a home directory) of the module's own:
+    no module sees another's keys, members or services."""
+    env = {**served.env, "HOME": str(tmp_path_factory.mktemp("home"))}
+    boot = bootstrap(served.database_url, env)
+    return Server(
+        served.base_url,
+        served.database_url,
+        env,
+        boot["organizationId"],
+        boot["keyId"],
+        boot["keySecret"],
+        boot["password"],
+    )

@@ -121,13 +121,17 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
 def key_view_page(
     session: Session, principal: Principal, *, limit: int, cursor: str | None
 ) -> KeyPage:
-    """Keys of the organization, oldest first, ``limit`` at a time, in a transaction."""
-    require(principal, Permission.ORGANIZATION_VIEW_API_KEYS)
-    statement, values = _page_query(principal.organization_id, limit, cursor)
+    """``key_page`` over the same reads, in a transaction (the console's): one read path and
+    one rule for every front end."""
+    rows, count = _in_session(session, key_page_reads(principal.organization_id, limit, cursor))
+    return key_page(principal, rows, count, limit)
+
+
+def _in_session(session: Session, reads: Sequence[Read]) -> list[Sequence[Any]]:
+    """The rows of each read, on the session's connection (the loop reader's reads, in a
+    transaction)."""
     connection = session.connection()
-    rows = connection.execute(statement, values).all()
-    total = connection.execute(KEY_COUNT_QUERY, values).scalar_one()
-    return _page_from_rows(rows, limit, total)
+    return [connection.execute(read.statement, read.values).all() for read in reads]
 
 
 def key_page_reads(organization_id: uuid.UUID, limit: int, cursor: str | None) -> tuple[Read, Read]:
@@ -377,10 +381,9 @@ KEY_PAGE_AFTER_QUERY = _key_page(
 
 
 def get_key_view(session: Session, principal: Principal, key_uuid: uuid.UUID) -> schemas.ApiKey:
-    """One key of the caller's organization, in a transaction (the console's)."""
-    require(principal, Permission.ORGANIZATION_VIEW_API_KEYS)
-    values = {"key_id": key_uuid, "org_id": principal.organization_id}
-    return _key_from_rows(session.connection().execute(KEY_VIEW_QUERY, values).all())
+    """``key_view`` over the same read, in a transaction (the console's)."""
+    (rows,) = _in_session(session, key_view_reads(principal.organization_id, key_uuid))
+    return key_view(principal, rows)
 
 
 def key_view_reads(organization_id: uuid.UUID, key_uuid: uuid.UUID) -> tuple[Read]:

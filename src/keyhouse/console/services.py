@@ -36,6 +36,7 @@ from keyhouse.query_endpoints import service as endpoints
 from keyhouse.query_endpoints.schemas import PublicQueryApiEndpointRequest
 from keyhouse.services import service as services
 from keyhouse.services.engines import EngineRuntime, engines_of
+from keyhouse.services.query_api import run_admitted
 from keyhouse.services.schemas import (
     InstanceServiceQueryApiEndpointsPostRequest,
     ServicePostRequest,
@@ -249,9 +250,16 @@ async def run_sql(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) ->
     elif (admission := admit(State(context["grant"].state), may_wake=True)) in REFUSALS:
         error_text = REFUSALS[admission]
     else:
+
+        async def recorded() -> None:  # (console_sql_grant recorded the wake, in its transaction)
+            return None
+
         try:
-            chunks = await engines.run(
+            chunks = await run_admitted(
+                engines,
                 context["grant"],
+                admission,
+                recorded,
                 sql=sql,
                 fmt="JSONCompact",
                 extra_settings={

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from keyhouse.api.envelope import EmptyEnvelope, Envelope, ok
-from keyhouse.api.errors import BadRequest, ServiceUnavailable
+from keyhouse.api.errors import BadRequest
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
 from keyhouse.context import AUTHENTICATED, Context, Require, RequireOnService, query_host
@@ -38,10 +38,11 @@ from keyhouse.services.query_api import (
     QueryFailed,
     cors_headers,
     partial,
+    run_admitted,
     stream_result,
 )
 from keyhouse.services.service import RunGrant
-from keyhouse.services.states import Admission, State, admit
+from keyhouse.services.states import State, admit
 from keyhouse.state import app_state
 from keyhouse.transactions import run_in_transaction
 
@@ -366,12 +367,12 @@ async def run_endpoint(
     admission = admit(State(grant.state), may_wake=True)  # a call wakes without asking
     if admission in PARTIAL_ANSWERS:
         return partial(PARTIAL_ANSWERS[admission], cors)
-    if admission == Admission.WAKE:
+
+    async def wake() -> None:
         await run_in_transaction(
             state, lambda session: service.wake_for_endpoint(session, principal, endpoint_id)
         )
-        if not await engines.bring_up(grant.service_id):
-            raise ServiceUnavailable("The service could not be woken", headers={"Retry-After": "5"})
+
     streaming = (version or "1").strip() == "2"
     if not streaming and version not in (None, "1"):
         raise BadRequest("x-clickhouse-endpoint-version: must be 1 or 2")
@@ -381,8 +382,11 @@ async def run_endpoint(
         grant.service_id, grant.state, False, grant.max_memory_gb, roles=tuple(grant.roles)
     )
     try:
-        chunks = await engines.run(
+        chunks = await run_admitted(
+            engines,
             run_grant,
+            admission,
+            wake,
             sql=grant.sql,
             fmt=run_format,
             database=grant.database,

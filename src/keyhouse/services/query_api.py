@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from keyhouse.api.errors import ApiError, BadRequest, ServiceUnavailable
 from keyhouse.api.wire import unstorable_text
 from keyhouse.context import Context
-from keyhouse.engine.protocol import TOO_MANY_SIMULTANEOUS_QUERIES, ClickHouseError
+from keyhouse.engine.protocol import TOO_MANY_SIMULTANEOUS_QUERIES, Answer, ClickHouseError
 from keyhouse.services import service
-from keyhouse.services.engines import engines_of
+from keyhouse.services.engines import EngineRuntime, engines_of
+from keyhouse.services.service import RunGrant
 from keyhouse.services.states import Admission, State, admit
 from keyhouse.transactions import run_in_transaction
 
@@ -110,18 +111,25 @@ async def answer_run(
     admission = admit(State(grant.state), may_wake=(wake_service or "").lower() == "true")
     if admission in PARTIAL_ANSWERS:
         return partial(PARTIAL_ANSWERS[admission], cors)
-    if admission == Admission.WAKE:
+
+    async def wake() -> None:
         # The caller was authenticated above: the wake is part of this one request (one
         # rate-limit slot, not a second authentication).
         await run_in_transaction(
             ctx.state, lambda session: service.wake_for_query(session, principal, service_id)
         )
-        if not await engines.bring_up(service_id):
-            raise ServiceUnavailable("The service could not be woken", headers={"Retry-After": "5"})
+
     query_id = str(body.get("runId") or uuid.uuid4())[:64]
     try:
-        chunks = await engines.run(
-            grant, sql=body["sql"], fmt=fmt, database=body.get("database"), query_id=query_id
+        chunks = await run_admitted(
+            engines,
+            grant,
+            admission,
+            wake,
+            sql=body["sql"],
+            fmt=fmt,
+            database=body.get("database"),
+            query_id=query_id,
         )
     except ClickHouseError as error:
         raise QueryFailed(error) from None
@@ -130,6 +138,27 @@ async def answer_run(
         media_type=MEDIA_TYPES.get(fmt, "text/plain; charset=utf-8"),
         headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Query-Id": query_id, **cors},
     )
+
+
+async def run_admitted(
+    engines: EngineRuntime,
+    grant: RunGrant,
+    admission: Admission,
+    wake: Callable[[], Awaitable[None]],
+    **query: Any,
+) -> Answer:
+    """The Query API's run, for every door that runs a caller's query (the run route and the
+    hot path, Query API endpoints, the console's SQL page) once ``admit()`` let it through:
+    an idle service is woken first (``wake``: the door's own recorded wake; then its engine
+    comes up, a 503 when it cannot), then the query runs; ``ClickHouseError`` when the engine
+    refuses it."""
+    if admission not in (Admission.RUN, Admission.WAKE):
+        raise ValueError(f"not a query admit() lets run: {admission}")
+    if admission == Admission.WAKE:
+        await wake()
+        if not await engines.bring_up(grant.service_id):
+            raise ServiceUnavailable("The service could not be woken", headers={"Retry-After": "5"})
+    return await engines.run(grant, **query)
 
 
 async def stream_result(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
