@@ -6,8 +6,9 @@ PostgreSQL database and SQLite file, migrated once; tests isolate themselves by 
 own organizations.
 
 Services (engines) are off unless a test asks for them with ``@pytest.mark.services``; the
-services such a test created are stopped in the database after it, so that no later test's app
-starts them again, and any engine a test leaves running fails that test.
+services such a test created are deleted from the database after it (its app has stopped their
+engines), so that no later test's app starts them again, and any engine a test leaves running
+fails that test. End-to-end servers have databases of their own (``tests/e2e/conftest.py``).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "one_database: engine behaviour that does not depend on storage, run on SQLite only",
+        "one_database: behaviour that does not depend on storage (engines, the route table), "
+        "run on SQLite only",
     )
 
 
@@ -109,20 +111,17 @@ def wants_services(request: pytest.FixtureRequest) -> bool:
     return request.node.get_closest_marker("services") is not None
 
 
-# The states an app's start-up reconcile acts on (keyhouse.services.states.RECONCILED).
-_SETTLE = (
-    "UPDATE services SET state = 'stopped' WHERE state IN "
-    "('provisioning', 'starting', 'awaking', 'running', 'idle', 'stopping', 'degraded')"
-)
+# After a services test: its services go (their endpoints, bindings and leases with them).
+_SETTLE = "DELETE FROM services"
 
 
 @pytest.fixture(autouse=True)
 def no_engine_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """Whatever starts an engine stops it: one still running after its test was lost by its
     app (it would hold its service's data; its process, never waited for, warns later in
-    whichever test runs then). A services test's services end stopped, whatever state it left
-    them in: the next test's app would otherwise start them again at its start-up (seconds of
-    someone else's engine work in an unrelated test)."""
+    whichever test runs then). A services test's services are deleted after it, whatever state
+    it left them in: the next test's app would otherwise start them again at its start-up
+    (seconds of someone else's engine work in an unrelated test)."""
     before = set(worker_pids())
     urls: dict[str, str] = (
         request.getfixturevalue("database_urls") if wants_services(request) else {}
@@ -158,10 +157,15 @@ def worker_id_safe(worker_id: str) -> str:
 
 @pytest.fixture(scope="session")
 def database_urls(tmp_path_factory: pytest.TempPathFactory, worker_id_safe: str) -> dict[str, str]:
+    return migrated_databases(tmp_path_factory, worker_id_safe)
+
+
+def migrated_databases(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict[str, str]:
+    """A SQLite file and a PostgreSQL database of their own (``name``), migrated."""
     sqlite_file = tmp_path_factory.mktemp("db") / "keyhouse.db"
     urls = {
         "sqlite": f"sqlite:///{sqlite_file}",
-        "postgresql": _postgres_database(worker_id_safe),
+        "postgresql": _postgres_database(name),
     }
     for url in urls.values():
         upgrade(url)

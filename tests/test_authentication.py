@@ -59,6 +59,7 @@ def test_unknown_key_id_does_the_same_secret_comparison(
     assert compared[1][1] != credentials.DUMMY_HASH
 
 
+@pytest.mark.one_database
 def test_openapi_document_needs_no_auth(client: TestClient) -> None:
     assert client.get("/v1").status_code == 200
     assert client.get("/v1/openapi.json").status_code == 200

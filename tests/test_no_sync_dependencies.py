@@ -6,6 +6,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import pytest
+
 from keyhouse.api.route_table import api_routes
 from keyhouse.app import create_app
 from keyhouse.config import Settings
@@ -23,6 +25,7 @@ def _is_async(call: Any) -> bool:
     return inspect.iscoroutinefunction(target)
 
 
+@pytest.mark.one_database
 def test_every_endpoint_and_dependency_is_async(settings: Settings) -> None:
     app = create_app(settings)
     checked = 0

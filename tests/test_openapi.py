@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from keyhouse.api.route_table import api_routes
@@ -119,12 +120,14 @@ def implemented_official(ours: dict[str, Any], official: dict[str, Any]) -> set[
     }
 
 
+@pytest.mark.one_database
 def test_document_is_served_at_v1_and_openapi_json(client: TestClient) -> None:
     first = client.get("/v1").json()
     assert first == client.get("/v1/openapi.json").json()
     assert first["components"]["securitySchemes"]["basicAuth"]["scheme"] == "basic"
 
 
+@pytest.mark.one_database
 def test_operations_match_the_official_spec(
     client: TestClient, official_spec: dict[str, Any]
 ) -> None:
@@ -166,6 +169,7 @@ def test_operations_match_the_official_spec(
     assert checked == len(implemented_official(ours, official_spec)) > 0
 
 
+@pytest.mark.one_database
 def test_every_v1_operation_declares_its_permission(
     client: TestClient, official_spec: dict[str, Any]
 ) -> None:

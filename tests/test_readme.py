@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -14,6 +15,7 @@ from tests.test_openapi import implemented_official
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.one_database
 def test_readme_tables_are_generated_from_the_code(
     client: TestClient, official_spec: dict[str, Any]
 ) -> None:

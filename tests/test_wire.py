@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import uuid
 
+import pytest
 from fastapi.testclient import TestClient
 
 from keyhouse.app import create_app
@@ -31,6 +32,7 @@ def test_every_request_gets_a_fresh_request_id(client: TestClient, org: Org) -> 
     assert len(ids) == 3
 
 
+@pytest.mark.one_database
 def test_unknown_route_is_404_in_the_envelope(client: TestClient) -> None:
     response = client.get("/v1/no/such/thing")
     body = response.json()
@@ -99,6 +101,7 @@ def test_unexpected_error_is_500_without_internals(state: AppState) -> None:
     assert response.headers["x-request-id"] == body["requestId"]
 
 
+@pytest.mark.one_database
 def test_healthz_needs_no_auth(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200

@@ -19,7 +19,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.conftest import BACKENDS, PEPPER
+from tests.conftest import BACKENDS, PEPPER, migrated_databases
 
 BIN = Path(sys.executable).parent
 
@@ -152,6 +152,13 @@ def serving(
         )
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def database_urls(tmp_path_factory: pytest.TempPathFactory, worker_id_safe: str) -> dict[str, str]:
+    """End-to-end servers' databases, their own (the in-process tests' are tests/conftest.py's:
+    a services test deletes the services there after it, and must never reach a server's)."""
+    return migrated_databases(tmp_path_factory, f"{worker_id_safe}_e2e")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -11,13 +11,13 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from keyhouse.engine.protocol import ClickHouseError
+from keyhouse.engine.protocol import Answer, ClickHouseError
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from tests.conftest import worker_pids
 
@@ -73,6 +73,62 @@ def _with_one_service(
     _run(run())
 
 
+class _OwnDatabase:
+    """The shared engine's supervisor, each query and insert of one test in a database of its
+    own (its tables cannot meet another test's)."""
+
+    def __init__(self, supervisor: EngineSupervisor, database: str) -> None:
+        self.supervisor = supervisor
+        self.database = database
+
+    async def query(self, service: uuid.UUID, request: dict[str, Any]) -> Any:
+        return await self.supervisor.query(service, {"database": self.database, **request})
+
+    async def insert(
+        self, service: uuid.UUID, request: dict[str, Any], data: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        return await self.supervisor.insert(service, {"database": self.database, **request}, data)
+
+
+@pytest.fixture(scope="module")
+def shared_engine(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[asyncio.AbstractEventLoop, EngineSupervisor, uuid.UUID]]:
+    """One engine for the tests that only query it (each in a database of its own), on an
+    event loop of its own thread: a start costs seconds, a database nothing."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    supervisor = EngineSupervisor(tmp_path_factory.mktemp("shared-engine"))
+    service = uuid.uuid4()
+    asyncio.run_coroutine_threadsafe(supervisor.start(service), loop).result(timeout=120)
+    try:
+        yield loop, supervisor, service
+    finally:
+        asyncio.run_coroutine_threadsafe(supervisor.close(), loop).result(timeout=120)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
+
+
+def _on_the_shared_engine(
+    shared: tuple[asyncio.AbstractEventLoop, EngineSupervisor, uuid.UUID],
+    scenario: Callable[[Any, uuid.UUID], Awaitable[None]],
+) -> None:
+    """Run ``scenario`` on the shared engine, in a fresh database dropped afterwards."""
+    loop, supervisor, service = shared
+    database = f"test_{uuid.uuid4().hex}"
+
+    async def run() -> None:
+        await _collect(supervisor, service, sql=f"CREATE DATABASE {database}")
+        try:
+            await scenario(_OwnDatabase(supervisor, database), service)
+        finally:
+            await _collect(supervisor, service, sql=f"DROP DATABASE {database}")
+
+    asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=240)
+
+
 def test_two_services_run_side_by_side_on_their_own_data(tmp_path: Path) -> None:
     async def scenario() -> None:
         supervisor = EngineSupervisor(tmp_path)
@@ -96,8 +152,8 @@ def test_two_services_run_side_by_side_on_their_own_data(tmp_path: Path) -> None
     _run(scenario())
 
 
-def test_results_stream_in_the_requested_format_with_parameters(tmp_path: Path) -> None:
-    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+def test_results_stream_in_the_requested_format_with_parameters(shared_engine: Any) -> None:
+    async def scenario(supervisor: Any, service: uuid.UUID) -> None:
         chunks = await supervisor.query(
             service, {"sql": "SELECT number FROM numbers(300000)", "format": "JSONEachRow"}
         )
@@ -115,11 +171,11 @@ def test_results_stream_in_the_requested_format_with_parameters(tmp_path: Path) 
         )
         assert answer == b'{"y":42}\n'
 
-    _with_one_service(tmp_path, scenario)
+    _on_the_shared_engine(shared_engine, scenario)
 
 
-def test_read_only_is_enforced_by_the_engine(tmp_path: Path) -> None:
-    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+def test_read_only_is_enforced_by_the_engine(shared_engine: Any) -> None:
+    async def scenario(supervisor: Any, service: uuid.UUID) -> None:
         with pytest.raises(ClickHouseError) as refused:
             await _collect(
                 supervisor,
@@ -134,11 +190,11 @@ def test_read_only_is_enforced_by_the_engine(tmp_path: Path) -> None:
         # Nor does one query's setting reach the next: each runs on a fresh handle.
         await _collect(supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = Memory")
 
-    _with_one_service(tmp_path, scenario)
+    _on_the_shared_engine(shared_engine, scenario)
 
 
-def test_limits_apply_as_settings(tmp_path: Path) -> None:
-    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+def test_limits_apply_as_settings(shared_engine: Any) -> None:
+    async def scenario(supervisor: Any, service: uuid.UUID) -> None:
         with pytest.raises(ClickHouseError) as timeout:
             await _collect(
                 supervisor,
@@ -148,7 +204,7 @@ def test_limits_apply_as_settings(tmp_path: Path) -> None:
             )
         assert timeout.value.code == 159  # TIMEOUT_EXCEEDED
 
-    _with_one_service(tmp_path, scenario)
+    _on_the_shared_engine(shared_engine, scenario)
 
 
 def test_the_operators_limits_are_constraints_no_query_lifts(tmp_path: Path) -> None:
@@ -190,11 +246,11 @@ def test_the_operators_limits_are_constraints_no_query_lifts(tmp_path: Path) -> 
     _run(run())
 
 
-def test_a_session_is_free_as_soon_as_its_answer_is(tmp_path: Path) -> None:
+def test_a_session_is_free_as_soon_as_its_answer_is(shared_engine: Any) -> None:
     """A client's next request in a session may follow the last answer at once: it finds the
     session free, not locked by the request that answered (373)."""
 
-    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+    async def scenario(supervisor: Any, service: uuid.UUID) -> None:
         session = {"session_id": "back-to-back"}
         await _collect(supervisor, service, sql="CREATE TEMPORARY TABLE t (a UInt8)", **session)
         for index in range(40):
@@ -203,7 +259,7 @@ def test_a_session_is_free_as_soon_as_its_answer_is(tmp_path: Path) -> None:
             counted = await _collect(supervisor, service, sql="SELECT count() FROM t", **session)
             assert counted == f"{index + 1}\n".encode()
 
-    _with_one_service(tmp_path, scenario)
+    _on_the_shared_engine(shared_engine, scenario)
 
 
 def test_data_survives_a_stop_and_a_start(tmp_path: Path) -> None:
@@ -301,19 +357,19 @@ def test_a_start_cancelled_while_the_engine_starts_leaves_no_engine_behind(
     _run(scenario())
 
 
-def test_closing_a_result_early_leaves_the_worker_serving(tmp_path: Path) -> None:
-    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+def test_closing_a_result_early_leaves_the_worker_serving(shared_engine: Any) -> None:
+    async def scenario(supervisor: Any, service: uuid.UUID) -> None:
         chunks = await supervisor.query(
             service, {"sql": "SELECT number FROM numbers(100000000)", "format": "TabSeparated"}
         )
-        assert isinstance(chunks, AsyncIterator)
+        assert isinstance(chunks, Answer)
         async for chunk in chunks:
             if chunk:
                 break
         await chunks.aclose()
         assert await _collect(supervisor, service, sql="SELECT 2") == b"2\n"
 
-    _with_one_service(tmp_path, scenario)
+    _on_the_shared_engine(shared_engine, scenario)
 
 
 def test_a_worker_whose_server_dies_exits_and_frees_its_data(tmp_path: Path) -> None:
@@ -364,8 +420,8 @@ async def _rows(*chunks: bytes) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def test_database_roles_restrict_one_query_alone(tmp_path: Path) -> None:
-    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+def test_database_roles_restrict_one_query_alone(shared_engine: Any) -> None:
+    async def scenario(supervisor: Any, service: uuid.UUID) -> None:
         await _collect(supervisor, service, sql="CREATE TABLE t (x UInt8) ENGINE = Memory")
         reader = ["sql_console_read_only"]
         with pytest.raises(ClickHouseError) as refused:
@@ -380,11 +436,11 @@ def test_database_roles_restrict_one_query_alone(tmp_path: Path) -> None:
         # The next query, on its own handle, has the default role again.
         await _collect(supervisor, service, sql="INSERT INTO t VALUES (1)")
 
-    _with_one_service(tmp_path, scenario)
+    _on_the_shared_engine(shared_engine, scenario)
 
 
-def test_inserts_stream_data_and_report_what_they_wrote(tmp_path: Path) -> None:
-    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+def test_inserts_stream_data_and_report_what_they_wrote(shared_engine: Any) -> None:
+    async def scenario(supervisor: Any, service: uuid.UUID) -> None:
         create = "CREATE TABLE t (x UInt8, s String) ENGINE = Memory"
         await _collect(supervisor, service, sql=create)
         head = {"sql": "INSERT INTO t (x, s)", "format": "TabSeparated"}
@@ -398,11 +454,11 @@ def test_inserts_stream_data_and_report_what_they_wrote(tmp_path: Path) -> None:
         assert missing.value.code == 60  # UNKNOWN_TABLE
         assert await _collect(supervisor, service, sql="SELECT sum(x) FROM t") == b"6\n"
 
-    _with_one_service(tmp_path, scenario)
+    _on_the_shared_engine(shared_engine, scenario)
 
 
 def test_data_the_engine_refuses_midway_gets_its_error_and_stops_the_sending(
-    tmp_path: Path,
+    shared_engine: Any,
 ) -> None:
     """A bad row early in a long insert: the caller gets the engine's own error (never "the
     engine stopped"), and stops sending once the engine has answered."""
@@ -416,7 +472,7 @@ def test_data_the_engine_refuses_midway_gets_its_error_and_stops_the_sending(
             yield b"1\ta\n" * 2000
             await asyncio.sleep(0)
 
-    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+    async def scenario(supervisor: Any, service: uuid.UUID) -> None:
         nonlocal sent
         await _collect(
             supervisor, service, sql="CREATE TABLE t (x UInt8, s String) ENGINE = Memory"
@@ -430,11 +486,11 @@ def test_data_the_engine_refuses_midway_gets_its_error_and_stops_the_sending(
             assert sent < 2000  # it stopped before the end of the data
         assert await _collect(supervisor, service, sql="SELECT count() FROM t") == b"0\n"
 
-    _with_one_service(tmp_path, scenario)
+    _on_the_shared_engine(shared_engine, scenario)
 
 
-def test_a_session_keeps_its_handle_between_queries(tmp_path: Path) -> None:
-    async def scenario(supervisor: EngineSupervisor, service: uuid.UUID) -> None:
+def test_a_session_keeps_its_handle_between_queries(shared_engine: Any) -> None:
+    async def scenario(supervisor: Any, service: uuid.UUID) -> None:
         setting = "SELECT value FROM system.settings WHERE name = 'max_threads'"
         await _collect(supervisor, service, sql="SET max_threads = 3", session_id="a")
         assert await _collect(supervisor, service, sql=setting, session_id="a") == b"3\n"
@@ -454,7 +510,7 @@ def test_a_session_keeps_its_handle_between_queries(tmp_path: Path) -> None:
         assert [chunk async for chunk in large][-1].endswith(b"\n2999999\n")
         assert await _collect(supervisor, service, sql="SELECT 1", session_id="a") == b"1\n"
 
-    _with_one_service(tmp_path, scenario)
+    _on_the_shared_engine(shared_engine, scenario)
 
 
 def test_a_worker_that_hangs_is_killed_and_started_again(tmp_path: Path) -> None:
