@@ -56,6 +56,15 @@ def test_org_list_and_get(server: Server) -> None:
     assert org["name"] == "E2E org"
 
 
+def test_org_quota_list_and_get(server: Server) -> None:
+    quotas = ctl(server, "org", "quota", "list", "--org-id", server.org_id)
+    by_code = {q["quotaCode"]: q for q in quotas}
+    assert set(by_code) == {"services-per-organization", "replicas-per-warehouse"}
+    one = ctl(server, "org", "quota", "get", "services-per-organization", "--org-id", server.org_id)
+    assert one == by_code["services-per-organization"]
+    assert (one["value"], one["usage"]) == (10, 0)
+
+
 def test_org_role_list(server: Server) -> None:
     roles = ctl(server, "org", "role", "list")
     assert {"Admin", "Developer"} <= {r["name"] for r in roles}

@@ -1,10 +1,10 @@
-"""The official organization routes (list, get, update) and ``whoami``."""
+"""The official organization routes (list, get, update, quotas) and ``whoami``."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
@@ -14,7 +14,12 @@ from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
 from keyhouse.context import AUTHENTICATED, Context, Require, RequireInOrganization
 from keyhouse.organizations import service
-from keyhouse.organizations.schemas import Organization, OrganizationPatchRequest
+from keyhouse.organizations.schemas import (
+    Organization,
+    OrganizationPatchRequest,
+    OrganizationQuota,
+)
+from keyhouse.state import app_state
 
 router = APIRouter(tags=["Organization"])
 
@@ -91,3 +96,52 @@ async def whoami(ctx: Annotated[Context, Depends(Require(AUTHENTICATED))]) -> Re
         )
 
     return ok(await ctx.run(who))
+
+
+def _quota(found: service.QuotaView) -> OrganizationQuota:
+    return OrganizationQuota(
+        quota_code=found.code,
+        name=found.name,
+        description=found.description,
+        scope=found.scope,
+        value=found.value,
+        usage=found.usage,
+        adjustable=found.adjustable,
+    )
+
+
+@router.get(
+    "/organizations/{organizationId}/quotas",
+    operation_id="organizationQuotasGetList",
+    response_model=Envelope[list[OrganizationQuota]],
+)
+async def list_quotas(
+    request: Request,
+    ctx: Annotated[Context, Depends(RequireInOrganization(Permission.ORGANIZATION_VIEW))],
+) -> Response:
+    """The quotas Keyhouse enforces on the organization, with current usage where counted."""
+    limit = app_state(request).settings.max_services_per_organization
+
+    def listed(session: Session, principal: Principal) -> list[OrganizationQuota]:
+        return [_quota(q) for q in service.quotas(session, principal, max_services=limit)]
+
+    return ok(await ctx.run(listed))
+
+
+@router.get(
+    "/organizations/{organizationId}/quotas/{quotaCode}",
+    operation_id="organizationQuotaGet",
+    response_model=Envelope[OrganizationQuota],
+)
+async def get_quota(
+    request: Request,
+    ctx: Annotated[Context, Depends(RequireInOrganization(Permission.ORGANIZATION_VIEW))],
+    quota_code: Annotated[str, Path(alias="quotaCode", max_length=64)],
+) -> Response:
+    """One quota by its code; 404 when Keyhouse does not enforce it on the organization."""
+    limit = app_state(request).settings.max_services_per_organization
+
+    def one(session: Session, principal: Principal) -> OrganizationQuota:
+        return _quota(service.quota(session, principal, quota_code, max_services=limit))
+
+    return ok(await ctx.run(one))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -40,3 +40,17 @@ class OrganizationPatchRequest(WireRequest):
         if value is not None and not value.strip():
             raise ValueError("must not be blank")
         return value.strip() if value is not None else None
+
+
+class OrganizationQuota(Wire):
+    """A limit Keyhouse enforces on an organization (the official ``OrganizationQuota``)."""
+
+    quota_code: Literal[
+        "services-per-organization", "postgres-services-per-organization", "replicas-per-warehouse"
+    ] = Field(alias="quotaCode")
+    name: str
+    description: str
+    scope: Literal["organization", "warehouse"]
+    value: int = Field(ge=0)
+    usage: int | None = Field(default=None, ge=0)
+    adjustable: bool

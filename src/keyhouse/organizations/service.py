@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from keyhouse.activities.service import record
@@ -13,7 +13,7 @@ from keyhouse.api.errors import BadRequest, NotFound
 from keyhouse.auth.authorize import require
 from keyhouse.auth.permissions import ADMIN, Permission
 from keyhouse.auth.principal import Principal, system_principal
-from keyhouse.models import Membership, Organization, User
+from keyhouse.models import Membership, Organization, Service, User
 from keyhouse.roles.service import assign_roles, seed_system_roles
 from keyhouse.users.service import get_or_create_user, normalize_email
 
@@ -80,3 +80,56 @@ def create_organization(
     system = system_principal(organization.id, "bootstrap")
     record(session, system, "create_organization")
     return Bootstrapped(organization.id, user.id, user.email, user_created=existing is None)
+
+
+@dataclass(frozen=True)
+class QuotaView:
+    code: str
+    name: str
+    description: str
+    scope: str
+    value: int
+    usage: int | None
+    adjustable: bool
+
+
+def quotas(session: Session, principal: Principal, *, max_services: int) -> list[QuotaView]:
+    """The quotas Keyhouse enforces on the caller's organization, with current usage where
+    it counts one. ``max_services``: the operator's KEYHOUSE_MAX_SERVICES_PER_ORGANIZATION. A
+    quota that does not apply (Keyhouse runs no Postgres services) is omitted, as the official
+    operation omits it."""
+    require(principal, Permission.ORGANIZATION_VIEW)
+    services = session.scalar(
+        select(func.count())
+        .select_from(Service)
+        .where(Service.organization_id == principal.organization_id)
+    )
+    return [
+        QuotaView(
+            "services-per-organization",
+            "Services per organization",
+            "The services an organization may hold, whatever their state; creating one more is "
+            "a 409. The server's operator sets it (KEYHOUSE_MAX_SERVICES_PER_ORGANIZATION).",
+            "organization",
+            max_services,
+            int(services or 0),
+            True,
+        ),
+        QuotaView(
+            "replicas-per-warehouse",
+            "Replicas per warehouse",
+            "Each service runs one replica (an embedded engine, or the attached server): "
+            "numReplicas above 1 is a 400.",
+            "warehouse",
+            1,
+            None,
+            False,
+        ),
+    ]
+
+
+def quota(session: Session, principal: Principal, code: str, *, max_services: int) -> QuotaView:
+    for found in quotas(session, principal, max_services=max_services):
+        if found.code == code:
+            return found
+    raise NotFound(f"Quota {code!r} is not one enforced on this organization")
