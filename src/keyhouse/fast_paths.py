@@ -51,7 +51,6 @@ class _Hot:
 
     def __init__(self, path: str, route: APIRoute, app: ASGIApp) -> None:
         [self.method] = route.methods or ("GET",)
-        self.route = route
         self.app = app
         # The route's path as served (its routers' prefixes before it), compiled as Starlette
         # compiles a route's.
@@ -69,7 +68,7 @@ class _Hot:
         if found is None:
             return None
         params: dict[str, Any] = {}
-        given = _last_values(scope)
+        given = _last_values(scope) if self.query else {}
         convert = self.convertors
         checks = [
             (self.path[name], convert[name].convert(text), "path")

@@ -119,12 +119,10 @@ class Engines:
 
     async def _up(self, service_id: uuid.UUID) -> None:
         for watcher in self._watchers:
+            # The engine runs whatever a watcher makes of it: a watcher's failure is logged.
             try:
                 await watcher.up(service_id)
-            except (
-                OSError,
-                ValueError,
-            ) as error:  # the engine runs; the watcher's failure is logged
+            except (OSError, ValueError) as error:
                 log.error("service %s: %s: %s", service_id, type(watcher).__name__, error)
 
     async def _down(self, service_id: uuid.UUID) -> None:
@@ -210,7 +208,7 @@ class Engines:
             return
         service_id = work.service_id
         if work.step == Step.START:
-            self._spawn(self._bring_up(service_id))
+            self._spawn(self.bring_up(service_id))
         elif work.step == Step.STOP:
             self._spawn(self._take_down(service_id, State.STOPPED, frozenset({State.STOPPING})))
         else:
@@ -220,9 +218,6 @@ class Engines:
     async def bring_up(self, service_id: uuid.UUID) -> bool:
         """Start the engine (or reach the attached server) and mark the service running;
         False (and ``failed``) if it can't."""
-        return await self._bring_up(service_id)
-
-    async def _bring_up(self, service_id: uuid.UUID) -> bool:
         if not await self._hold(service_id):
             return False  # another process runs it: its state is that process's
         try:
@@ -445,7 +440,7 @@ class Engines:
         else:
             if step == Resume.RESTART:
                 await self._set(service_id, State.STARTING, expected=frozenset({State.RUNNING}))
-            self._spawn(self._bring_up(service_id))
+            self._spawn(self.bring_up(service_id))
 
     async def close(self) -> None:
         for loop in self._loops:

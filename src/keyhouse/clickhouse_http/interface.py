@@ -75,7 +75,6 @@ HTTP_ONLY = {
     "client_protocol_version",
     "role",
 }
-# Limits a client may only lower.
 # The interface's answer (503, with this text) to a query ``admit()`` does not run; it wakes an
 # idle service without asking.
 REFUSALS = {Admission.STOPPED: "Code: 0. The service is stopped: start it first."}
@@ -261,6 +260,8 @@ class ClickHouseInterface:
         guard: Guard | None = None,
     ) -> None:
         self.state = state
+        # What a client may only lower (its URL settings).
+        self.limits = QueryLimits.from_settings(state.settings)
         self.engines = engines
         self.service_id = service_id
         self.guard = guard  # the port's: told when each request begins and ends
@@ -483,7 +484,7 @@ class ClickHouseInterface:
         asked = {
             name: _literal_limit(name, str(settings[name])) for name in CEILINGS if name in settings
         }
-        settings.update(QueryLimits.from_settings(self.state.settings).lower(asked))
+        settings.update(self.limits.lower(asked))
         return settings
 
     async def _insert(

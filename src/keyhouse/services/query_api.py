@@ -100,9 +100,9 @@ async def answer_run(
     wake_service: str | None,
     origin: str | None,
 ) -> Response:
-    """``POST /service/{serviceId}/run``, whichever front answers it: the route above, or
-    ``keyhouse.fast_paths`` in front of FastAPI (the Query API's latency is measured
-    against the engine's own)."""
+    """``POST /service/{serviceId}/run``, whichever front answers it: the route in
+    ``keyhouse.services.routes``, or ``keyhouse.fast_paths`` in front of FastAPI (the Query
+    API's latency is measured against the engine's own)."""
     engines = engines_of(ctx.state)
     body = run_body(raw_body)
     principal = await ctx.authenticate()
