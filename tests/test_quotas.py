@@ -70,7 +70,7 @@ def test_one_quota_by_its_code_and_a_404_for_one_not_enforced(client: TestClient
         assert missing.json()["status"] == 404
 
 
-def test_any_member_reads_the_quotas_of_their_own_organization_only(
+def test_a_viewer_reads_the_quotas_of_their_own_organization_only(
     client: TestClient, org: Org, state: AppState
 ) -> None:
     developer = key_auth(create_key(client, org, roles=["developer"]))
@@ -78,6 +78,12 @@ def test_any_member_reads_the_quotas_of_their_own_organization_only(
         "services-per-organization",
         "replicas-per-warehouse",
     }
+    # A key with no control-plane role (the legacy query_endpoints role) is refused.
+    reader = key_auth(create_key(client, org, roles=["query_endpoints"]))
+    for path in ("/quotas", "/quotas/services-per-organization"):
+        refused = client.get(org.url(path), auth=reader)
+        assert refused.status_code == 403, refused.text
+        assert "control-plane:organization:view" in refused.json()["error"]
     other = create_org(state)
     assert client.get(other.url("/quotas"), auth=org.auth).status_code == 404
     assert (
