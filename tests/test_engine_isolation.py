@@ -67,6 +67,7 @@ class Target:
     pepper: str
     outside: Path  # a directory outside the data directory: nothing may appear in it
     other_service: Path  # another service's data file
+    other_backup: Path  # a file of another service's backup
     listener: _Listener
     secrets: list[str] = field(default_factory=list)
 
@@ -83,6 +84,13 @@ def _attacks(target: Target) -> list[tuple[str, str]]:
         ("server environment", "SELECT * FROM file('/proc/1/environ', 'RawBLOB')"),
         ("own environment", "SELECT * FROM file('/proc/self/environ', 'RawBLOB')"),
         ("another service", f"SELECT * FROM file('{target.other_service}', 'RawBLOB')"),
+        ("another service's backup", f"SELECT * FROM file('{target.other_backup}', 'RawBLOB')"),
+        (
+            "RESTORE from another service's backups",
+            f"RESTORE ALL FROM Disk('backups', '../{target.other_backup.parent.parent.name}/"
+            f"{target.other_backup.parent.name}')",
+        ),
+        ("BACKUP to a file outside", f"BACKUP DATABASE default TO File('{outside / 'b'}')"),
         ("/etc/passwd", "SELECT * FROM file('/etc/passwd', 'LineAsString')"),
         ("glob over the data", f"SELECT * FROM file('{data}/**', 'RawBLOB')"),
         (
@@ -183,11 +191,17 @@ def target(
     other = data / "services" / str(uuid.uuid4()) / "secret.bin"
     other.parent.mkdir(parents=True)
     other.write_text(f"another tenant's {CANARY}")
+    other_backup = data / "backups" / other.parent.name / str(uuid.uuid4()) / ".backup"
+    other_backup.parent.mkdir(parents=True)
+    other_backup.write_text(f"<config><kh>{CANARY}</kh></config>")
     outside = tmp_path / "outside"
     outside.mkdir()
     listener = _Listener()
     try:
-        yield settings, Target(data, pepper, outside, other, listener, [pepper, CANARY])
+        yield (
+            settings,
+            Target(data, pepper, outside, other, other_backup, listener, [pepper, CANARY]),
+        )
     finally:
         listener.close()
 

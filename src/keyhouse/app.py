@@ -26,6 +26,7 @@ from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.api.handlers import error_response
 from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from keyhouse.api_keys.routes import router as keys_router
+from keyhouse.backups.routes import router as backups_router
 from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.config import Settings
 from keyhouse.console.routes import router as console_router
@@ -163,6 +164,7 @@ def create_app(
     v1.include_router(invitations_router)
     v1.include_router(activities_router)
     v1.include_router(services_router)
+    v1.include_router(backups_router)
     v1.include_router(query_endpoints_router)
     app.include_router(v1)
 

@@ -1,4 +1,5 @@
-"""The ``keyhouse`` command: serve, bootstrap, db upgrade, and offline recovery commands."""
+"""The ``keyhouse`` command: serve, bootstrap, db upgrade, backups, and offline recovery
+commands."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import secrets
 import sys
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 
@@ -178,6 +180,77 @@ def cmd_invitations_accept(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a service id: {text!r}") from None
+
+
+def cmd_backups_take(args: argparse.Namespace) -> int:
+    """Ask the server process that runs the service for a backup now, and wait for it."""
+    import time
+
+    from keyhouse.backups import service as backups
+    from keyhouse.models import Backup
+    from keyhouse.state import AppState
+
+    state = AppState.from_settings(_settings(args))
+    try:
+        with state.sessionmaker.begin() as session:
+            backup_id = backups.request_backup(session, args.service_id).id
+        print(f"backup {backup_id} requested; waiting for the server that runs the service")
+        deadline = time.monotonic() + args.wait
+        while True:
+            with state.sessionmaker() as session:
+                backup = session.get(Backup, backup_id)
+                status = backup.status if backup is not None else "deleted"
+                if backup is not None and status != "in_progress":
+                    print(_backup_line(backup))
+                    if backup.error:
+                        print(f"error: {backup.error}", file=sys.stderr)
+                    return 0 if status == "done" else 1
+                begun = backup is not None and backup.runner is not None
+            if status == "deleted" or time.monotonic() > deadline:
+                what = "still running" if begun else "not begun: is `keyhouse serve` running?"
+                print(f"error: backup {backup_id} {what} after {args.wait} s", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    finally:
+        state.close()
+
+
+def _backup_line(backup: Any) -> str:
+    finished = backup.finished_at.isoformat(timespec="seconds") if backup.finished_at else "-"
+    begun = (backup.started_at or backup.requested_at).isoformat(timespec="seconds")
+    return (
+        f"{backup.id}  {backup.status:<11}  {backup.type:<11}  {backup.size_bytes:>12}  "
+        f"{begun}  {finished}  {backup.trigger}"
+    )
+
+
+def cmd_backups_list(args: argparse.Namespace) -> int:
+    from keyhouse.backups import service as backups
+    from keyhouse.models import Service
+    from keyhouse.state import AppState
+
+    state = AppState.from_settings(_settings(args))
+    try:
+        with state.sessionmaker() as session:
+            service = session.get(Service, args.service_id)
+            if service is None:
+                print("error: no such service", file=sys.stderr)
+                return 1
+            print(f"{'ID':<36}  {'STATUS':<11}  {'TYPE':<11}  {'BYTES':>12}  STARTED  FINISHED  BY")
+            for backup in backups.service_backups(session, service.id):
+                print(_backup_line(backup))
+            if service.backup_note:
+                print(f"note: {service.backup_note}")
+    finally:
+        state.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keyhouse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -234,6 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     accept.add_argument("--database-url", help=db_help)
     accept.set_defaults(func=cmd_invitations_accept)
+
+    backups = commands.add_parser("backups", help="service backups").add_subparsers(
+        dest="backups_command", required=True
+    )
+    take = backups.add_parser(
+        "take", help="take a backup of a running service now (outside its schedule)"
+    )
+    take.add_argument("service_id", type=_service_id, metavar="SERVICE_ID")
+    take.add_argument(
+        "--wait", type=float, default=600.0, help="seconds to wait for it (default 600)"
+    )
+    take.add_argument("--database-url", help=db_help)
+    take.set_defaults(func=cmd_backups_take)
+    listing = backups.add_parser("list", help="a service's backups, the most recent first")
+    listing.add_argument("service_id", type=_service_id, metavar="SERVICE_ID")
+    listing.add_argument("--database-url", help=db_help)
+    listing.set_defaults(func=cmd_backups_list)
     return parser
 
 

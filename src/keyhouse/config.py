@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # long) while sending nothing on any query is hung: killed and restarted, found in 15-30 s
     # rather than at its queries' answer timeouts.
     engine_heartbeat_seconds: float = Field(default=5.0, ge=0.1, le=600.0)
+    # How often the server process running services checks their backup schedules and the
+    # backups asked for with `keyhouse backups take` (keyhouse.backups).
+    backup_check_seconds: float = Field(default=5.0, ge=0.1, le=3600.0)
     # The unprivileged uid/gid engines run under when Keyhouse runs as root.
     engine_uid: int = Field(default=65534, ge=1, le=2**32 - 2)
     engine_gid: int = Field(default=65534, ge=1, le=2**32 - 2)

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import select
 
 from keyhouse.api.errors import ServiceUnavailable
+from keyhouse.backups import service as backups
+from keyhouse.backups.runner import BackupFailed, BackupRunner
 from keyhouse.config import Settings, ca_path
 from keyhouse.engine.limits import QueryLimits
 from keyhouse.engine.memory import host_memory_bytes
@@ -110,6 +112,9 @@ class Engines:
         self._held: set[uuid.UUID] = set()
         self._held_elsewhere: dict[uuid.UUID, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Backups of the services this process holds (their schedule, and restores).
+        self.backups = BackupRunner(state, self.supervisor, self.holder)
+        self._restoring: set[uuid.UUID] = set()  # engines up, their backup not restored yet
         self._last_used: dict[uuid.UUID, float] = {}
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
         self._loops: list[asyncio.Task[None]] = []
@@ -222,7 +227,8 @@ class Engines:
             return False  # another process runs it: its state is that process's
         try:
             version = await self._start(service_id)
-        except (EngineUnavailable, ClickHouseError, OSError) as error:
+            await self._restore(service_id)
+        except (EngineUnavailable, ClickHouseError, OSError, BackupFailed) as error:
             if self.supervisor.closing:  # the server is stopping: the service stays as it is
                 return False
             log.error("service %s did not start: %s", service_id, error)
@@ -233,6 +239,24 @@ class Engines:
         await self._up(service_id)  # first: a running service lists its interface
         await self._set(service_id, State.RUNNING, expected=COMING_UP, version=version)
         return True
+
+    async def _restore(self, service_id: uuid.UUID) -> None:
+        """A service created from a backup: restore it into the new engine, once. A restore
+        that fails leaves no half-restored data behind: the next start begins afresh."""
+        backup_id = await run_in_transaction(
+            self.state, lambda session: backups.pending_restore(session, service_id)
+        )
+        if backup_id is None:
+            return
+        self._restoring.add(service_id)
+        try:
+            await self.backups.restore(service_id, backup_id)
+        except BackupFailed as error:
+            await self.supervisor.remove_data(service_id)
+            raise BackupFailed(f"restoring backup {backup_id} failed: {error}") from None
+        finally:
+            self._restoring.discard(service_id)
+        await run_in_transaction(self.state, lambda session: backups.restored(session, service_id))
 
     async def _start(self, service_id: uuid.UUID) -> str:
         pepper = self.state.pepper
@@ -367,6 +391,10 @@ class Engines:
     async def _ready(self, grant: RunGrant) -> Upstream | None:
         """Bring the service up when it is not (503 if it cannot be), count it as used, and
         return its attached server (None: its own engine)."""
+        if grant.service_id in self._restoring:  # (its engine runs, its data is not all in)
+            raise ServiceUnavailable(
+                "The service is being restored from a backup", headers={"Retry-After": "5"}
+            )
         if not self.running(grant.service_id) and not await self.bring_up(grant.service_id):
             elsewhere = self._held_elsewhere.get(grant.service_id)
             if elsewhere is not None:
@@ -403,6 +431,7 @@ class Engines:
             asyncio.create_task(self._reconcile_until_done()),
             asyncio.create_task(self._reap_idle()),
             asyncio.create_task(self._keep_leases()),
+            asyncio.create_task(self._schedule_backups()),
         ]
 
     async def _reconcile_until_done(self) -> None:
@@ -442,6 +471,14 @@ class Engines:
                 await self._set(service_id, State.STARTING, expected=frozenset({State.RUNNING}))
             self._spawn(self.bring_up(service_id))
 
+    async def _schedule_backups(self) -> None:
+        while True:
+            await asyncio.sleep(self.state.settings.backup_check_seconds)
+            try:
+                await self.backups.tick(set(self._held))
+            except Exception:  # the schedule must outlive a failed round (e.g. a DB outage)
+                log.exception("backup schedule: round failed")
+
     async def close(self) -> None:
         for loop in self._loops:
             loop.cancel()
@@ -450,6 +487,7 @@ class Engines:
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
+        await self.backups.close()
         for watcher in self._watchers:
             await watcher.close()
         for upstream in list(self._upstreams.values()):

@@ -3,13 +3,14 @@ API with the CLI's own "bind the key and retry" flow."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Server, bootstrap, server_env, start_server, stop
+from tests.e2e.conftest import BIN, Server, bootstrap, server_env, start_server, stop
 from tests.e2e.test_clickhousectl import _run, ctl
 
 
@@ -136,3 +137,71 @@ def test_rows_survive_a_restart_of_keyhouse(
         ctl(server, "service", "delete", service_id)
     finally:
         stop(process)
+
+
+def test_backups_backup_config_and_a_restore_into_a_new_service(server: Server) -> None:
+    """`keyhouse backups take` (the operator's) on the server's database, then clickhousectl's
+    backup list/get, service backup-config get/update, and service create --backup-id."""
+    created = ctl(server, "service", "create", "--name", f"kept-{uuid.uuid4().hex[:6]}")
+    service_id = created.get("service", created)["id"]
+    _wait(server, service_id, "running")
+    for sql in (
+        "CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a",
+        "INSERT INTO t VALUES (1), (2)",
+    ):
+        done = _run(server, ("service", "query", service_id, "-q", sql), None)
+        assert done.returncode == 0, done.stdout + done.stderr
+    take = subprocess.run(
+        [
+            str(BIN / "keyhouse"),
+            "backups",
+            "take",
+            service_id,
+            "--database-url",
+            server.database_url,
+        ],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert take.returncode == 0, take.stdout + take.stderr
+    [backup] = ctl(server, "backup", "list", service_id)
+    assert backup["status"] == "done"
+    assert backup["type"] == "full"
+    one = ctl(server, "backup", "get", service_id, backup["id"])
+    assert one["id"] == backup["id"]
+    assert one["sizeInBytes"] > 0
+
+    config = ctl(server, "service", "backup-config", "get", service_id)
+    assert config["backupPeriodInHours"] == 24
+    changed = ctl(
+        server,
+        "service",
+        "backup-config",
+        "update",
+        service_id,
+        "--backup-retention-period-hours",
+        "72",
+        "--backup-start-time",
+        "02:00",
+    )
+    assert changed["backupRetentionPeriodInHours"] == 72
+    assert changed["backupStartTime"] == "02:00"
+    cleared = ctl(
+        server, "service", "backup-config", "update", service_id, "--clear-backup-start-time"
+    )
+    assert "backupStartTime" not in cleared or cleared["backupStartTime"] is None
+
+    done = _run(server, ("service", "query", service_id, "-q", "INSERT INTO t VALUES (3)"), None)
+    assert done.returncode == 0
+    restored = ctl(server, "service", "create", "--name", "restored", "--backup-id", backup["id"])
+    restored_id = restored.get("service", restored)["id"]
+    _wait(server, restored_id, "running")
+    rows = _run(server, ("service", "query", restored_id, "-q", "SELECT sum(a) FROM t"), None)
+    assert rows.stdout.strip() == "3", rows.stdout + rows.stderr  # 1 + 2: not the 3 after it
+    for sid in (restored_id, service_id):
+        ctl(server, "service", "stop", sid)
+        _wait(server, sid, "stopped")
+        ctl(server, "service", "delete", sid)

@@ -130,6 +130,11 @@ class EngineSupervisor:
     def data_path(self, service_id: uuid.UUID) -> Path:
         return self.data_dir / "services" / str(service_id)
 
+    def backup_path(self, service_id: uuid.UUID) -> Path:
+        """The service's backups: outside its data directory (a tenant who drops its tables
+        cannot drop them), written by its own engine's ``BACKUP`` and by nothing else."""
+        return self.data_dir / "backups" / str(service_id)
+
     def running(self, service_id: uuid.UUID) -> bool:
         worker = self._workers.get(service_id)
         return worker is not None and worker.process.returncode is None
@@ -160,18 +165,20 @@ class EngineSupervisor:
         # The worker's own directory (its socket) and its configuration (read-only to it: an
         # engine reloads its users file when it changes).
         channel = self._sockets / service_id.hex
+        backups = self.backup_path(service_id)
+        (self.data_dir / "backups").mkdir(mode=0o700, parents=True, exist_ok=True)
         config = engine_config(
-            self._sockets / f"{service_id.hex}.config", self.limits, self.memory_limit
+            self._sockets / f"{service_id.hex}.config", self.limits, self.memory_limit, backups
         )
         if self.memory_limit:
             await asyncio.to_thread(self._join_memory_group)
-        await asyncio.to_thread(self.sandbox.prepare, data_path, channel)
+        await asyncio.to_thread(self.sandbox.prepare, data_path, channel, backups)
         await _unlocked(data_path)
         socket_path = channel / "engine.sock"
         argv = [sys.executable, "-I", "-m", "keyhouse.engine.worker"]
         argv += ["--path", str(data_path), "--socket", str(socket_path), "--config", str(config)]
         argv += ["--max-queries", str(self.max_queries)]
-        process, child = await self._launch(argv, data_path, channel, config)
+        process, child = await self._launch(argv, [data_path, channel, backups], config)
         try:
             pid = await asyncio.shield(child)
             assert process.stdout is not None  # noqa: S101 (stdout=PIPE above)
@@ -212,7 +219,7 @@ class EngineSupervisor:
             self.memory_group = group
 
     async def _launch(
-        self, argv: list[str], data_path: Path, channel: Path, config: Path
+        self, argv: list[str], writable: list[Path], config: Path
     ) -> tuple[asyncio.subprocess.Process, asyncio.Future[int]]:
         """Start ``argv`` in the sandbox; the process (bubblewrap's, in a sandbox) and a future
         of the worker's own PID (bubblewrap writes it to a pipe, which it closes also when it
@@ -222,7 +229,7 @@ class EngineSupervisor:
         try:
             command = self.sandbox.command(
                 argv,
-                writable=[data_path, channel],
+                writable=writable,
                 readable=[config.parent],
                 info_fd=info_write if sandboxed else None,
             )
@@ -371,9 +378,10 @@ class EngineSupervisor:
             log.info("engine for service %s stopped", service_id)
 
     async def remove_data(self, service_id: uuid.UUID) -> None:
-        """Delete a (stopped) service's data directory."""
+        """Delete a (stopped) service's data directory and its backups."""
         await self.stop(service_id)
         await asyncio.to_thread(shutil.rmtree, self.data_path(service_id), True)
+        await asyncio.to_thread(shutil.rmtree, self.backup_path(service_id), True)
 
     @property
     def closing(self) -> bool:

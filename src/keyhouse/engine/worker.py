@@ -86,14 +86,21 @@ CLOSE_SECONDS = 3.0
 MAX_SESSION_TIMEOUT = 3600.0
 
 
+BACKUP_DISK = "backups"
+
+
 def engine_config(
-    directory: Path, limits: dict[str, int | str] | None = None, memory: int = 0
+    directory: Path,
+    limits: dict[str, int | str] | None = None,
+    memory: int = 0,
+    backups: Path | None = None,
 ) -> Path:
     """Write the engine's configuration (its users, roles and the operator's ``limits``) into
     ``directory``. Each numeric limit is the default and a constraint (1 to the limit; 0 is no
     limit): neither ``SET`` nor a query's ``SETTINGS`` clause can lift it, only lower it.
     ``memory``: the most the whole engine may hold, in bytes (0: the engine's default, 90 % of
-    the host's memory)."""
+    the host's memory). ``backups``: the service's backup directory, the one place ``BACKUP``
+    may write to and ``RESTORE`` read from (the disk ``BACKUP_DISK``; no ``File`` engine)."""
     roles = "".join(
         f"<{name}><grants>{''.join(f'<query>{query}</query>' for query in queries)}</grants>"
         f"</{name}>"
@@ -121,11 +128,23 @@ def engine_config(
         f"<clickhouse><users_config>{directory / 'users.xml'}</users_config>"
         f"<max_server_memory_usage>{int(memory)}</max_server_memory_usage>"
         "<access_control_improvements><table_engines_require_grant>true"
-        "</table_engines_require_grant></access_control_improvements></clickhouse>"
+        "</table_engines_require_grant></access_control_improvements>"
+        f"{_backup_disk(backups)}</clickhouse>"
     )
     for path in (config, directory / "users.xml"):
         path.chmod(0o644)
     return config
+
+
+def _backup_disk(path: Path | None) -> str:
+    if path is None:
+        return ""
+    where = html.escape(f"{path}/", quote=False)
+    return (
+        f"<storage_configuration><disks><{BACKUP_DISK}><type>local</type><path>{where}</path>"
+        f"</{BACKUP_DISK}></disks></storage_configuration>"
+        f"<backups><allowed_disk>{BACKUP_DISK}</allowed_disk></backups>"
+    )
 
 
 def _profile(limits: dict[str, int | str]) -> str:

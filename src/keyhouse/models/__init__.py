@@ -3,6 +3,7 @@
 from keyhouse.db import Base
 from keyhouse.models.activity import Activity
 from keyhouse.models.api_key import ApiKey
+from keyhouse.models.backup import Backup
 from keyhouse.models.console_session import ConsoleSession
 from keyhouse.models.invitation import Invitation
 from keyhouse.models.organization import Organization
@@ -28,6 +29,7 @@ __all__ = [
     "ROLE_ASSIGNMENTS",
     "Activity",
     "ApiKey",
+    "Backup",
     "ConsoleSession",
     "EngineLease",
     "Invitation",

@@ -51,6 +51,14 @@ class Service(Base):
     attached_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     attached_username: Mapped[str | None] = mapped_column(String(255), nullable=True)
     attached_password: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The backup configuration (None: the default, keyhouse.backups.schedule).
+    backup_period_hours: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    backup_retention_hours: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    backup_start_time: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    # Why the last scheduled backup was not taken (a stopped or idle service), and when.
+    backup_note: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # A service created from a backup: restored into its engine before it first runs.
+    restore_from: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
 
 
 class EngineLease(Base):

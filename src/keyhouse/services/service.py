@@ -24,6 +24,7 @@ from keyhouse.auth.authorize import find_in_organization, require
 from keyhouse.auth.network import ip_allowed
 from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.auth.principal import Principal, system_principal
+from keyhouse.backups import service as backups
 from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.engine.worker import ADMIN_ROLE, NAMEABLE_ROLES, READ_ONLY_ROLE
 from keyhouse.models import ApiKey, Service, ServiceQueryEndpoint
@@ -160,7 +161,6 @@ _CLOUD_ONLY = {
     "tier": "tiers",
     "min_total_memory_gb": "total memory (deprecated; use minReplicaMemoryGb)",
     "max_total_memory_gb": "total memory (deprecated; use maxReplicaMemoryGb)",
-    "backup_id": "restoring from a backup",
     "encryption_key": "customer-managed encryption keys",
     "encryption_assumed_role_identifier": "customer-managed encryption keys",
     "private_endpoint_ids": "private endpoints",
@@ -212,13 +212,20 @@ def create_service(
         if attached
         else None
     )
+    region = request.region or defaults.region
+    restore_from = None
+    if request.backup_id is not None:
+        if attached_url is not None:
+            raise BadRequest("backupId: " + backups.ATTACHED)
+        restore_from = backups.restore_source(session, principal, request.backup_id, region)
     password = new_password()
     service = Service(
         organization_id=principal.organization_id,
         name=request.name,
         state=State.PROVISIONING.value,
         provider=request.provider or defaults.provider,
-        region=request.region or defaults.region,
+        region=region,
+        restore_from=restore_from,
         password_hash=credentials.hash_value(pepper, password),
         ip_access_list=_entries(request.ip_access_list or []),
         tags=[tag.model_dump(exclude_none=True) for tag in request.tags or []],
@@ -237,6 +244,14 @@ def create_service(
     session.flush()
     quota.recheck(session, principal.organization_id)
     record(session, principal, "service_create", service_id=service.id)
+    if restore_from is not None:
+        record(
+            session,
+            principal,
+            "service_restore_backup",
+            service_id=service.id,
+            details=f"from backup {restore_from}",
+        )
     after_commit(session, EngineWork(service.id, Step.START))
     return service, password
 
