@@ -285,6 +285,19 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 handle.query(f"SET ROLE {READ_ONLY_ROLE}")
                 session.read_only_request = True
 
+    def _kill(self, marker: str) -> None:
+        """End the query whose text carries ``marker`` (on a handle of its own: the query's
+        handle is busy running it)."""
+        import chdb
+
+        handle = chdb.connect(self.address)  # type: ignore[no-untyped-call]
+        try:
+            handle.query(
+                f"KILL QUERY WHERE query LIKE {literal('%' + marker + '%')} ASYNC", "TabSeparated"
+            )
+        finally:
+            handle.close()
+
     def serve(self, sock: socket.socket, request: dict[str, Any]) -> None:
         if request.get("op") == "ping":
             sock.sendall(
@@ -406,7 +419,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         sql, fmt = request["sql"], request.get("format") or "TabSeparated"
         params = request.get("params") or {}
         if returns_rows(sql):
-            piped = _Piped(self.runner, handle, sql, fmt, params)
+            piped = _Piped(self.runner, handle, sql, fmt, params, self._kill)
             use.stop = piped.stop  # (once the query ended, stopping it again does nothing)
             pieces = iter(piped)
             try:
@@ -462,13 +475,24 @@ class _Piped:
     them, or at its end.
 
     The query runs on a thread of ``runner``; the reader is the request's own thread. ``stop``
-    (the client went away, or the answer is over) closes the pipe's reading end, which ends a
-    query still writing (it fails on the closed pipe), and waits for the query to end, so that
-    the handle is free once it returns."""
+    (the client went away, or the answer is over) closes the pipe's reading end and, if the
+    query is still running, kills it (``kill``, by the marker its text carries: a closed pipe
+    fails the engine's next write, but the engine then goes on computing the rest of the
+    answer, a whole table scan for nothing, 10 s and more under load), and waits for it to end,
+    so that the handle is free once it returns."""
 
     def __init__(
-        self, runner: ThreadPoolExecutor, handle: Any, sql: str, fmt: str, params: dict[str, Any]
+        self,
+        runner: ThreadPoolExecutor,
+        handle: Any,
+        sql: str,
+        fmt: str,
+        params: dict[str, Any],
+        kill: Callable[[str], None],
     ) -> None:
+        self._kill = kill
+        self._marker = f"kh-piped-{os.urandom(8).hex()}"
+        self._ended = False
         self._read, self._write = os.pipe()
         with contextlib.suppress(OSError):  # fewer, larger reads where the host allows it
             fcntl.fcntl(self._write, fcntl.F_SETPIPE_SZ, PIECE_BYTES)
@@ -476,7 +500,7 @@ class _Piped:
         # a line of its own ends a trailing comment.
         statement = (
             f"{_without_terminator(sql)}\nINTO OUTFILE '/proc/self/fd/{self._write}' "
-            "APPEND COMPRESSION 'none'"
+            f"APPEND COMPRESSION 'none' /* {self._marker} */"
         )
         self.result: Any = None  # the engine's result (its statistics), once it ended
         self._done = runner.submit(self._run, handle, statement, fmt, params)
@@ -486,6 +510,7 @@ class _Piped:
         try:
             self.result = handle.query(statement, fmt, params=params)
         finally:
+            self._ended = True  # (before the reader's end of file: stop() then kills nothing)
             os.close(self._write)  # the reader's end of file, once the engine's file is closed
 
     def __iter__(self) -> Iterator[bytes]:
@@ -498,6 +523,9 @@ class _Piped:
         if not self._closed:
             self._closed = True
             os.close(self._read)
+            if not self._ended:
+                with contextlib.suppress(Exception):
+                    self._kill(self._marker)
         with contextlib.suppress(Exception):
             self._done.result()
 
