@@ -7,7 +7,7 @@ PORT ?= 8000
 DATA := data
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test lint bench clean browser sandbox clients
+.PHONY: install run test lint bench clean browser sandbox clients prometheus
 
 $(BIN)/keyhouse: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,9 +48,13 @@ $(NODE_CLIENT): tests/clients/node/package-lock.json
 	npm ci --prefix tests/clients/node --no-audit --no-fund --silent
 clients: $(NODE_CLIENT)
 
+# tests/e2e/test_prometheus.py runs a real Prometheus: Debian's package (not as a system service).
+prometheus:
+	@command -v prometheus >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+
 # A worker that crashes ends the run (xdist would start another that, with --dist loadfile,
 # can wait for work forever); a test that hangs fails alone after five minutes (pyproject.toml).
-test: install lint browser clients
+test: install lint browser clients prometheus
 	$(BIN)/pytest -n auto --dist loadfile --max-worker-restart=0
 
 bench: install

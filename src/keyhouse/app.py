@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
@@ -26,6 +26,7 @@ from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.api.handlers import error_response
 from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from keyhouse.api_keys.routes import router as keys_router
+from keyhouse.auth.network import request_address
 from keyhouse.backups.routes import router as backups_router
 from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.config import Settings
@@ -33,7 +34,11 @@ from keyhouse.console.routes import router as console_router
 from keyhouse.fast_paths import HotPaths, KeyhouseAPI
 from keyhouse.invitations.routes import router as invitations_router
 from keyhouse.members.routes import router as members_router
+from keyhouse.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from keyhouse.metrics import MetricsMiddleware
+from keyhouse.metrics import allowed as metrics_allowed
 from keyhouse.organizations.routes import router as organizations_router
+from keyhouse.prometheus.routes import router as prometheus_router
 from keyhouse.query_endpoints.routes import router as query_endpoints_router
 from keyhouse.query_endpoints.routes import run_router
 from keyhouse.roles.routes import router as roles_router
@@ -125,6 +130,7 @@ def create_app(
     # The app's middlewares, outermost first: they wrap FastAPI's stack and each hot path alike
     # (a middleware added anywhere else would miss the busiest calls).
     middlewares = [
+        Middleware(MetricsMiddleware, metrics=state.metrics),
         Middleware(RequestIdMiddleware),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
@@ -149,6 +155,24 @@ def create_app(
             return error_response(error.status, error.message, error.headers)
         return JSONResponse({"status": "ok"})
 
+    async def operator_metrics(request: Request) -> Response:
+        """Keyhouse's own metrics (keyhouse.metrics): from loopback, or with the operator's
+        token (KEYHOUSE_METRICS_TOKEN)."""
+        address = request_address(request, state.trusted_proxies)
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        if not metrics_allowed(address, request.headers.get("authorization"), token):
+            return error_response(
+                403,
+                "FORBIDDEN: /metrics is readable from loopback, or with the token set in "
+                "KEYHOUSE_METRICS_TOKEN (Authorization: Bearer)",
+            )
+        try:
+            await run_in_transaction(state, state.metrics.refresh)
+        except ServiceUnavailable as error:
+            return error_response(error.status, error.message, error.headers)
+        return Response(state.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+    app.add_api_route("/metrics", operator_metrics, methods=["GET"], include_in_schema=False)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
 
@@ -165,6 +189,7 @@ def create_app(
     v1.include_router(activities_router)
     v1.include_router(services_router)
     v1.include_router(backups_router)
+    v1.include_router(prometheus_router)
     v1.include_router(query_endpoints_router)
     app.include_router(v1)
 

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Invitations: lifetime, and where the acceptance link points (default: the request's host).
     invitation_ttl_days: int = Field(default=30, ge=1, le=365)
     public_url: str | None = None
+    # Who may read GET /metrics besides loopback: a caller with Authorization: Bearer <token>.
+    metrics_token: SecretStr | None = None
     # smtp://user:password@host:port (STARTTLS when offered) or smtps://...; unset: no email,
     # the create response carries the link in the acceptUrl extension field instead.
     smtp_url: SecretStr | None = None

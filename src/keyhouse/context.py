@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
-from keyhouse.api.errors import Forbidden, NotFound, Unauthorized
+from keyhouse.api.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from keyhouse.auth.network import client_address
 from keyhouse.auth.permissions import Permission, organization_resource
 from keyhouse.auth.principal import Principal
@@ -99,7 +99,11 @@ class Context:
     async def _authenticate(self, reads: Sequence[Read]) -> tuple[Principal, list[list[Any]]]:
         state = self.state
         failures = state.auth_failures
-        await limiter_call(state, failures.check, self.ip_address, self.key_id)
+        try:
+            await limiter_call(state, failures.check, self.ip_address, self.key_id)
+        except TooManyRequests:
+            state.metrics.rate_limited.labels("failures").inc()
+            raise
         now = utcnow()
         try:
             principal, use, rows = await authenticate_key_on_loop(
@@ -113,11 +117,16 @@ class Context:
                 also=reads,
             )
         except Unauthorized:
+            state.metrics.auth_failures.labels("api").inc()
             await limiter_call(state, failures.failed, self.ip_address, self.key_id)
             raise
         state.usage.note(use, now)
         self._authorize(principal)
-        await limiter_call(state, state.rate_limiter.check, str(principal.actor_id))
+        try:
+            await limiter_call(state, state.rate_limiter.check, str(principal.actor_id))
+        except TooManyRequests:
+            state.metrics.rate_limited.labels("key").inc()
+            raise
         return principal, rows
 
     def _authorize(self, principal: Principal) -> None:

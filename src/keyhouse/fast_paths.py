@@ -51,6 +51,7 @@ class _Hot:
 
     def __init__(self, path: str, route: APIRoute, app: ASGIApp) -> None:
         [self.method] = route.methods or ("GET",)
+        self.route = route
         self.app = app
         # The route's path as served (its routers' prefixes before it), compiled as Starlette
         # compiles a route's.
@@ -114,6 +115,7 @@ class HotPaths:
             params = hot.match(scope)
             if params is not None:
                 scope["path_params"] = params
+                scope["route"] = hot.route  # (as Starlette's routing leaves it: for metrics)
                 return hot.app
         return None
 

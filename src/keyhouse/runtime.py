@@ -94,6 +94,7 @@ class Engines:
             max_queries=settings.query_max_concurrent_per_service,
             memory_limit=engines_memory(settings),
             heartbeat=settings.engine_heartbeat_seconds,
+            on_event=lambda event: state.metrics.engine_events.labels(event).inc(),
             sandbox=Sandbox(
                 enabled=settings.engine_sandbox != "off",
                 uid=settings.engine_uid,
@@ -347,15 +348,43 @@ class Engines:
             "limits": self._limits(grant),
             "settings": extra_settings or {},
         }
+        metrics, service_id = self.state.metrics, grant.service_id
+        metrics.queries.labels(str(service_id)).inc()
         try:
             if upstream is not None:
                 chunks = await upstream.query(request)
             else:
                 chunks = await self.supervisor.query(grant.service_id, request)
+            chunks.on_end = lambda summary: metrics.query_done(service_id, summary)
             await anext(chunks)  # the engine accepted the query (or raised its error)
         except EngineUnavailable:
             raise not_running() from None
         return chunks
+
+    async def read_if_running(self, service_id: uuid.UUID, sql: str) -> bytes | None:
+        """The answer (JSONEachRow) to the control plane's own read-only ``sql`` on the
+        service's engine or attached server, if this process runs it and it is up; None
+        otherwise. It never wakes a service, nor counts as its use (a service scraped every
+        15 s still idles)."""
+        if service_id in self._restoring or not self.running(service_id):
+            return None
+        request = {
+            "sql": sql,
+            "format": "JSONEachRow",
+            "readonly": True,
+            "query_id": str(uuid.uuid4()),
+            "limits": self.limits.as_settings(),
+        }
+        upstream = self._upstreams.get(service_id)
+        try:
+            if upstream is not None:
+                answer = await upstream.query(request)
+            else:
+                answer = await self.supervisor.query(service_id, request)
+            return b"".join([chunk async for chunk in answer])
+        except (EngineUnavailable, ClickHouseError, OSError) as error:
+            log.warning("service %s: the engine's figures could not be read: %s", service_id, error)
+            return None
 
     async def insert(
         self,
@@ -381,10 +410,14 @@ class Engines:
             "limits": self._limits(grant),
             "settings": extra_settings or {},
         }
+        self.state.metrics.queries.labels(str(grant.service_id)).inc()
         try:
             if upstream is not None:
-                return await upstream.insert(request, data)
-            return await self.supervisor.insert(grant.service_id, request, data)
+                written = await upstream.insert(request, data)
+            else:
+                written = await self.supervisor.insert(grant.service_id, request, data)
+            self.state.metrics.query_done(grant.service_id, written)
+            return written
         except EngineUnavailable:
             raise not_running() from None
 

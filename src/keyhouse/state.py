@@ -16,6 +16,7 @@ from keyhouse.auth.ratelimit import AuthFailureLimiter, KeyRateLimiter, LoginThr
 from keyhouse.config import IPNetwork, Settings, parse_rate_limit
 from keyhouse.db import make_engine, make_sessionmaker
 from keyhouse.loop_reads import LoopReader
+from keyhouse.metrics import Metrics
 from keyhouse.usage import EndpointCalls, UsageRecorder
 
 log = logging.getLogger("keyhouse")
@@ -47,6 +48,8 @@ class AppState:
     # Who does the work transactions queue with ``after_commit`` once they committed (the
     # services runtime, while an app serving this state runs).
     on_commit: list[Callable[[Any], None]] = field(default_factory=list)
+    # Keyhouse's own metrics (GET /metrics).
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:

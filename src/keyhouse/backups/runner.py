@@ -156,6 +156,7 @@ class BackupRunner:
             await run_in_transaction(
                 self.state, lambda session: backups.fail(session, backup_id, why)
             )
+            self.state.metrics.backups.labels("error").inc()
             if isinstance(error, asyncio.CancelledError):
                 raise
             return backup_id
@@ -163,6 +164,7 @@ class BackupRunner:
         await run_in_transaction(
             self.state, lambda session: backups.finish(session, backup_id, size)
         )
+        self.state.metrics.backups.labels("done").inc()
         log.info("service %s: backup %s taken (%d bytes)", service_id, backup_id, size)
         await self.prune(service_id)
         return backup_id

@@ -467,6 +467,7 @@ class ClickHouseInterface:
                 admission = admit(State(grant.state), may_wake=True)
         except ClickHouseError as refused:
             if refused.code == service.AUTHENTICATION_FAILED:
+                self.state.metrics.auth_failures.labels("clickhouse").inc()
                 await limiter_call(self.state, failures.failed, address, subject)
             raise
         if admission in REFUSALS:

@@ -84,7 +84,14 @@ class Answer:
     def __init__(self, produce: Callable[[Answer], AsyncGenerator[bytes]]) -> None:
         self.summary: dict[str, int] = {}
         self.returns_rows = True
+        # Told the summary once the whole answer was read (not when it was cut short).
+        self.on_end: Callable[[dict[str, int]], None] | None = None
         self._chunks = produce(self)
+
+    def ended(self) -> None:
+        """The producer's last step: the answer is whole."""
+        if self.on_end is not None:
+            self.on_end(self.summary)
 
     def __aiter__(self) -> Answer:
         return self

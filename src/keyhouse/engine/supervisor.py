@@ -97,8 +97,11 @@ class EngineSupervisor:
         max_queries: int = 0,
         memory_limit: int = 0,
         heartbeat: float = HEARTBEAT_SECONDS,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        # Told of each worker's life: "started", "crashed", "hung", "given_up" (metrics).
+        self.on_event = on_event
         # Each running worker is pinged this often; one that misses HEARTBEAT_MISSES pings in a
         # row (each given as long) and sent no frame on any query meanwhile is hung: killed,
         # and restarted as a crashed one is.
@@ -151,6 +154,7 @@ class EngineSupervisor:
             if worker is not None and worker.process.returncode is None:
                 return worker.version
             worker = await self._spawn(service_id, crashes=worker.crashes if worker else [])
+            self._event("started")
             self._workers[service_id] = worker
             worker.watcher = asyncio.create_task(self._watch(worker))
             return worker.version
@@ -292,8 +296,10 @@ class EngineSupervisor:
         now = time.monotonic()
         worker.crashes = [t for t in worker.crashes if now - t < self.restart_window] + [now]
         log.warning("engine for service %s exited unasked (%s)", worker.service_id, code)
+        self._event("crashed")
         if len(worker.crashes) > self.max_restarts:
             log.error("engine for service %s keeps crashing: giving up", worker.service_id)
+            self._event("given_up")
             if self.on_failed is not None:
                 await self.on_failed(
                     worker.service_id, f"engine exited {len(worker.crashes)} times"
@@ -333,8 +339,13 @@ class EngineSupervisor:
                     worker.service_id,
                     missed,
                 )
+                self._event("hung")
                 _kill(worker.process, worker.pid)
                 return
+
+    def _event(self, event: str) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
 
     async def _ping(self, worker: _Worker) -> None:
         reader, writer = await asyncio.open_unix_connection(str(worker.socket_path))
@@ -483,6 +494,7 @@ class EngineSupervisor:
                 elif kind == protocol.END:
                     if payload:
                         answer.summary.update(json.loads(payload))
+                    answer.ended()
                     return
                 else:
                     error = json.loads(payload)

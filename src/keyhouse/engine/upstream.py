@@ -92,6 +92,7 @@ class Upstream:
                 yield b""
                 async for chunk in response.aiter_raw():
                     yield chunk
+            answer.ended()
         except httpx.ReadTimeout:
             raise silent_engine(self.answer_timeout) from None
         except httpx.HTTPError as error:

@@ -37,6 +37,11 @@ class EngineRuntime(Protocol):
         session_timeout: float | None = None,
     ) -> Answer: ...
 
+    async def read_if_running(self, service_id: uuid.UUID, sql: str) -> bytes | None:
+        """The control plane's own read of a running service's engine (JSONEachRow); None
+        when it does not run here. Never wakes it, never counts as its use."""
+        ...
+
     async def insert(
         self,
         grant: RunGrant,
