@@ -43,6 +43,7 @@ from keyhouse.query_endpoints.routes import router as query_endpoints_router
 from keyhouse.query_endpoints.routes import run_router
 from keyhouse.roles.routes import router as roles_router
 from keyhouse.runtime import Engines
+from keyhouse.service_settings.routes import router as service_settings_router
 from keyhouse.services.routes import query_router
 from keyhouse.services.routes import router as services_router
 from keyhouse.state import AppState
@@ -189,6 +190,7 @@ def create_app(
     v1.include_router(activities_router)
     v1.include_router(services_router)
     v1.include_router(backups_router)
+    v1.include_router(service_settings_router)
     v1.include_router(prometheus_router)
     v1.include_router(query_endpoints_router)
     app.include_router(v1)

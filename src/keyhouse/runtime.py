@@ -37,6 +37,7 @@ from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
 from keyhouse.models import Service
+from keyhouse.service_settings import service as service_settings
 from keyhouse.services import leases
 from keyhouse.services.engines import not_running
 from keyhouse.services.service import RunGrant, attachment, set_state
@@ -61,6 +62,8 @@ log = logging.getLogger("keyhouse.services")
 
 
 IDLE_CHECK_SECONDS = 30.0
+# The reference engine's id (no service has it: services' ids are random UUIDs).
+REFERENCE = uuid.UUID(int=0)
 
 
 class ServiceWatcher(Protocol):
@@ -116,6 +119,13 @@ class Engines:
         # Backups of the services this process holds (their schedule, and restores).
         self.backups = BackupRunner(state, self.supervisor, self.holder)
         self._restoring: set[uuid.UUID] = set()  # engines up, their backup not restored yet
+        # Each running service's ClickHouse settings (keyhouse.service_settings): every query
+        # of the service runs with them, under the caller's own.
+        self._service_settings: dict[uuid.UUID, dict[str, str]] = {}
+        # The reference engine (a worker on an empty directory): the engine's own catalog of
+        # settings and its checks of values, never a tenant's engine.
+        self._reference_lock = asyncio.Lock()
+        self._catalog: bytes | None = None
         self._last_used: dict[uuid.UUID, float] = {}
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
         self._loops: list[asyncio.Task[None]] = []
@@ -217,6 +227,8 @@ class Engines:
             self._spawn(self.bring_up(service_id))
         elif work.step == Step.STOP:
             self._spawn(self._take_down(service_id, State.STOPPED, frozenset({State.STOPPING})))
+        elif work.step == Step.CONFIGURE:
+            self._service_settings[service_id] = dict(work.settings or {})
         else:
             self._last_used.pop(service_id, None)
             self._spawn(self._remove(service_id))
@@ -229,6 +241,10 @@ class Engines:
         try:
             version = await self._start(service_id)
             await self._restore(service_id)
+            configured = await run_in_transaction(
+                self.state, lambda session: service_settings.configured(session, service_id)
+            )
+            self._service_settings[service_id] = configured
         except (EngineUnavailable, ClickHouseError, OSError, BackupFailed) as error:
             if self.supervisor.closing:  # the server is stopping: the service stays as it is
                 return False
@@ -346,7 +362,7 @@ class Engines:
             "session_timeout": session_timeout,
             "query_id": query_id or str(uuid.uuid4()),
             "limits": self._limits(grant),
-            "settings": extra_settings or {},
+            "settings": self._settings(grant.service_id, extra_settings),
         }
         metrics, service_id = self.state.metrics, grant.service_id
         metrics.queries.labels(str(service_id)).inc()
@@ -408,7 +424,7 @@ class Engines:
             "session_id": session_id,
             "session_timeout": session_timeout,
             "limits": self._limits(grant),
-            "settings": extra_settings or {},
+            "settings": self._settings(grant.service_id, extra_settings),
         }
         self.state.metrics.queries.labels(str(grant.service_id)).inc()
         try:
@@ -438,6 +454,46 @@ class Engines:
             raise not_running()
         self.used(grant.service_id)
         return self._upstreams.get(grant.service_id)
+
+    def _settings(self, service_id: uuid.UUID, asked: dict[str, Any] | None) -> dict[str, Any]:
+        """The service's own settings, under the caller's (which win)."""
+        configured = self._service_settings.get(service_id)
+        if not configured:
+            return asked or {}
+        return {**configured, **(asked or {})}
+
+    async def reference(self, statements: list[str]) -> list[bytes | ClickHouseError]:
+        """Each statement's answer (JSONEachRow), or the engine's error, from the reference
+        engine: started for the call and stopped after it (its directory removed), one call
+        at a time."""
+        async with self._reference_lock:
+            try:
+                await self.supervisor.start(REFERENCE)
+            except EngineUnavailable as error:
+                raise ServiceUnavailable(
+                    f"The reference engine could not start: {error}", headers={"Retry-After": "5"}
+                ) from None
+            answers: list[bytes | ClickHouseError] = []
+            try:
+                for sql in statements:
+                    request = {"sql": sql, "format": "JSONEachRow", "limits": {}}
+                    try:
+                        answer = await self.supervisor.query(REFERENCE, request)
+                        answers.append(b"".join([chunk async for chunk in answer]))
+                    except ClickHouseError as error:
+                        answers.append(error)
+            finally:
+                await self.supervisor.remove_data(REFERENCE)
+            return answers
+
+    async def catalog(self) -> bytes:
+        """The engine's ``system.settings`` (JSONEachRow; read once per process)."""
+        if self._catalog is None:
+            [answer] = await self.reference([service_settings.CATALOG_SQL])
+            if isinstance(answer, ClickHouseError):
+                raise ServiceUnavailable(f"The engine's settings could not be read: {answer}")
+            self._catalog = answer
+        return self._catalog
 
     def _limits(self, grant: RunGrant) -> dict[str, int | str]:
         # (the engine's constraint: a query may lower its cap, never raise it past the operator's)

@@ -205,3 +205,45 @@ def test_backups_backup_config_and_a_restore_into_a_new_service(server: Server) 
         ctl(server, "service", "stop", sid)
         _wait(server, sid, "stopped")
         ctl(server, "service", "delete", sid)
+
+
+def test_service_settings_list_get_schema_set_unset(server: Server) -> None:
+    created = ctl(server, "service", "create", "--name", f"tuned-{uuid.uuid4().hex[:6]}")
+    service_id = created.get("service", created)["id"]
+    _wait(server, service_id, "running")
+    applied = ctl(
+        server,
+        "service",
+        "settings",
+        "set",
+        service_id,
+        "--setting",
+        "max_threads=3",
+        "--setting",
+        'compatibility="24.8"',
+    )
+    assert applied["settings"] == {"max_threads": "3", "compatibility": "24.8"}
+    assert {w["name"] for w in applied["warnings"]} == {"max_threads", "compatibility"}
+    listed = ctl(server, "service", "settings", "list", service_id)
+    assert {s["name"]: s["value"] for s in listed["settings"]} == {
+        "compatibility": "24.8",
+        "max_threads": "3",
+    }
+    assert ctl(server, "service", "settings", "get", service_id, "max_threads")["value"] == "3"
+    schema = ctl(server, "service", "settings", "schema", service_id)
+    assert "max_threads" in {entry["name"] for entry in schema["settings"]}
+    rows = _run(
+        server, ("service", "query", service_id, "-q", "SELECT getSetting('max_threads')"), None
+    )
+    assert rows.stdout.strip() == "3", rows.stdout + rows.stderr
+    refused = _run(
+        server, ("service", "settings", "set", service_id, "--setting", 'max_threads="x"'), None
+    )
+    assert refused.returncode != 0
+    assert "max_threads" in refused.stdout + refused.stderr
+    ctl(server, "service", "settings", "unset", service_id, "max_threads")
+    listed = ctl(server, "service", "settings", "list", service_id)
+    assert [s["name"] for s in listed["settings"]] == ["compatibility"]
+    ctl(server, "service", "stop", service_id)
+    _wait(server, service_id, "stopped")
+    ctl(server, "service", "delete", service_id)

@@ -59,6 +59,9 @@ class Service(Base):
     backup_note: Mapped[str | None] = mapped_column(String(512), nullable=True)
     # A service created from a backup: restored into its engine before it first runs.
     restore_from: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    # The ClickHouse settings set through the API (name -> value as text); every query of the
+    # service runs with them (keyhouse.service_settings).
+    clickhouse_settings: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 class EngineLease(Base):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from keyhouse.api.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
-    from keyhouse.engine.protocol import Answer
+    from keyhouse.engine.protocol import Answer, ClickHouseError
     from keyhouse.services.service import RunGrant
     from keyhouse.state import AppState
 
@@ -40,6 +40,15 @@ class EngineRuntime(Protocol):
     async def read_if_running(self, service_id: uuid.UUID, sql: str) -> bytes | None:
         """The control plane's own read of a running service's engine (JSONEachRow); None
         when it does not run here. Never wakes it, never counts as its use."""
+        ...
+
+    async def reference(self, statements: list[str]) -> list[bytes | ClickHouseError]:
+        """Each statement's answer from the reference engine (a worker on an empty directory,
+        never a tenant's), or its error."""
+        ...
+
+    async def catalog(self) -> bytes:
+        """The engine's ``system.settings`` (JSONEachRow)."""
         ...
 
     async def insert(

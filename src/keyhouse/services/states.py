@@ -68,12 +68,14 @@ class Step(StrEnum):
     START = "start"  # bring the engine up (or reach the attached server)
     STOP = "stop"  # take it down; the service becomes ``stopped``
     REMOVE = "remove"  # the service is gone: stop its engine and remove its data
+    CONFIGURE = "configure"  # its ClickHouse settings changed (``settings``): apply them
 
 
 @dataclass(frozen=True)
 class EngineWork:
     service_id: uuid.UUID
     step: Step
+    settings: dict[str, str] | None = None  # (CONFIGURE)
 
 
 @dataclass(frozen=True)
