@@ -47,6 +47,7 @@ EXTRA_RESULT_FIELDS = {
     "ApiKey": {"createdBy"},
     "Invitation": {"acceptUrl"},
     "Activity": {"details"},
+    "UsageCostRecord": {"keyhouseUsage"},
 }
 
 

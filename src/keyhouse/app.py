@@ -28,6 +28,7 @@ from keyhouse.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from keyhouse.api_keys.routes import router as keys_router
 from keyhouse.auth.network import request_address
 from keyhouse.backups.routes import router as backups_router
+from keyhouse.billing.routes import router as billing_router
 from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.config import Settings
 from keyhouse.console.routes import router as console_router
@@ -192,6 +193,7 @@ def create_app(
     v1.include_router(backups_router)
     v1.include_router(service_settings_router)
     v1.include_router(prometheus_router)
+    v1.include_router(billing_router)
     v1.include_router(query_endpoints_router)
     app.include_router(v1)
 

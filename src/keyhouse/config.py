@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     # How often the server process running services checks their backup schedules and the
     # backups asked for with `keyhouse backups take` (keyhouse.backups).
     backup_check_seconds: float = Field(default=5.0, ge=0.1, le=3600.0)
+    # How often the process running services measures their usage (engine time, bytes on
+    # disk) for usageCost, and the prices it is charged at, in ClickHouse Credits (all 0 by
+    # default: usage is reported, at no cost).
+    usage_sample_seconds: float = Field(default=60.0, ge=0.1, le=3600.0)
+    price_compute_unit_hour: float = Field(default=0.0, ge=0.0)
+    price_storage_gb_month: float = Field(default=0.0, ge=0.0)
+    price_backup_gb_month: float = Field(default=0.0, ge=0.0)
     # The unprivileged uid/gid engines run under when Keyhouse runs as root.
     engine_uid: int = Field(default=65534, ge=1, le=2**32 - 2)
     engine_gid: int = Field(default=65534, ge=1, le=2**32 - 2)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 import uuid
@@ -28,8 +29,11 @@ from sqlalchemy import select
 
 from keyhouse.api.errors import ServiceUnavailable
 from keyhouse.backups import service as backups
-from keyhouse.backups.runner import BackupFailed, BackupRunner
+from keyhouse.backups.runner import BackupFailed, BackupRunner, tree_bytes
+from keyhouse.billing import service as billing
+from keyhouse.billing.service import Sample
 from keyhouse.config import Settings, ca_path
+from keyhouse.db import utcnow
 from keyhouse.engine.limits import QueryLimits
 from keyhouse.engine.memory import host_memory_bytes
 from keyhouse.engine.protocol import Answer, ClickHouseError
@@ -125,6 +129,7 @@ class Engines:
         # The reference engine (a worker on an empty directory): the engine's own catalog of
         # settings and its checks of values, never a tenant's engine.
         self._reference_lock = asyncio.Lock()
+        self._sampled = time.monotonic()  # the last usage sample
         self._catalog: bytes | None = None
         self._last_used: dict[uuid.UUID, float] = {}
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
@@ -521,6 +526,7 @@ class Engines:
             asyncio.create_task(self._reap_idle()),
             asyncio.create_task(self._keep_leases()),
             asyncio.create_task(self._schedule_backups()),
+            asyncio.create_task(self._sample_usage()),
         ]
 
     async def _reconcile_until_done(self) -> None:
@@ -567,6 +573,47 @@ class Engines:
                 await self.backups.tick(set(self._held))
             except Exception:  # the schedule must outlive a failed round (e.g. a DB outage)
                 log.exception("backup schedule: round failed")
+
+    async def _sample_usage(self) -> None:
+        while True:
+            await asyncio.sleep(self.state.settings.usage_sample_seconds)
+            try:
+                await self.sample_usage()
+            except Exception:  # the sampler must outlive a failed round (e.g. a DB outage)
+                log.exception("usage sample failed")
+
+    async def sample_usage(
+        self, now: dt.datetime | None = None, elapsed: float | None = None
+    ) -> None:
+        """Measure what the services of this process's data directory use (usageCost): the
+        engine time of each one running here since the last sample (``elapsed`` seconds, or as
+        measured), and the bytes of each one's data and backups; stopped ones too (any process
+        may: the same figures)."""
+        at = now or utcnow()
+        clock = time.monotonic()
+        seconds = elapsed if elapsed is not None else clock - self._sampled
+        self._sampled = clock
+        held = set(self._held)
+
+        def stopped(session: Any) -> list[uuid.UUID]:
+            rows = session.execute(
+                select(Service.id).where(
+                    Service.state == State.STOPPED.value, Service.attached_url.is_(None)
+                )
+            )
+            return [service_id for (service_id,) in rows]
+
+        ids = held | set(await run_in_transaction(self.state, stopped))
+        samples = []
+        for service_id in ids - set(self._upstreams):
+            data = await asyncio.to_thread(tree_bytes, self.supervisor.data_path(service_id))
+            kept = await asyncio.to_thread(tree_bytes, self.supervisor.backup_path(service_id))
+            running = self.supervisor.running(service_id)
+            samples.append(Sample(service_id, seconds if running else 0.0, data, kept))
+        if samples:
+            await run_in_transaction(
+                self.state, lambda session: billing.record_samples(session, samples, at)
+            )
 
     async def close(self) -> None:
         for loop in self._loops:

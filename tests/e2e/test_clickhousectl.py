@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 from typing import Any
@@ -127,3 +128,35 @@ def test_activity_list(server: Server) -> None:
     activities = ctl(server, "activity", "list")
     types = {a["type"] for a in activities}
     assert {"create_organization", "key_create"} <= types
+
+
+def test_org_usage(server: Server) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    usage = ctl(
+        server,
+        "org",
+        "usage",
+        "--org-id",
+        server.org_id,
+        "--from-date",
+        (today - dt.timedelta(days=30)).isoformat(),
+        "--to-date",
+        today.isoformat(),
+    )
+    assert usage["grandTotalCHC"] == 0
+    assert isinstance(usage["costs"], list)
+    too_long = _run(
+        server,
+        (
+            "org",
+            "usage",
+            "--org-id",
+            server.org_id,
+            "--from-date",
+            (today - dt.timedelta(days=31)).isoformat(),
+            "--to-date",
+            today.isoformat(),
+        ),
+        None,
+    )
+    assert too_long.returncode != 0

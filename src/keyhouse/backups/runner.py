@@ -64,7 +64,8 @@ def _first_line(message: str) -> str:
     return message.split(", Stack trace", 1)[0].splitlines()[0].strip()[:1000] if message else ""
 
 
-def _size(path: Path) -> int:
+def tree_bytes(path: Path) -> int:
+    """The bytes of the files under ``path`` (0 when it does not exist)."""
     total = 0
     for directory, _, files in os.walk(path):
         for name in files:
@@ -160,7 +161,7 @@ class BackupRunner:
             if isinstance(error, asyncio.CancelledError):
                 raise
             return backup_id
-        size = await asyncio.to_thread(_size, directory / str(backup_id))
+        size = await asyncio.to_thread(tree_bytes, directory / str(backup_id))
         await run_in_transaction(
             self.state, lambda session: backups.finish(session, backup_id, size)
         )

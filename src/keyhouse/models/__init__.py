@@ -3,7 +3,7 @@
 from keyhouse.db import Base
 from keyhouse.models.activity import Activity
 from keyhouse.models.api_key import ApiKey
-from keyhouse.models.backup import Backup
+from keyhouse.models.backup import Backup, ServiceUsage
 from keyhouse.models.console_session import ConsoleSession
 from keyhouse.models.invitation import Invitation
 from keyhouse.models.organization import Organization
@@ -42,5 +42,6 @@ __all__ = [
     "SavedQuery",
     "Service",
     "ServiceQueryEndpoint",
+    "ServiceUsage",
     "User",
 ]

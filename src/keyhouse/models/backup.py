@@ -1,11 +1,12 @@
-"""A service's backups: each one a directory the engine's own ``BACKUP`` wrote."""
+"""A service's backups (each one a directory the engine's own ``BACKUP`` wrote), and what
+each service used, day by day."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 
-from sqlalchemy import BigInteger, ForeignKey, String, Uuid
+from sqlalchemy import BigInteger, Date, Float, ForeignKey, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keyhouse.db import Base, UTCDateTime, utcnow
@@ -39,3 +40,25 @@ class Backup(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     # Why it failed (for the operator and the console; the API's Backup has no such field).
     error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+
+
+class ServiceUsage(Base):
+    """What one service used on one day (UTC), measured from its engine by the process that
+    runs it: engine seconds (``compute_unit_seconds``: seconds × the service's maximum memory
+    in 8 GiB units), and the day's last sample of its data's and its backups' bytes on disk.
+    Kept when the service is deleted (its name with it): usage is a record."""
+
+    __tablename__ = "service_usage"
+    __table_args__ = (UniqueConstraint("service_id", "day"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    service_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    service_name: Mapped[str] = mapped_column(String(50))
+    day: Mapped[dt.date] = mapped_column(Date)
+    compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    compute_unit_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    backup_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -129,7 +129,7 @@ def list_services(
 ) -> list[Service]:
     """The services the caller may view, oldest first; ``tag_filters`` as ``tag:KEY=VALUE``
     or ``tag:KEY`` (every filter must match)."""
-    wanted = [_parse_filter(f) for f in tag_filters]
+    wanted = parse_tag_filters(tag_filters)
     found = session.scalars(
         select(Service)
         .where(Service.organization_id == principal.organization_id)
@@ -139,8 +139,18 @@ def list_services(
         service
         for service in found
         if principal.can(Permission.SERVICE_VIEW, instance_resource(service.id))
-        and all(_has_tag(service, key, value) for key, value in wanted)
+        and has_tags(service, wanted)
     ]
+
+
+def parse_tag_filters(filters: Sequence[str]) -> list[tuple[str, str | None]]:
+    """``tag:KEY=VALUE`` or ``tag:KEY`` filters (400 for anything else)."""
+    return [_parse_filter(text) for text in filters]
+
+
+def has_tags(service: Service, wanted: Sequence[tuple[str, str | None]]) -> bool:
+    """Whether the service matches every parsed tag filter."""
+    return all(_has_tag(service, key, value) for key, value in wanted)
 
 
 def _parse_filter(text: str) -> tuple[str, str | None]:

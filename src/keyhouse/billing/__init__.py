@@ -1,0 +1,1 @@
+"""What services use, day by day, and what it costs: the official ``usageCost`` operation."""
