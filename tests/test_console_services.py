@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from keyhouse.state import AppState
 from tests.conftest import Org, create_key, invite_and_accept, make_client
+from tests.services import bind, create, run, stop, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.one_database]  # (tests/conftest.py)
 
@@ -243,3 +244,94 @@ def test_query_api_endpoints_in_the_console(client: TestClient, org: Org, state:
             == []
         )
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
+
+
+def test_backups_settings_and_metrics_in_the_console(
+    client: TestClient, org: Org, state: AppState
+) -> None:
+    sid = create(client, org, name="kept")["service"]["id"]
+    wait_for(client, org, sid, "running")
+    bind(client, org, sid, [str(org.key_uuid)])
+    run(client, sid, org.auth, "CREATE TABLE t (n UInt8) ENGINE = MergeTree ORDER BY n")
+    run(client, sid, org.auth, "INSERT INTO t VALUES (1), (2)")
+    engines = state.engines
+    assert engines is not None
+    portal = client.portal
+    assert portal is not None
+    backup_id = portal.call(engines.backups.take, uuid.UUID(sid))
+    email = client.get(org.url(f"/members/{org.user_id}"), auth=org.auth).json()["result"]["email"]
+    with _signed_in(state, email, "correct horse battery") as console:
+        page = f"/console/o/{org.id}/services/{sid}/backups"
+        shown = console.get(page)
+        assert shown.status_code == 200
+        assert f'data-backup="{backup_id}"' in shown.text
+        assert "Restore into a new service" in shown.text
+
+        # The configuration: saved as the API saves it, refused as the API refuses it.
+        saved = console.post(
+            f"{page}/config",
+            data={
+                "period": "12",
+                "retention": "48",
+                "start_time": "",
+                "csrf_token": _token(console, page),
+            },
+            follow_redirects=False,
+        )
+        assert saved.status_code == 303
+        config = client.get(org.url(f"/services/{sid}/backupConfiguration"), auth=org.auth)
+        assert config.json()["result"] == {
+            "backupPeriodInHours": 12,
+            "backupRetentionPeriodInHours": 48,
+        }
+        wrong = console.post(
+            f"{page}/config",
+            data={"period": "12", "retention": "30", "csrf_token": _token(console, page)},
+        )
+        assert "backupRetentionPeriodInHours" in wrong.text
+
+        # A setting, checked by the engine, then reset.
+        base = f"/console/o/{org.id}/services/{sid}"
+        refused = console.post(
+            f"{base}/settings",
+            data={"name": "max_threads", "value": "lots", "csrf_token": _token(console, page)},
+        )
+        assert refused.status_code == 400
+        assert "settings.max_threads" in refused.text
+        done = console.post(
+            f"{base}/settings",
+            data={"name": "max_threads", "value": "3", "csrf_token": _token(console, page)},
+            follow_redirects=False,
+        )
+        assert done.status_code == 303
+        assert 'data-setting="max_threads"' in console.get(page).text
+        assert run(client, sid, org.auth, "SELECT getSetting('max_threads')").text == "3\n"
+        console.post(
+            f"{base}/settings/max_threads/delete",
+            data={"csrf_token": _token(console, page)},
+            follow_redirects=False,
+        )
+        assert 'data-setting="max_threads"' not in console.get(page).text
+
+        metrics = console.get(f"{base}/metrics")
+        assert metrics.status_code == 200
+        assert "ClickHouse_ServiceInfo" in metrics.text
+        assert "ClickHouseProfileEvents_Query" in metrics.text
+
+        # Restore into a new service: its password shown once, its rows those of the backup.
+        restored = console.post(
+            f"{page}/{backup_id}/restore",
+            data={"name": "restored", "csrf_token": _token(console, page)},
+        )
+        assert restored.status_code == 200
+        assert 'data-testid="service-password"' in restored.text
+    new = next(
+        s["id"]
+        for s in client.get(org.url("/services"), auth=org.auth).json()["result"]
+        if s["name"] == "restored"
+    )
+    wait_for(client, org, new, "running")
+    bind(client, org, new, [str(org.key_uuid)])
+    assert run(client, new, org.auth, "SELECT sum(n) FROM t").text == "3\n"
+    stop(client, org, new)
+    stop(client, org, sid)

@@ -66,6 +66,9 @@ NOTICES = {
     "service-deleted": "The service was deleted.",
     "endpoint-created": "The Query API endpoint was created: call its URL with one of its keys.",
     "endpoint-deleted": "The Query API endpoint was deleted.",
+    "backups-configured": "The backup configuration was saved.",
+    "setting-set": "The setting was checked by the engine and saved: new queries run with it.",
+    "setting-reset": "The setting is back to the engine's default.",
 }
 
 # No inline script or style anywhere in the console, no framing, forms post only to itself.

@@ -13,7 +13,6 @@ from keyhouse.api.envelope import EmptyEnvelope, Envelope, ok
 from keyhouse.auth.permissions import Permission
 from keyhouse.auth.principal import Principal
 from keyhouse.context import Context, RequireOnService
-from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.service_settings import service
 from keyhouse.service_settings.schemas import (
     ServiceClickhouseSetting,
@@ -134,11 +133,7 @@ async def update_settings(
     refuses), and nothing is stored unless all pass."""
     values = service.requested(body.model_dump())
     await ctx.run(lambda session, principal: service.check_writable(session, principal, service_id))
-    service.check_names(values, await _known(request))
-    answers = await engines_of(app_state(request)).reference(service.checks(values))
-    for name, answer in zip(values, answers, strict=True):
-        if isinstance(answer, ClickHouseError):
-            raise service.refused(name, answer.message)
+    await service.check_values(engines_of(app_state(request)), values)
 
     def update(session: Session, principal: Principal) -> ServiceClickhouseSettingsPatchResponse:
         applied = service.update_settings(session, principal, service_id, values)

@@ -31,8 +31,10 @@ from keyhouse.auth.authorize import find_in_organization, require
 from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.auth.principal import Principal
 from keyhouse.engine.limits import NAMES as CEILINGS
+from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.engine.sql import literal
 from keyhouse.models import Service
+from keyhouse.services.engines import EngineRuntime
 from keyhouse.services.states import EngineWork, Step
 from keyhouse.transactions import after_commit
 
@@ -156,6 +158,16 @@ def checks(values: Mapping[str, str]) -> list[str]:
 def refused(name: str, message: str) -> BadRequest:
     reason = message.split(", Stack trace", 1)[0].splitlines()[0] if message else ""
     return BadRequest(f"settings.{name}: the engine refuses the value: {reason}"[:1000])
+
+
+async def check_values(engines: EngineRuntime, values: Mapping[str, str]) -> None:
+    """The engine's own checks of ``values`` (names, then each value), on the reference
+    engine; BadRequest naming the first setting it refuses."""
+    check_names(values, catalog(await engines.catalog()))
+    answers = await engines.reference(checks(values))
+    for name, answer in zip(values, answers, strict=True):
+        if isinstance(answer, ClickHouseError):
+            raise refused(name, answer.message)
 
 
 def warnings(values: Mapping[str, str]) -> list[dict[str, str]]:

@@ -1,0 +1,215 @@
+"""A service's Backups & settings page: its backups (restore one into a new service), its
+backup configuration, its ClickHouse settings, and its metrics (Prometheus' text, read with
+the console's session). The same domain functions as the API's operations."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from keyhouse.api.errors import ApiError, BadRequest
+from keyhouse.auth.permissions import Permission, instance_resource
+from keyhouse.backups import service as backups
+from keyhouse.console.web import (
+    Acting,
+    SignInRequired,
+    acting,
+    base_url,
+    error_page,
+    form_action,
+    friendly,
+    login_redirect,
+    page,
+    read_form,
+    render_as,
+)
+from keyhouse.prometheus import service as prometheus
+from keyhouse.prometheus.exposition import Scraped, render
+from keyhouse.service_settings import service as settings
+from keyhouse.services import service as services
+from keyhouse.services.engines import engines_of
+from keyhouse.services.schemas import ServicePostRequest
+from keyhouse.state import app_state
+
+router = APIRouter(prefix="/console")
+
+
+def _page_context(session: Session, a: Acting, service_id: uuid.UUID) -> dict[str, Any]:
+    service = services.get_service(session, a.principal, service_id)
+    resource = instance_resource(service.id)
+    may_view_backups = a.principal.can(Permission.SERVICE_VIEW_BACKUPS, resource)
+    return {
+        "service": service,
+        "backups": backups.list_backups(session, a.principal, service_id)
+        if may_view_backups
+        else [],
+        "may_view_backups": may_view_backups,
+        "config": backups.config_of(service).effective(),
+        "can_manage_backups": a.principal.can(Permission.SERVICE_MANAGE_BACKUPS, resource),
+        "can_restore": may_view_backups
+        and a.principal.can(Permission.ORGANIZATION_CREATE_SERVICE, f"organization/{a.org.id}"),
+        "settings": settings.list_settings(session, a.principal, service_id),
+        "can_manage": a.principal.can(Permission.SERVICE_MANAGE, resource),
+    }
+
+
+def _back(org_id: uuid.UUID, service_id: uuid.UUID, notice: str) -> str:
+    return f"/console/o/{org_id}/services/{service_id}/backups?msg={notice}"
+
+
+@router.get("/o/{org_id}/services/{service_id}/backups")
+async def backups_page(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    return await page(
+        request,
+        org_id,
+        lambda session, a: _page_context(session, a, service_id),
+        "service_backups.html",
+        "services",
+    )
+
+
+@router.post("/o/{org_id}/services/{service_id}/backups/config")
+async def backup_config(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
+        changes: dict[str, Any] = {}
+        for field, name, number in (
+            ("period", "backupPeriodInHours", True),
+            ("retention", "backupRetentionPeriodInHours", True),
+            ("start_time", "backupStartTime", False),
+        ):
+            text = str(form.get(field) or "").strip()
+            if not text:
+                changes[name] = None  # empty: the default
+            elif number:
+                try:
+                    changes[name] = float(text)
+                except ValueError:
+                    raise BadRequest(f"{name}: must be a number of hours") from None
+            else:
+                changes[name] = text
+        backups.update_configuration(session, a.principal, service_id, changes)
+
+    return await form_action(request, org_id, _back(org_id, service_id, "backups-configured"), work)
+
+
+@router.post("/o/{org_id}/services/{service_id}/backups/{backup_id}/restore")
+async def restore(
+    request: Request, org_id: uuid.UUID, service_id: uuid.UUID, backup_id: uuid.UUID
+) -> Response:
+    state = app_state(request)
+    try:
+        form = await read_form(request)
+        engines_of(state)  # services are on (the engine starts once the service is committed)
+    except ApiError as error:
+        return error_page(request, error)
+    defaults = services.ServiceDefaults.from_settings(state.settings)
+
+    def work(session: Session, a: Acting) -> dict[str, Any]:
+        source = services.get_service(session, a.principal, service_id)
+        try:
+            body = ServicePostRequest(
+                name=str(form.get("name") or ""), region=source.region, backupId=str(backup_id)
+            )
+        except ValidationError:
+            raise BadRequest(
+                "Give the new service a name: letters, digits, spaces, - and _"
+            ) from None
+        row, password = services.create_service(
+            session, a.principal, body, pepper=state.pepper, defaults=defaults
+        )
+        return {"service": row, "password": password, "acting": a}
+
+    try:
+        result = await acting(request, org_id, work)
+    except SignInRequired:
+        return login_redirect(request)
+    except ApiError as error:
+        return await page(
+            request,
+            org_id,
+            lambda session, a: _page_context(session, a, service_id),
+            "service_backups.html",
+            "services",
+            status=error.status,
+            error=friendly(error),
+        )
+    who = result.pop("acting")
+    return render_as(
+        request, "service_created.html", who, "services", base_url=base_url(request), **result
+    )
+
+
+@router.post("/o/{org_id}/services/{service_id}/settings")
+async def set_setting(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    """Set one setting: the engine checks it first (the API's own check)."""
+    try:
+        form = await read_form(request)
+        values = {str(form.get("name") or "").strip(): str(form.get("value") or "")}
+        await acting(
+            request,
+            org_id,
+            lambda session, a: settings.check_writable(session, a.principal, service_id),
+        )
+        await settings.check_values(engines_of(app_state(request)), values)
+        await acting(
+            request,
+            org_id,
+            lambda session, a: settings.update_settings(session, a.principal, service_id, values),
+        )
+    except SignInRequired:
+        return login_redirect(request)
+    except ApiError as error:
+        return await page(
+            request,
+            org_id,
+            lambda session, a: _page_context(session, a, service_id),
+            "service_backups.html",
+            "services",
+            status=error.status,
+            error=friendly(error),
+        )
+    return Response(status_code=303, headers={"Location": _back(org_id, service_id, "setting-set")})
+
+
+@router.post("/o/{org_id}/services/{service_id}/settings/{name}/delete")
+async def reset_setting(
+    request: Request, org_id: uuid.UUID, service_id: uuid.UUID, name: str
+) -> Response:
+    def work(session: Session, a: Acting, form: dict[str, Any]) -> None:
+        settings.delete_setting(session, a.principal, service_id, name)
+
+    return await form_action(request, org_id, _back(org_id, service_id, "setting-reset"), work)
+
+
+@router.get("/o/{org_id}/services/{service_id}/metrics")
+async def metrics(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) -> Response:
+    """The service's metrics as its Prometheus operation answers them (never waking it)."""
+    state = app_state(request)
+    try:
+        target = await acting(
+            request,
+            org_id,
+            lambda session, a: prometheus.service_target(session, a.principal, service_id),
+        )
+    except SignInRequired:
+        return login_redirect(request)
+    except ApiError as error:
+        return error_page(request, error)
+    answer = None
+    if state.engines is not None and target.state == "running":
+        answer = await state.engines.read_if_running(target.id, prometheus.ENGINE_SQL)
+    scraped = Scraped(
+        str(target.organization_id),
+        str(target.id),
+        target.name,
+        target.state,
+        target.version,
+        prometheus.engine_rows(answer),
+        hostname=state.settings.clickhouse_host,
+    )
+    return Response(render([scraped]), media_type="text/plain; charset=utf-8")
