@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -149,10 +150,14 @@ def test_prometheus_discovers_and_scrapes_the_services_and_keyhouse(
     promql = f'ClickHouseProfileEvents_Query{{clickhouse_service="{live}"}}'
     before = _until(lambda: _query(prometheus, promql), what="the live service's queries")
     counted = float(before[0]["value"][1])
-    for _ in range(5):
+    for sql in (
+        "CREATE TABLE t (n UInt8) ENGINE = MergeTree ORDER BY n",
+        "INSERT INTO t VALUES (1), (2)",
+        *["SELECT 1"] * 3,
+    ):
         ran = httpx.post(
             f"{keyhouse.base_url}/service/{live}/run",
-            json={"sql": "SELECT 1"},
+            json={"sql": sql},
             auth=keyhouse.auth,
             timeout=30,
         )
@@ -168,6 +173,18 @@ def test_prometheus_discovers_and_scrapes_the_services_and_keyhouse(
     assert up
     requests = _query(prometheus, 'keyhouse_requests_total{operation="instancePrometheusGet"}')
     assert requests, "Keyhouse's own metrics count the scrapes"
+
+    # The Grafana dashboard's queries are valid PromQL (Prometheus answers each one), and
+    # those of what happened here find series.
+    dashboard = json.loads((Path(__file__).parents[2] / "docs/grafana/keyhouse.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$service", ".*")
+            _query(prometheus, expr)
+            if not any(
+                word in expr for word in ("Failed", "rate_limited", "authentication", "backup")
+            ):
+                assert _until(lambda e=expr: _query(prometheus, e), what=f"series for {expr}")
 
     # clickhousectl 0.5.0 reads the same.
     text = _run(keyhouse, ("service", "prometheus", live), None)
