@@ -9,31 +9,28 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from keyhouse.api.errors import ApiError, BadRequest
 from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.backups import service as backups
+from keyhouse.console.services import create_and_show
 from keyhouse.console.web import (
     Acting,
     SignInRequired,
     acting,
-    base_url,
     error_page,
     form_action,
     friendly,
     login_redirect,
     page,
     read_form,
-    render_as,
 )
 from keyhouse.prometheus import service as prometheus
 from keyhouse.prometheus.exposition import Scraped, render
 from keyhouse.service_settings import service as settings
 from keyhouse.services import service as services
 from keyhouse.services.engines import engines_of
-from keyhouse.services.schemas import ServicePostRequest
 from keyhouse.state import app_state
 
 router = APIRouter(prefix="/console")
@@ -97,51 +94,36 @@ async def backup_config(request: Request, org_id: uuid.UUID, service_id: uuid.UU
     return await form_action(request, org_id, _back(org_id, service_id, "backups-configured"), work)
 
 
+async def _refused(
+    request: Request, org_id: uuid.UUID, service_id: uuid.UUID, error: ApiError
+) -> Response:
+    """This page again, saying why the change was refused."""
+    return await page(
+        request,
+        org_id,
+        lambda session, a: _page_context(session, a, service_id),
+        "service_backups.html",
+        "services",
+        status=error.status,
+        error=friendly(error),
+    )
+
+
 @router.post("/o/{org_id}/services/{service_id}/backups/{backup_id}/restore")
 async def restore(
     request: Request, org_id: uuid.UUID, service_id: uuid.UUID, backup_id: uuid.UUID
 ) -> Response:
-    state = app_state(request)
-    try:
-        form = await read_form(request)
-        engines_of(state)  # services are on (the engine starts once the service is committed)
-    except ApiError as error:
-        return error_page(request, error)
-    defaults = services.ServiceDefaults.from_settings(state.settings)
+    """A new service from the backup (the official restore: ``backupId``, in its region)."""
 
-    def work(session: Session, a: Acting) -> dict[str, Any]:
+    def body(session: Session, a: Acting, form: dict[str, Any]) -> dict[str, Any]:
         source = services.get_service(session, a.principal, service_id)
-        try:
-            body = ServicePostRequest(
-                name=str(form.get("name") or ""), region=source.region, backupId=str(backup_id)
-            )
-        except ValidationError:
-            raise BadRequest(
-                "Give the new service a name: letters, digits, spaces, - and _"
-            ) from None
-        row, password = services.create_service(
-            session, a.principal, body, pepper=state.pepper, defaults=defaults
-        )
-        return {"service": row, "password": password, "acting": a}
+        name = str(form.get("name") or "")
+        return {"name": name, "region": source.region, "backupId": str(backup_id)}
 
-    try:
-        result = await acting(request, org_id, work)
-    except SignInRequired:
-        return login_redirect(request)
-    except ApiError as error:
-        return await page(
-            request,
-            org_id,
-            lambda session, a: _page_context(session, a, service_id),
-            "service_backups.html",
-            "services",
-            status=error.status,
-            error=friendly(error),
-        )
-    who = result.pop("acting")
-    return render_as(
-        request, "service_created.html", who, "services", base_url=base_url(request), **result
-    )
+    async def refused(error: ApiError) -> Response:
+        return await _refused(request, org_id, service_id, error)
+
+    return await create_and_show(request, org_id, body, refused)
 
 
 @router.post("/o/{org_id}/services/{service_id}/settings")
@@ -164,15 +146,7 @@ async def set_setting(request: Request, org_id: uuid.UUID, service_id: uuid.UUID
     except SignInRequired:
         return login_redirect(request)
     except ApiError as error:
-        return await page(
-            request,
-            org_id,
-            lambda session, a: _page_context(session, a, service_id),
-            "service_backups.html",
-            "services",
-            status=error.status,
-            error=friendly(error),
-        )
+        return await _refused(request, org_id, service_id, error)
     return Response(status_code=303, headers={"Location": _back(org_id, service_id, "setting-set")})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -96,6 +97,31 @@ async def _change(request: Request, org_id: uuid.UUID, work: Any, notice: str) -
 
 @router.post("/o/{org_id}/services")
 async def create_service(request: Request, org_id: uuid.UUID) -> Response:
+    def body(session: Session, a: Acting, form: dict[str, Any]) -> dict[str, Any]:
+        return {"name": str(form.get("name") or "")}
+
+    async def refused(error: ApiError) -> Response:
+        return await page(
+            request,
+            org_id,
+            _services_context,
+            "services.html",
+            "services",
+            status=error.status,
+            error=friendly(error),
+        )
+
+    return await create_and_show(request, org_id, body, refused)
+
+
+async def create_and_show(
+    request: Request,
+    org_id: uuid.UUID,
+    body: Callable[[Session, Acting, dict[str, Any]], dict[str, Any]],
+    refused: Callable[[ApiError], Awaitable[Response]],
+) -> Response:
+    """Create a service from the form (``body``: the official request's fields) and show its
+    password once; ``refused`` renders the page that explains a refusal."""
     state = app_state(request)
     try:
         form = await read_form(request)
@@ -106,11 +132,11 @@ async def create_service(request: Request, org_id: uuid.UUID) -> Response:
 
     def work(session: Session, a: Acting) -> dict[str, Any]:
         try:
-            body = ServicePostRequest(name=str(form.get("name") or ""))
+            request_body = ServicePostRequest.model_validate(body(session, a, form))
         except ValidationError:
             raise BadRequest("Give the service a name: letters, digits, spaces, - and _") from None
         row, password = services.create_service(
-            session, a.principal, body, pepper=state.pepper, defaults=defaults
+            session, a.principal, request_body, pepper=state.pepper, defaults=defaults
         )
         return {"service": row, "password": password, "acting": a}
 
@@ -119,15 +145,7 @@ async def create_service(request: Request, org_id: uuid.UUID) -> Response:
     except SignInRequired:
         return login_redirect(request)
     except ApiError as error:
-        return await page(
-            request,
-            org_id,
-            _services_context,
-            "services.html",
-            "services",
-            status=error.status,
-            error=friendly(error),
-        )
+        return await refused(error)
     who = result.pop("acting")
     return render_as(
         request, "service_created.html", who, "services", base_url=base_url(request), **result
