@@ -69,6 +69,7 @@ class Metrics:
             ["event"],
             registry=registry,
         )
+        self._states: set[str] = set()
         self.services = Gauge(
             "keyhouse_services",
             "Services by state (all organizations)",
@@ -115,7 +116,8 @@ class Metrics:
                 select(Service.state, func.count()).group_by(Service.state)
             )
         }
-        for state in {*counts, *(labels[0] for labels in _label_sets(self.services))}:
+        self._states |= set(counts)  # a state once seen reads 0 when no service is in it
+        for state in self._states:
             self.services.labels(state).set(counts.get(state, 0))
         newest = session.execute(
             select(Backup.service_id, func.max(Backup.requested_at))
@@ -128,10 +130,6 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))
-
-
-def _label_sets(metric: Any) -> list[tuple[str, ...]]:
-    return [tuple(labels) for labels in metric._metrics]
 
 
 def allowed(address: str | None, authorization: str | None, token: str | None) -> bool:

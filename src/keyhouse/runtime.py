@@ -245,10 +245,15 @@ class Engines:
             return False  # another process runs it: its state is that process's
         try:
             version = await self._start(service_id)
-            await self._restore(service_id)
-            configured = await run_in_transaction(
-                self.state, lambda session: service_settings.configured(session, service_id)
+            restore_from, configured = await run_in_transaction(
+                self.state,
+                lambda session: (
+                    backups.pending_restore(session, service_id),
+                    service_settings.configured(session, service_id),
+                ),
             )
+            if restore_from is not None:
+                await self._restore(service_id, restore_from)
             self._service_settings[service_id] = configured
         except (EngineUnavailable, ClickHouseError, OSError, BackupFailed) as error:
             if self.supervisor.closing:  # the server is stopping: the service stays as it is
@@ -262,14 +267,9 @@ class Engines:
         await self._set(service_id, State.RUNNING, expected=COMING_UP, version=version)
         return True
 
-    async def _restore(self, service_id: uuid.UUID) -> None:
+    async def _restore(self, service_id: uuid.UUID, backup_id: uuid.UUID) -> None:
         """A service created from a backup: restore it into the new engine, once. A restore
         that fails leaves no half-restored data behind: the next start begins afresh."""
-        backup_id = await run_in_transaction(
-            self.state, lambda session: backups.pending_restore(session, service_id)
-        )
-        if backup_id is None:
-            return
         self._restoring.add(service_id)
         try:
             await self.backups.restore(service_id, backup_id)
@@ -402,7 +402,7 @@ class Engines:
                 answer = await upstream.query(request)
             else:
                 answer = await self.supervisor.query(service_id, request)
-            return b"".join([chunk async for chunk in answer])
+            return await answer.whole()
         except (EngineUnavailable, ClickHouseError, OSError) as error:
             log.warning("service %s: the engine's figures could not be read: %s", service_id, error)
             return None
@@ -484,7 +484,7 @@ class Engines:
                     request = {"sql": sql, "format": "JSONEachRow", "limits": {}}
                     try:
                         answer = await self.supervisor.query(REFERENCE, request)
-                        answers.append(b"".join([chunk async for chunk in answer]))
+                        answers.append(await answer.whole())
                     except ClickHouseError as error:
                         answers.append(error)
             finally:

@@ -59,11 +59,6 @@ def _disk(name: uuid.UUID | str) -> str:
     return f"Disk({literal(BACKUP_DISK)}, {literal(str(name))})"
 
 
-def _first_line(message: str) -> str:
-    """An engine's error without the stack trace it may carry."""
-    return message.split(", Stack trace", 1)[0].splitlines()[0].strip()[:1000] if message else ""
-
-
 def tree_bytes(path: Path) -> int:
     """The bytes of the files under ``path`` (0 when it does not exist)."""
     total = 0
@@ -96,7 +91,7 @@ class BackupRunner:
         answer = await self.supervisor.query(
             service_id, {"sql": sql, "format": "JSONEachRow", "query_id": str(uuid.uuid4())}
         )
-        return b"".join([chunk async for chunk in answer])
+        return await answer.whole()
 
     async def _watch(self, service_id: uuid.UUID, operation: str, done: str) -> None:
         """Wait until the engine's ``system.backups`` says ``operation`` ended; BackupFailed
@@ -112,7 +107,7 @@ class BackupRunner:
             if row["status"] == done:
                 return
             if not row["status"].startswith(("CREATING", "RESTORING")):
-                raise BackupFailed(_first_line(row["error"]) or row["status"])
+                raise BackupFailed(ClickHouseError(0, row["error"] or "").reason or row["status"])
             await asyncio.sleep(self.poll)
 
     async def _run(self, service_id: uuid.UUID, sql: str, done: str) -> None:
@@ -120,8 +115,10 @@ class BackupRunner:
             answer = await self._sql(service_id, f"{sql} ASYNC")
             operation = json.loads(answer.splitlines()[0])["id"]
             await self._watch(service_id, operation, done)
-        except (ClickHouseError, EngineUnavailable) as error:
-            raise BackupFailed(_first_line(str(error)) or type(error).__name__) from None
+        except ClickHouseError as error:
+            raise BackupFailed(error.reason or "the engine refused the backup") from None
+        except EngineUnavailable as error:
+            raise BackupFailed(str(error) or "the engine is not running") from None
         except (ValueError, KeyError, IndexError):
             raise BackupFailed("the engine's answer could not be read") from None
 
@@ -176,10 +173,13 @@ class BackupRunner:
         gone = await run_in_transaction(
             self.state, lambda session: backups.prune(session, service_id, at)
         )
+        await self._remove_files(service_id, gone)
+        return gone
+
+    async def _remove_files(self, service_id: uuid.UUID, gone: list[uuid.UUID]) -> None:
         directory = self.supervisor.backup_path(service_id)
         for backup_id in gone:
             await asyncio.to_thread(shutil.rmtree, directory / str(backup_id), True)
-        return gone
 
     async def tick(self, held: Collection[uuid.UUID], now: dt.datetime | None = None) -> None:
         """One round of the schedule over the services this process holds: fail backups a gone
@@ -188,30 +188,34 @@ class BackupRunner:
         at = now or utcnow()
         ids, runner = [s for s in held if s not in self._busy], self.runner
 
-        def round_(session: Session) -> tuple[list[tuple[uuid.UUID, uuid.UUID]], list[uuid.UUID]]:
+        def round_(
+            session: Session,
+        ) -> tuple[dict[uuid.UUID, uuid.UUID | None], dict[uuid.UUID, list[uuid.UUID]]]:
+            """What begins now (service -> the backup asked for, None: a scheduled one), and
+            what retention let go of the others (their records deleted in this round)."""
             backups.note(session, backups.stopped_notes(session, at))
             if not ids:
-                return [], []
+                return {}, {}
             backups.abandon(session, ids, runner)
-            asked = backups.requested(session, ids)
             ready, notes = backups.due(session, ids, at)
             backups.note(session, notes)
-            return asked, ready
+            starting: dict[uuid.UUID, uuid.UUID | None] = dict.fromkeys(ready)
+            starting.update(backups.requested(session, ids))
+            gone = {
+                service_id: backups.prune(session, service_id, at)
+                for service_id in ids
+                if service_id not in starting  # (a backup prunes its service after it)
+            }
+            return starting, gone
 
-        asked, ready = await run_in_transaction(self.state, round_)
-        starting: dict[uuid.UUID, uuid.UUID | None] = {}
-        for service_id in ready:
-            starting[service_id] = None
-        for service_id, backup_id in asked:
-            starting[service_id] = backup_id
+        starting, gone = await run_in_transaction(self.state, round_)
         for service_id, wanted in starting.items():
             if self.supervisor.running(service_id):
                 self._begin(service_id, wanted)
             elif wanted is not None:
                 await self._not_taken(wanted)
-        for service_id in ids:
-            if service_id not in starting:
-                await self.prune(service_id, at)
+        for service_id, backup_ids in gone.items():
+            await self._remove_files(service_id, backup_ids)
 
     async def _not_taken(self, backup_id: uuid.UUID) -> None:
         await run_in_transaction(

@@ -30,8 +30,16 @@ ATTACHED = (
 LIVE = frozenset({"running"})
 
 
-def _service(session: Session, principal: Principal, service_id: uuid.UUID) -> Service:
-    return find_in_organization(session, principal, Service, service_id, "Service")
+def _service(
+    session: Session,
+    principal: Principal,
+    service_id: uuid.UUID,
+    permission: Permission = Permission.SERVICE_VIEW_BACKUPS,
+) -> Service:
+    """The caller's service (404 otherwise), once the caller holds ``permission`` on it."""
+    service = find_in_organization(session, principal, Service, service_id, "Service")
+    require(principal, permission, instance_resource(service.id))
+    return service
 
 
 def config_of(service: Service) -> BackupConfig:
@@ -43,20 +51,13 @@ def config_of(service: Service) -> BackupConfig:
 def list_backups(session: Session, principal: Principal, service_id: uuid.UUID) -> list[Backup]:
     """The service's backups, the most recent first (none for an attached service)."""
     service = _service(session, principal, service_id)
-    require(principal, Permission.SERVICE_VIEW_BACKUPS, instance_resource(service.id))
-    rows = session.scalars(
-        select(Backup)
-        .where(Backup.service_id == service.id)
-        .order_by(Backup.requested_at.desc(), Backup.id)
-    )
-    return list(rows)
+    return list(service_backups(session, service.id))
 
 
 def get_backup(
     session: Session, principal: Principal, service_id: uuid.UUID, backup_id: uuid.UUID
 ) -> Backup:
     service = _service(session, principal, service_id)
-    require(principal, Permission.SERVICE_VIEW_BACKUPS, instance_resource(service.id))
     backup = session.get(Backup, backup_id)
     if backup is None or backup.service_id != service.id:
         raise NotFound("Backup not found")
@@ -67,7 +68,6 @@ def get_configuration(
     session: Session, principal: Principal, service_id: uuid.UUID
 ) -> BackupConfig:
     service = _service(session, principal, service_id)
-    require(principal, Permission.SERVICE_VIEW_BACKUPS, instance_resource(service.id))
     return config_of(service)
 
 
@@ -76,8 +76,7 @@ def update_configuration(
 ) -> BackupConfig:
     """Apply the fields given (``None``: back to the default); ``changes`` holds the official
     names of the fields the request set."""
-    service = _service(session, principal, service_id)
-    require(principal, Permission.SERVICE_MANAGE_BACKUPS, instance_resource(service.id))
+    service = _service(session, principal, service_id, Permission.SERVICE_MANAGE_BACKUPS)
     if service.attached_url is not None:
         raise BadRequest(ATTACHED)
     try:

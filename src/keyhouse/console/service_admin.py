@@ -27,7 +27,7 @@ from keyhouse.console.web import (
     read_form,
 )
 from keyhouse.prometheus import service as prometheus
-from keyhouse.prometheus.exposition import Scraped, render
+from keyhouse.prometheus.exposition import render
 from keyhouse.service_settings import service as settings
 from keyhouse.services import service as services
 from keyhouse.services.engines import engines_of
@@ -174,16 +174,5 @@ async def metrics(request: Request, org_id: uuid.UUID, service_id: uuid.UUID) ->
         return login_redirect(request)
     except ApiError as error:
         return error_page(request, error)
-    answer = None
-    if state.engines is not None and target.state == "running":
-        answer = await state.engines.read_if_running(target.id, prometheus.ENGINE_SQL)
-    scraped = Scraped(
-        str(target.organization_id),
-        str(target.id),
-        target.name,
-        target.state,
-        target.version,
-        prometheus.engine_rows(answer),
-        hostname=state.settings.clickhouse_host,
-    )
-    return Response(render([scraped]), media_type="text/plain; charset=utf-8")
+    scraped = await prometheus.scrape(state.engines, [target], state.settings.clickhouse_host)
+    return Response(render(scraped), media_type="text/plain; charset=utf-8")

@@ -102,6 +102,11 @@ class Answer:
     async def aclose(self) -> None:
         await self._chunks.aclose()
 
+    async def whole(self) -> bytes:
+        """The whole answer, for the control plane's own small reads (never a caller's
+        result, which streams)."""
+        return b"".join([chunk async for chunk in self])
+
 
 def parse_head(head: bytes) -> tuple[bytes, int]:
     kind, length = _HEAD.unpack(head)
@@ -126,6 +131,13 @@ class ClickHouseError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+    @property
+    def reason(self) -> str:
+        """The message's first line, without the stack trace an engine may append (for a
+        message of Keyhouse's own: a backup's error, a refused setting)."""
+        first = self.message.split(", Stack trace", 1)[0].strip().splitlines()
+        return first[0].strip()[:1000] if first else ""
 
     @property
     def text(self) -> str:

@@ -50,7 +50,7 @@ class Upstream:
 
     async def version(self) -> str:
         chunks = await self.query({"sql": "SELECT version()", "format": "TabSeparated"})
-        return b"".join([chunk async for chunk in chunks]).decode().strip()
+        return (await chunks.whole()).decode().strip()
 
     @staticmethod
     def _params(request: dict[str, Any]) -> list[tuple[str, str]]:

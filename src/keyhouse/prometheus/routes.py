@@ -3,7 +3,6 @@ service discovery (the newer spec's ``organizationPrometheusDiscoveryGet``)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -37,25 +36,7 @@ _TEXT: dict[int | str, dict[str, Any]] = {
 
 
 async def _scrape(state: AppState, targets: list[service.Target]) -> list[Scraped]:
-    """Each service's part: its engine's figures when it runs here (read concurrently),
-    nothing of a service that does not (it is never woken for a scrape)."""
-    engines = state.engines
-
-    async def one(target: service.Target) -> Scraped:
-        answer = None
-        if engines is not None and target.state == "running":
-            answer = await engines.read_if_running(target.id, service.ENGINE_SQL)
-        return Scraped(
-            str(target.organization_id),
-            str(target.id),
-            target.name,
-            target.state,
-            target.version,
-            service.engine_rows(answer),
-            hostname=state.settings.clickhouse_host,
-        )
-
-    return list(await asyncio.gather(*(one(target) for target in targets)))
+    return await service.scrape(state.engines, targets, state.settings.clickhouse_host)
 
 
 @router.get(

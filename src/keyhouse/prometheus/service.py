@@ -3,6 +3,7 @@ functions over a session; the text is ``keyhouse.prometheus.exposition``'s."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from keyhouse.auth.authorize import find_in_organization, require
 from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.auth.principal import Principal
 from keyhouse.models import Service
-from keyhouse.prometheus.exposition import EngineRow
+from keyhouse.prometheus.exposition import EngineRow, Scraped
+from keyhouse.services.engines import EngineRuntime
 
 # What a scrape reads from a running engine (the control plane's own query, read-only).
 ENGINE_SQL = (
@@ -90,6 +92,29 @@ def engine_rows(answer: bytes | None) -> list[EngineRow] | None:
             row: dict[str, Any] = json.loads(line)
             rows.append(EngineRow(row["kind"], row["name"], int(row["value"]), row["description"]))
     return rows
+
+
+async def scrape(
+    engines: EngineRuntime | None, targets: list[Target], hostname: str
+) -> list[Scraped]:
+    """Each service's part of a scrape: its engine's figures when it runs here (read
+    concurrently), nothing of a service that does not (it is never woken for a scrape)."""
+
+    async def one(target: Target) -> Scraped:
+        answer = None
+        if engines is not None and target.state == "running":
+            answer = await engines.read_if_running(target.id, ENGINE_SQL)
+        return Scraped(
+            str(target.organization_id),
+            str(target.id),
+            target.name,
+            target.state,
+            target.version,
+            engine_rows(answer),
+            hostname=hostname,
+        )
+
+    return list(await asyncio.gather(*(one(target) for target in targets)))
 
 
 def discovery(

@@ -108,14 +108,9 @@ async def get_setting(
     )
     if name in own:
         return ok(ServiceClickhouseSetting(name=name, value=own[name]))
-    known = await _known(request)
-
-    def value(session: Session, principal: Principal) -> ServiceClickhouseSetting:
-        return ServiceClickhouseSetting(
-            name=name, value=service.value_of(session, principal, service_id, name, known)
-        )
-
-    return ok(await ctx.run(value))
+    return ok(
+        ServiceClickhouseSetting(name=name, value=service.default_of(name, await _known(request)))
+    )
 
 
 @router.patch(

@@ -155,11 +155,6 @@ def checks(values: Mapping[str, str]) -> list[str]:
     return [f"SET {name} = {literal(value)}" for name, value in values.items()]
 
 
-def refused(name: str, message: str) -> BadRequest:
-    reason = message.split(", Stack trace", 1)[0].splitlines()[0] if message else ""
-    return BadRequest(f"settings.{name}: the engine refuses the value: {reason}"[:1000])
-
-
 async def check_values(engines: EngineRuntime, values: Mapping[str, str]) -> None:
     """The engine's own checks of ``values`` (names, then each value), on the reference
     engine; BadRequest naming the first setting it refuses."""
@@ -167,7 +162,7 @@ async def check_values(engines: EngineRuntime, values: Mapping[str, str]) -> Non
     answers = await engines.reference(checks(values))
     for name, answer in zip(values, answers, strict=True):
         if isinstance(answer, ClickHouseError):
-            raise refused(name, answer.message)
+            raise BadRequest(f"settings.{name}: the engine refuses the value: {answer.reason}")
 
 
 def warnings(values: Mapping[str, str]) -> list[dict[str, str]]:
@@ -181,17 +176,13 @@ def update_settings(
     service = _service(session, principal, service_id, Permission.SERVICE_MANAGE)
     if service.attached_url is not None:
         raise BadRequest(ATTACHED)
-    merged = {**(service.clickhouse_settings or {}), **values}
-    service.clickhouse_settings = merged
-    record(
+    _store(
         session,
         principal,
-        "service_update_clickhouse_settings",
-        service_id=service.id,
-        details=", ".join(sorted(values))[:512],
+        service,
+        {**(service.clickhouse_settings or {}), **values},
+        ", ".join(sorted(values)),
     )
-    after_commit(session, EngineWork(service.id, Step.CONFIGURE, settings=merged))
-    session.flush()
     return dict(values)
 
 
@@ -201,33 +192,29 @@ def delete_setting(
     """Back to the engine's default (a setting never set: nothing to do)."""
     service = _service(session, principal, service_id, Permission.SERVICE_MANAGE)
     current = dict(service.clickhouse_settings or {})
-    if name not in current:
-        return
-    del current[name]
-    service.clickhouse_settings = current or None
+    if current.pop(name, None) is not None:
+        _store(session, principal, service, current, f"{name} reset")
+
+
+def _store(
+    session: Session, principal: Principal, service: Service, settings: dict[str, str], what: str
+) -> None:
+    """The service's settings from now on: recorded, and handed to its runtime after the
+    commit."""
+    service.clickhouse_settings = settings or None
     record(
         session,
         principal,
         "service_update_clickhouse_settings",
         service_id=service.id,
-        details=f"{name} reset"[:512],
+        details=what[:512],
     )
-    after_commit(session, EngineWork(service.id, Step.CONFIGURE, settings=current))
+    after_commit(session, EngineWork(service.id, Step.CONFIGURE, settings=settings))
     session.flush()
 
 
-def value_of(
-    session: Session,
-    principal: Principal,
-    service_id: uuid.UUID,
-    name: str,
-    known: Mapping[str, SettingInfo],
-) -> str:
-    """The setting's value for the service: its own, else the engine's default."""
-    service = _service(session, principal, service_id, Permission.SERVICE_VIEW)
-    own = (service.clickhouse_settings or {}).get(name)
-    if own is not None:
-        return own
+def default_of(name: str, known: Mapping[str, SettingInfo]) -> str:
+    """The engine's default of a setting (404 for one it does not have)."""
     if name not in known:
         raise NotFound(f"Setting {name!r} not found")
     return known[name].default
