@@ -194,6 +194,8 @@ def test_restores_are_checked_before_anything_is_created(
         auth=developer,
     )
     assert denied.status_code == 403
+    config = client.get(org.url(f"/services/{sid}/backupConfiguration"), auth=org.auth)
+    assert config.json()["result"]["backupPeriodInHours"] == 24  # unchanged
     assert len(client.get(org.url("/services"), auth=org.auth).json()["result"]) == before
     stop(client, org, sid)
 

@@ -187,6 +187,26 @@ def test_a_developer_runs_sql_read_only_and_cannot_manage(
         )
         assert stop.status_code == 403
         assert _state_of(client, org, sid) == "running"
+        # Backups & settings: readable, and each change refused by the domain, nothing changed.
+        backups_page = f"{services_page}/{sid}/backups"
+        assert console.get(backups_page).status_code == 200
+        configured = console.post(
+            f"{backups_page}/config",
+            data={"period": "6", "retention": "48", "csrf_token": _token(console, backups_page)},
+        )
+        assert configured.status_code == 403
+        setting = console.post(
+            f"{services_page}/{sid}/settings",
+            data={"name": "max_threads", "value": "2", "csrf_token": _token(console, backups_page)},
+        )
+        assert setting.status_code == 403
+        config = client.get(org.url(f"/services/{sid}/backupConfiguration"), auth=org.auth)
+        assert config.json()["result"] == {
+            "backupPeriodInHours": 24,
+            "backupRetentionPeriodInHours": 24,
+        }
+        settings = client.get(org.url(f"/services/{sid}/clickhouseSettings"), auth=org.auth)
+        assert settings.json()["result"] == {"settings": []}
     client.patch(org.url(f"/services/{sid}/state"), json={"command": "stop"}, auth=org.auth)
 
 

@@ -129,4 +129,6 @@ def test_what_the_engine_refuses_is_a_400_naming_the_setting_and_nothing_is_stor
         auth=developer,
     )
     assert denied.status_code == 403
+    listed = client.get(org.url(f"/services/{sid}/clickhouseSettings"), auth=org.auth)
+    assert listed.json()["result"] == {"settings": []}  # unchanged
     stop(client, org, sid)
