@@ -33,6 +33,7 @@ from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.config import Settings
 from keyhouse.console.routes import router as console_router
 from keyhouse.fast_paths import HotPaths, KeyhouseAPI
+from keyhouse.hosts.routes import router as hosts_router
 from keyhouse.invitations.routes import router as invitations_router
 from keyhouse.members.routes import router as members_router
 from keyhouse.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -181,6 +182,7 @@ def create_app(
     # The Query API first: a request is matched against the routes in order, and its calls are
     # the ones whose latency is measured against the engine's own.
     app.include_router(query_router)
+    app.include_router(hosts_router)
     app.include_router(run_router)
     v1 = APIRouter(prefix="/v1")
     v1.include_router(organizations_router)

@@ -1,5 +1,5 @@
-"""The ``keyhouse`` command: serve, bootstrap, db upgrade, backups, and offline recovery
-commands."""
+"""The ``keyhouse`` command: serve, bootstrap, db upgrade, backups, engine hosts (``agent``,
+``hosts``), and offline recovery commands."""
 
 from __future__ import annotations
 
@@ -324,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("service_id", type=_service_id, metavar="SERVICE_ID")
     listing.add_argument("--database-url", help=db_help)
     listing.set_defaults(func=cmd_backups_list)
+
+    from keyhouse.hosts.cli import add_commands
+
+    add_commands(commands, db_help, _settings)
     return parser
 
 

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     # How often each engine is pinged; one that misses 3 beats in a row (each ping given as
     # long) while sending nothing on any query is hung: killed and restarted, found in 15-30 s
     # rather than at its queries' answer timeouts.
+    # An engine host (keyhouse agent) silent this long has its services turned degraded.
+    host_silent_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
     engine_heartbeat_seconds: float = Field(default=5.0, ge=0.1, le=600.0)
     # How often the server process running services checks their backup schedules and the
     # backups asked for with `keyhouse backups take` (keyhouse.backups).

@@ -40,6 +40,8 @@ from keyhouse.engine.protocol import Answer, ClickHouseError
 from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
+from keyhouse.hosts import service as hosts
+from keyhouse.hosts.remote import Placed, RemoteHosts
 from keyhouse.models import Service
 from keyhouse.service_settings import service as service_settings
 from keyhouse.services import leases
@@ -132,6 +134,8 @@ class Engines:
         self._sampled = time.monotonic()  # the last usage sample
         self._catalog: bytes | None = None
         self._last_used: dict[uuid.UUID, float] = {}
+        # Services on engine hosts (keyhouse.hosts): their queries go through the host's channel.
+        self.hosts = RemoteHosts(state)
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
         self._loops: list[asyncio.Task[None]] = []
 
@@ -228,19 +232,32 @@ class Engines:
         if not isinstance(work, EngineWork):
             return
         service_id = work.service_id
-        if work.step == Step.START:
-            self._spawn(self.bring_up(service_id))
-        elif work.step == Step.STOP:
-            self._spawn(self._take_down(service_id, State.STOPPED, frozenset({State.STOPPING})))
+        if work.step in (Step.START, Step.STOP):
+            self._spawn(self._carry_out(work))
         elif work.step == Step.CONFIGURE:
             self._service_settings[service_id] = dict(work.settings or {})
+            self.hosts.forget(service_id)
         else:
             self._last_used.pop(service_id, None)
             self._spawn(self._remove(service_id))
 
+    async def _carry_out(self, work: EngineWork) -> None:
+        """Start or stop the service's engine here; or, on an engine host, ask its agent to
+        sync now (it starts and stops the engine, and reports the state)."""
+        service_id = work.service_id
+        if await self.hosts.poke(service_id):
+            return
+        if work.step == Step.START:
+            await self.bring_up(service_id)
+        else:
+            await self._take_down(service_id, State.STOPPED, frozenset({State.STOPPING}))
+
     async def bring_up(self, service_id: uuid.UUID) -> bool:
         """Start the engine (or reach the attached server) and mark the service running;
-        False (and ``failed``) if it can't."""
+        False (and ``failed``) if it can't. A service on an engine host is its agent's to
+        start: asked to sync now, True."""
+        if await self.hosts.poke(service_id):
+            return True
         if not await self._hold(service_id):
             return False  # another process runs it: its state is that process's
         try:
@@ -355,7 +372,8 @@ class Engines:
         ``readonly``. Waits for an engine that is coming up. Raises ``ClickHouseError`` when the
         engine refuses the query and ``ServiceUnavailable`` when it is not running; the
         iterator then yields the result's bytes."""
-        upstream = await self._ready(grant)
+        placed = await self.hosts.placed(grant.service_id)
+        upstream = await self._ready(grant) if placed is None else None
         request = {
             "sql": sql,
             "format": fmt,
@@ -367,12 +385,14 @@ class Engines:
             "session_timeout": session_timeout,
             "query_id": query_id or str(uuid.uuid4()),
             "limits": self._limits(grant),
-            "settings": self._settings(grant.service_id, extra_settings),
+            "settings": self._settings(grant.service_id, extra_settings, placed),
         }
         metrics, service_id = self.state.metrics, grant.service_id
         metrics.queries.labels(str(service_id)).inc()
         try:
-            if upstream is not None:
+            if placed is not None:
+                chunks = await self.hosts.query(service_id, request, self.limits.answer_timeout)
+            elif upstream is not None:
                 chunks = await upstream.query(request)
             else:
                 chunks = await self.supervisor.query(grant.service_id, request)
@@ -387,8 +407,6 @@ class Engines:
         service's engine or attached server, if this process runs it and it is up; None
         otherwise. It never wakes a service, nor counts as its use (a service scraped every
         15 s still idles)."""
-        if service_id in self._restoring or not self.running(service_id):
-            return None
         request = {
             "sql": sql,
             "format": "JSONEachRow",
@@ -396,9 +414,15 @@ class Engines:
             "query_id": str(uuid.uuid4()),
             "limits": self.limits.as_settings(),
         }
+        placed = await self.hosts.placed(service_id)
+        if placed is None and (service_id in self._restoring or not self.running(service_id)):
+            return None
         upstream = self._upstreams.get(service_id)
         try:
-            if upstream is not None:
+            if placed is not None:
+                timeout = self.limits.answer_timeout
+                answer = await self.hosts.query(service_id, request, timeout, wait=0)
+            elif upstream is not None:
                 answer = await upstream.query(request)
             else:
                 answer = await self.supervisor.query(service_id, request)
@@ -421,7 +445,8 @@ class Engines:
     ) -> dict[str, Any]:
         """Stream ``data`` (in ``fmt``) into ``sql`` (``INSERT INTO t (a, b)``) under the same
         limits as ``run``; the engine's write statistics."""
-        upstream = await self._ready(grant)
+        placed = await self.hosts.placed(grant.service_id)
+        upstream = await self._ready(grant) if placed is None else None
         request = {
             "sql": sql,
             "format": fmt,
@@ -429,11 +454,14 @@ class Engines:
             "session_id": session_id,
             "session_timeout": session_timeout,
             "limits": self._limits(grant),
-            "settings": self._settings(grant.service_id, extra_settings),
+            "settings": self._settings(grant.service_id, extra_settings, placed),
         }
         self.state.metrics.queries.labels(str(grant.service_id)).inc()
         try:
-            if upstream is not None:
+            if placed is not None:
+                timeout = self.limits.answer_timeout
+                written = await self.hosts.insert(grant.service_id, request, data, timeout)
+            elif upstream is not None:
                 written = await upstream.insert(request, data)
             else:
                 written = await self.supervisor.insert(grant.service_id, request, data)
@@ -460,9 +488,14 @@ class Engines:
         self.used(grant.service_id)
         return self._upstreams.get(grant.service_id)
 
-    def _settings(self, service_id: uuid.UUID, asked: dict[str, Any] | None) -> dict[str, Any]:
+    def _settings(
+        self, service_id: uuid.UUID, asked: dict[str, Any] | None, placed: Placed | None = None
+    ) -> dict[str, Any]:
         """The service's own settings, under the caller's (which win)."""
-        configured = self._service_settings.get(service_id)
+        if placed is not None:
+            configured: dict[str, str] | None = placed.settings
+        else:
+            configured = self._service_settings.get(service_id)
         if not configured:
             return asked or {}
         return {**configured, **(asked or {})}
@@ -527,6 +560,7 @@ class Engines:
             asyncio.create_task(self._keep_leases()),
             asyncio.create_task(self._schedule_backups()),
             asyncio.create_task(self._sample_usage()),
+            asyncio.create_task(self._watch_hosts()),
         ]
 
     async def _reconcile_until_done(self) -> None:
@@ -543,7 +577,8 @@ class Engines:
         def pending(session: Any) -> list[tuple[uuid.UUID, str]]:
             rows = session.execute(
                 select(Service.id, Service.state).where(
-                    Service.state.in_([state.value for state in RECONCILED])
+                    Service.state.in_([state.value for state in RECONCILED]),
+                    Service.host_id.is_(None),  # (an engine host's agent runs those)
                 )
             )
             return [(service_id, state) for service_id, state in rows]
@@ -574,6 +609,22 @@ class Engines:
             except Exception:  # the schedule must outlive a failed round (e.g. a DB outage)
                 log.exception("backup schedule: round failed")
 
+    async def _watch_hosts(self) -> None:
+        """Turn the services of engine hosts silent past ``KEYHOUSE_HOST_SILENT_SECONDS``
+        ``degraded``."""
+        silent = self.state.settings.host_silent_seconds
+        while True:
+            await asyncio.sleep(silent / 3)
+            try:
+                moved = await run_in_transaction(
+                    self.state, lambda session: hosts.mark_silent(session, utcnow(), silent)
+                )
+            except Exception:  # the watch must outlive a failed round (e.g. a DB outage)
+                log.exception("engine hosts: the silence check failed")
+                continue
+            for service_id in moved:
+                log.warning("service %s is degraded: its engine host is silent", service_id)
+
     async def _sample_usage(self) -> None:
         while True:
             await asyncio.sleep(self.state.settings.usage_sample_seconds)
@@ -598,7 +649,9 @@ class Engines:
         def stopped(session: Any) -> list[uuid.UUID]:
             rows = session.execute(
                 select(Service.id).where(
-                    Service.state == State.STOPPED.value, Service.attached_url.is_(None)
+                    Service.state == State.STOPPED.value,
+                    Service.attached_url.is_(None),
+                    Service.host_id.is_(None),
                 )
             )
             return [service_id for (service_id,) in rows]

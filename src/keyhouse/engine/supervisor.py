@@ -424,85 +424,124 @@ class EngineSupervisor:
         """Stream ``data`` into ``INSERT`` (``request["sql"]`` is the statement's head); the
         engine's write statistics, or ``ClickHouseError``."""
         reader, writer, _worker = await self._connect(service_id)
-        try:
-            writer.write(protocol.json_frame(protocol.REQUEST, {"op": "insert", **request}))
-            kind, payload = await _read_frame(reader, self.answer_timeout)
-            if kind == protocol.HEADER:
-                # The engine may refuse the data before it has all of it (a row it cannot
-                # parse): its answer is read as soon as it comes, and sending stops there.
-                answer = asyncio.ensure_future(_read_frame(reader, None))
-                try:
-                    with contextlib.suppress(OSError):  # the engine stopped reading: see why
-                        await _send_data(writer, data, answer)
-                    kind, payload = await _answered_within(answer, self.answer_timeout)
-                finally:
-                    if not answer.done():
-                        answer.cancel()
-                    elif not answer.cancelled():
-                        answer.exception()  # seen here (or raised above): never logged as lost
-            if kind == protocol.END:
-                return dict(json.loads(payload or b"{}"))
-            error = json.loads(payload)
-            raise ClickHouseError(int(error.get("code", 0)), str(error.get("message", "")))
-        except (asyncio.IncompleteReadError, OSError):
-            raise ClickHouseError(0, "the engine stopped while inserting") from None
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        return await insert_over(reader, writer, request, data, self.answer_timeout)
 
     async def query(self, service_id: uuid.UUID, request: dict[str, Any]) -> protocol.Answer:
         """Run a query; the first ``await anext()`` raises ``ClickHouseError`` if the engine refuses
         it, and yields ``b""`` once the result has started; then the result's bytes follow.
         Closing the iterator early closes the connection, and the worker cancels the query."""
         reader, writer, worker = await self._connect(service_id)
-        return protocol.Answer(
-            lambda answer: self._results(reader, writer, {"op": "query", **request}, answer, worker)
-        )
 
-    async def _results(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        request: dict[str, Any],
-        answer: protocol.Answer,
-        worker: _Worker,
-    ) -> AsyncGenerator[bytes]:
-        started = False
-        try:
+        def heard() -> None:
+            worker.heard = time.monotonic()
+
+        return answer_over(reader, writer, request, self.answer_timeout, heard)
+
+    def connection(self, service_id: uuid.UUID) -> Path | None:
+        """The running worker's socket (None: it does not run)."""
+        worker = self._workers.get(service_id)
+        if worker is None or worker.process.returncode is not None:
+            return None
+        return worker.socket_path
+
+
+async def insert_over(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: dict[str, Any],
+    data: AsyncIterator[bytes],
+    answer_timeout: float | None,
+) -> dict[str, Any]:
+    """An insert over one connection to a worker (its own socket, or an engine host's channel
+    piped to it); closes the connection."""
+    try:
+        writer.write(protocol.json_frame(protocol.REQUEST, {"op": "insert", **request}))
+        kind, payload = await _read_frame(reader, answer_timeout)
+        if kind == protocol.HEADER:
+            # The engine may refuse the data before it has all of it (a row it cannot
+            # parse): its answer is read as soon as it comes, and sending stops there.
+            answer = asyncio.ensure_future(_read_frame(reader, None))
             try:
-                writer.write(protocol.json_frame(protocol.REQUEST, request))
-                await writer.drain()
-            except OSError:
-                raise EngineUnavailable("the engine stopped") from None
-            while True:
-                try:
-                    kind, payload = await _read_frame(reader, self.answer_timeout)
-                except (asyncio.IncompleteReadError, OSError):
-                    # The worker died: before the answer began the engine is unavailable (the
-                    # caller may retry); after, the answer is cut short.
-                    if not started:
-                        raise EngineUnavailable("the engine stopped") from None
-                    raise ClickHouseError(0, "the engine stopped while answering") from None
-                worker.heard = time.monotonic()
-                if kind == protocol.HEADER:
-                    started = True
-                    answer.returns_rows = json.loads(payload).get("rows", True) is not False
-                    yield b""
-                elif kind == protocol.DATA:
-                    yield payload
-                elif kind == protocol.END:
-                    if payload:
-                        answer.summary.update(json.loads(payload))
-                    answer.ended()
-                    return
-                else:
-                    error = json.loads(payload)
-                    raise ClickHouseError(int(error.get("code", 0)), str(error.get("message", "")))
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+                with contextlib.suppress(OSError):  # the engine stopped reading: see why
+                    await _send_data(writer, data, answer)
+                kind, payload = await _answered_within(answer, answer_timeout)
+            finally:
+                if not answer.done():
+                    answer.cancel()
+                elif not answer.cancelled():
+                    answer.exception()  # seen here (or raised above): never logged as lost
+        if kind == protocol.END:
+            return dict(json.loads(payload or b"{}"))
+        error = json.loads(payload)
+        raise ClickHouseError(int(error.get("code", 0)), str(error.get("message", "")))
+    except (asyncio.IncompleteReadError, OSError):
+        raise ClickHouseError(0, "the engine stopped while inserting") from None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def answer_over(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: dict[str, Any],
+    answer_timeout: float | None,
+    heard: Callable[[], None] | None = None,
+) -> protocol.Answer:
+    """A query's answer over one connection to a worker (see ``EngineSupervisor.query``);
+    ``heard`` is told of every frame."""
+    return protocol.Answer(
+        lambda answer: _results(
+            reader, writer, {"op": "query", **request}, answer, answer_timeout, heard
+        )
+    )
+
+
+async def _results(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: dict[str, Any],
+    answer: protocol.Answer,
+    answer_timeout: float | None,
+    heard: Callable[[], None] | None,
+) -> AsyncGenerator[bytes]:
+    started = False
+    try:
+        try:
+            writer.write(protocol.json_frame(protocol.REQUEST, request))
+            await writer.drain()
+        except OSError:
+            raise EngineUnavailable("the engine stopped") from None
+        while True:
+            try:
+                kind, payload = await _read_frame(reader, answer_timeout)
+            except (asyncio.IncompleteReadError, OSError):
+                # The worker died: before the answer began the engine is unavailable (the
+                # caller may retry); after, the answer is cut short.
+                if not started:
+                    raise EngineUnavailable("the engine stopped") from None
+                raise ClickHouseError(0, "the engine stopped while answering") from None
+            if heard is not None:
+                heard()
+            if kind == protocol.HEADER:
+                started = True
+                answer.returns_rows = json.loads(payload).get("rows", True) is not False
+                yield b""
+            elif kind == protocol.DATA:
+                yield payload
+            elif kind == protocol.END:
+                if payload:
+                    answer.summary.update(json.loads(payload))
+                answer.ended()
+                return
+            else:
+                error = json.loads(payload)
+                raise ClickHouseError(int(error.get("code", 0)), str(error.get("message", "")))
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 def _kill(process: asyncio.subprocess.Process, pid: int) -> None:

@@ -8,9 +8,10 @@ import uuid
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
-from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from keyhouse.db import Base, UTCDateTime, utcnow
+from keyhouse.models.host import EngineHost
 
 
 class Service(Base):
@@ -62,6 +63,11 @@ class Service(Base):
     # The ClickHouse settings set through the API (name -> value as text); every query of the
     # service runs with them (keyhouse.service_settings).
     clickhouse_settings: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    # The engine host running it (keyhouse.hosts); None: this deployment's in-process host.
+    host_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("engine_hosts.id"), nullable=True, index=True
+    )
+    host: Mapped[EngineHost | None] = relationship(EngineHost)
 
 
 class EngineLease(Base):

@@ -92,8 +92,11 @@ def take(
     holder has expired or is gone (in our home); ``HeldElsewhere`` otherwise. A service that no
     longer exists has nothing to hold."""
     now = now or utcnow()
-    if session.get(Service, service_id) is None:
+    service = session.get(Service, service_id)
+    if service is None:
         return
+    if service.host_id is not None:
+        raise HeldElsewhere("it runs on an engine host (keyhouse hosts list)")
     expires = now + dt.timedelta(seconds=seconds)
     values = {"service_id": service_id, "holder": holder, "home": home, "expires_at": expires}
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
@@ -175,7 +178,7 @@ def unheld(
             Service.id, Service.state, EngineLease.holder, EngineLease.home, EngineLease.expires_at
         )
         .outerjoin(EngineLease, EngineLease.service_id == Service.id)
-        .where(Service.state.in_([str(state) for state in states]))
+        .where(Service.state.in_([str(state) for state in states]), Service.host_id.is_(None))
     ).all()
     return [
         (service_id, state)

@@ -51,7 +51,10 @@ def _engines(request: Request) -> EngineRuntime:
 
 def view(row: ServiceRow, host: str) -> Service:
     """The wire view of a service row (stored, already validated data); ``host`` is where its
-    ClickHouse HTTP interface listens (``KEYHOUSE_CLICKHOUSE_HOST``)."""
+    ClickHouse HTTP interface listens (``KEYHOUSE_CLICKHOUSE_HOST``), or its engine host's
+    advertised name."""
+    if row.host_id is not None and row.host is not None:
+        host = row.host.advertise
     endpoints = (
         [{"protocol": "https", "host": host, "port": row.http_port, "username": "default"}]
         if row.http_port is not None

@@ -25,11 +25,12 @@ from keyhouse.auth.network import ip_allowed
 from keyhouse.auth.permissions import Permission, instance_resource
 from keyhouse.auth.principal import Principal, system_principal
 from keyhouse.backups import service as backups
+from keyhouse.db import utcnow
 from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.engine.worker import ADMIN_ROLE, NAMEABLE_ROLES, READ_ONLY_ROLE
 from keyhouse.models import ApiKey, Service, ServiceQueryEndpoint
 from keyhouse.quotas import Quota
-from keyhouse.services import schemas
+from keyhouse.services import placement, schemas
 from keyhouse.services.states import (
     Command,
     EngineWork,
@@ -56,6 +57,8 @@ class ServiceDefaults:
     max_services: int = 10
     # Hosts a service may be attached to over plain http (credentials cross in clear).
     attach_http: tuple[str, ...] = ()
+    # An engine host silent this long takes no new service.
+    host_silent_seconds: float = 15.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceDefaults:
@@ -65,6 +68,7 @@ class ServiceDefaults:
             _hosts(settings.attach_allowed_hosts),
             settings.max_services_per_organization,
             _hosts(settings.attach_http_hosts),
+            settings.host_silent_seconds,
         )
 
 
@@ -228,13 +232,27 @@ def create_service(
         if attached_url is not None:
             raise BadRequest("backupId: " + backups.ATTACHED)
         restore_from = backups.restore_source(session, principal, request.backup_id, region)
+    provider = request.provider or defaults.provider
+    host_id = None
+    if attached_url is None:
+        host_id = placement.place(
+            session,
+            region=region,
+            provider=provider,
+            memory_gb=maximum,
+            now=utcnow(),
+            silent_seconds=defaults.host_silent_seconds,
+        )
+        if host_id is not None and restore_from is not None:
+            raise BadRequest("backupId: a restore onto an engine host is not available yet")
     password = new_password()
     service = Service(
         organization_id=principal.organization_id,
         name=request.name,
         state=State.PROVISIONING.value,
-        provider=request.provider or defaults.provider,
+        provider=provider,
         region=region,
+        host_id=host_id,
         restore_from=restore_from,
         password_hash=credentials.hash_value(pepper, password),
         ip_access_list=_entries(request.ip_access_list or []),

@@ -156,3 +156,37 @@ def on_startup(state: State) -> Resume | None:
 def idle_due(unused_seconds: float, timeout_minutes: int) -> bool:
     """A running service with idle scaling on, unused this long, goes idle."""
     return unused_seconds >= timeout_minutes * 60
+
+
+# --- services on engine hosts (keyhouse.hosts): desired state out, observed state back ------
+
+# An engine host runs the engine of a service in one of these states (its agent starts it);
+# it stops it in any other.
+RUN_ON_HOST = RUNNING_STATES | {State.DEGRADED}
+
+
+class Observed(StrEnum):
+    """What an engine host reports of a service it was given."""
+
+    STARTING = "starting"  # its engine is coming up
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"  # its engine could not start, or kept crashing
+
+
+def on_report(state: State, observed: Observed) -> State | None:
+    """The service's new state once its host reported ``observed`` (None: unchanged). A host's
+    report never overrides a later command: ``running`` only ends a start (or a silence),
+    ``stopped`` only a stop, ``failed`` only a run."""
+    if observed == Observed.RUNNING and state in COMING_UP | {State.DEGRADED}:
+        return State.RUNNING
+    if observed == Observed.STOPPED and state == State.STOPPING:
+        return State.STOPPED
+    if observed == Observed.FAILED and state in RUN_ON_HOST:
+        return State.FAILED
+    return None
+
+
+def on_silence(state: State) -> State | None:
+    """The service's new state once its host has been silent past the threshold."""
+    return State.DEGRADED if state in RUNNING_STATES else None

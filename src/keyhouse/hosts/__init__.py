@@ -1,0 +1,1 @@
+"""Engine hosts: machines running ``keyhouse agent`` for the control plane."""

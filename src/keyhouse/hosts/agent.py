@@ -1,0 +1,378 @@
+"""``keyhouse agent``: an engine host. It runs the engines of the services the control plane
+gives it, with the same sandboxed supervisor as ``keyhouse serve``, and holds no database
+credentials: everything it knows comes from its syncs.
+
+- **Joining**: the first start presents the join token (``--token-file``) with the host's
+  description; the control plane answers the host's id and secret, kept in
+  ``DATA_DIR/host.json`` (mode 0600). Later starts use them.
+- **Syncing** (``SYNC_SECONDS`` apart, or at once when the control plane asks over the
+  channel): the agent reports what it observed of each service and which services' data it
+  holds; it gets each service's desired state, starts and stops engines to match, and removes
+  the data of services no longer given to it.
+- **The channel** (``--listen``, TLS with the certificate under ``DATA_DIR/tls``): the control
+  plane's queries reach a service's engine through it (``keyhouse.hosts.channel``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import signal
+import ssl
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from keyhouse import __version__
+from keyhouse.clickhouse_http.tls import server_context
+from keyhouse.config import Settings
+from keyhouse.engine import protocol
+from keyhouse.engine.limits import QueryLimits
+from keyhouse.engine.sandbox import Sandbox
+from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
+from keyhouse.hosts import channel
+from keyhouse.services.states import Observed
+
+log = logging.getLogger("keyhouse.agent")
+
+SYNC_SECONDS = 1.0
+IDENTITY_FILE = "host.json"
+HELLO_TIMEOUT = 5.0
+MAX_HELLO = 4096
+PIPE_CHUNK = 64 * 1024
+
+
+@dataclass
+class AgentConfig:
+    server: str  # the control plane's base URL (http(s)://HOST:PORT)
+    token_file: Path
+    data_dir: Path
+    listen: tuple[str, int]
+    advertise: str
+    labels: dict[str, str] = field(default_factory=dict)
+    memory_gb: int = 16
+    name: str = ""
+    sync_seconds: float = SYNC_SECONDS
+    ca_file: Path | None = None  # verifies the control plane's TLS (None: the system's CAs)
+
+
+@dataclass
+class _Given:
+    run: bool
+    max_memory_gb: int
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        limits = QueryLimits.from_settings(settings)
+        self.supervisor = EngineSupervisor(
+            config.data_dir,
+            on_failed=self._crashed,
+            limits=limits.as_settings(),
+            max_queries=settings.query_max_concurrent_per_service,
+            memory_limit=config.memory_gb * 1024**3,
+            heartbeat=settings.engine_heartbeat_seconds,
+            sandbox=Sandbox(
+                enabled=settings.engine_sandbox != "off",
+                uid=settings.engine_uid,
+                gid=settings.engine_gid,
+            ),
+        )
+        self.host_id: uuid.UUID | None = None
+        self.secret = ""
+        self._given: dict[uuid.UUID, _Given] = {}
+        self._starting: set[uuid.UUID] = set()
+        self._versions: dict[uuid.UUID, str] = {}
+        self._failed: dict[uuid.UUID, str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._tls: ssl.SSLContext | None = None
+        self._ca_pem = ""
+        verify: ssl.SSLContext | bool = True
+        if config.ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(config.ca_file))
+        self._http = httpx.AsyncClient(base_url=config.server, timeout=10.0, verify=verify)
+        self._stopping = asyncio.Event()
+        self._channel_server: asyncio.Server | None = None
+
+    # --- joining and syncing ------------------------------------------------------------
+
+    def _description(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "name": config.name or config.advertise,
+            "labels": config.labels,
+            "memory_gb": config.memory_gb,
+            "channel": f"{_bracketed(config.advertise)}:{self.channel_port}",
+            "advertise": config.advertise,
+            "ca_pem": self._ca_pem,
+            "version": __version__,
+        }
+
+    async def _join(self) -> None:
+        path = self.config.data_dir / IDENTITY_FILE
+        if path.exists():
+            identity = json.loads(path.read_text())
+            self.host_id, self.secret = uuid.UUID(identity["host_id"]), identity["secret"]
+            return
+        token = self.config.token_file.read_text().strip()
+        response = await self._http.post(
+            "/internal/hosts/join",
+            json=self._description(),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if response.status_code != 201:
+            raise SystemExit(f"error: the control plane refused to join: {_said(response)}")
+        body = response.json()["result"]
+        self.host_id, self.secret = uuid.UUID(body["hostId"]), body["secret"]
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump({"host_id": str(self.host_id), "secret": self.secret}, handle)
+        log.info("joined the control plane as host %s", self.host_id)
+
+    def _report(self) -> dict[str, Any]:
+        services: dict[str, Any] = {}
+        for service_id in self._given:
+            seen: dict[str, Any] = {"state": self._observed(service_id).value}
+            if service_id in self._versions:
+                seen["version"] = self._versions[service_id]
+            if service_id in self._failed:
+                seen["failure"] = self._failed[service_id][:512]
+            services[str(service_id)] = seen
+        return {**self._description(), "services": services, "data": self._held_data()}
+
+    def _observed(self, service_id: uuid.UUID) -> Observed:
+        if service_id in self._failed:
+            return Observed.FAILED
+        if service_id in self._starting:
+            return Observed.STARTING
+        if self.supervisor.running(service_id):
+            return Observed.RUNNING
+        return Observed.STOPPED
+
+    def _held_data(self) -> list[str]:
+        root = self.config.data_dir / "services"
+        try:
+            return sorted(path.name for path in root.iterdir() if _is_id(path.name))
+        except FileNotFoundError:
+            return []
+
+    async def sync(self) -> None:
+        """One sync: report, then do what the answer asks."""
+        response = await self._http.post(
+            f"/internal/hosts/{self.host_id}/sync",
+            json=self._report(),
+            headers={"Authorization": f"Bearer {self.secret}"},
+        )
+        if response.status_code != 200:
+            log.error("sync refused: %s", _said(response))
+            return
+        answer = response.json()["result"]
+        given = {
+            uuid.UUID(item["id"]): _Given(bool(item["run"]), int(item["maxMemoryGb"]))
+            for item in answer["services"]
+        }
+        for service_id in set(self._given) - set(given):  # moved away, or deleted
+            self._spawn(self._stop(service_id))
+        self._given = given
+        for service_id, wanted in given.items():
+            if wanted.run:
+                if not (
+                    self.supervisor.running(service_id)
+                    or service_id in self._starting
+                    or service_id in self._failed
+                ):
+                    self._starting.add(service_id)
+                    self._spawn(self._start(service_id))
+            else:
+                self._failed.pop(service_id, None)  # (a later start tries again)
+                if self.supervisor.running(service_id):
+                    self._spawn(self._stop(service_id))
+        for name in answer["remove"]:
+            service_id = uuid.UUID(name)
+            if service_id not in given:
+                log.info("service %s is no longer here: removing its data", service_id)
+                self._spawn(self.supervisor.remove_data(service_id))
+
+    async def _start(self, service_id: uuid.UUID) -> None:
+        try:
+            self._versions[service_id] = await self.supervisor.start(service_id)
+        except EngineUnavailable as error:
+            log.error("service %s did not start: %s", service_id, error)
+            self._failed[service_id] = str(error)
+        finally:
+            self._starting.discard(service_id)
+        self._wake.set()  # report it at once
+
+    async def _stop(self, service_id: uuid.UUID) -> None:
+        await self.supervisor.stop(service_id)
+        self._wake.set()
+
+    async def _crashed(self, service_id: uuid.UUID, why: str) -> None:
+        self._failed[service_id] = why
+        self._wake.set()
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- the channel ----------------------------------------------------------------------
+
+    @property
+    def channel_port(self) -> int:
+        if self._channel_server is None:
+            return self.config.listen[1]
+        return int(self._channel_server.sockets[0].getsockname()[1])
+
+    async def _serve_channel(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
+                if kind != channel.HELLO or length > MAX_HELLO:
+                    return
+                hello = json.loads(await reader.readexactly(length))
+            if not self._trusted(hello):
+                log.warning("channel: refused a connection without this host's secret")
+                return
+            if hello.get("op") == "sync":
+                self._wake.set()
+                writer.write(protocol.json_frame(protocol.HEADER, {}))
+                await writer.drain()
+                return
+            await self._pipe(uuid.UUID(str(hello.get("service"))), reader, writer)
+        except (TimeoutError, asyncio.IncompleteReadError, ValueError, OSError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+
+    def _trusted(self, hello: Any) -> bool:
+        if not isinstance(hello, dict) or hello.get("host") != str(self.host_id):
+            return False
+        given = str(hello.get("secret", "")).encode()
+        return hmac.compare_digest(given, self.secret.encode())
+
+    async def _pipe(
+        self, service_id: uuid.UUID, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """The connection, byte for byte, to the service's worker."""
+        if service_id not in self._given:
+            writer.write(_refusal(channel.NOT_HERE, "the service does not run on this host"))
+            return
+        socket_path = self.supervisor.connection(service_id)
+        if socket_path is None:
+            writer.write(_refusal(channel.NOT_RUNNING, "the service's engine does not run"))
+            return
+        try:
+            engine_reader, engine_writer = await asyncio.open_unix_connection(str(socket_path))
+        except OSError:
+            writer.write(_refusal(channel.NOT_RUNNING, "the service's engine does not run"))
+            return
+        writer.write(protocol.json_frame(protocol.HEADER, {}))
+        await writer.drain()
+        copies = [
+            asyncio.create_task(_copy(reader, engine_writer)),
+            asyncio.create_task(_copy(engine_reader, writer)),
+        ]
+        try:
+            # Either side's end ends both: the control plane leaving cancels the query.
+            await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for copy in copies:
+                copy.cancel()
+            engine_writer.close()
+
+    # --- the agent's lifetime -------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._tls = await asyncio.to_thread(server_context, self.settings)
+        self._ca_pem = (config.data_dir / "tls" / "ca.pem").read_text()
+        host, port = config.listen
+        self._channel_server = await asyncio.start_server(
+            self._serve_channel, host, port, ssl=self._tls
+        )
+        try:
+            await self._join()
+            log.info(
+                "agent for host %s: channel on %s:%s, syncing with %s",
+                self.host_id,
+                host,
+                self.channel_port,
+                config.server,
+            )
+            while not self._stopping.is_set():
+                try:
+                    await self.sync()
+                except (httpx.HTTPError, ValueError, KeyError) as error:
+                    log.warning("sync failed: %s", error)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), config.sync_seconds)
+        finally:
+            self._channel_server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await self.supervisor.close()
+            await self._http.aclose()
+
+
+def _refusal(code: int, message: str) -> bytes:
+    return protocol.json_frame(protocol.ERROR, {"code": code, "message": message})
+
+
+async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, ssl.SSLError, ConnectionError):
+        while data := await source.read(PIPE_CHUNK):
+            sink.write(data)
+            await sink.drain()
+
+
+def _is_id(name: str) -> bool:
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _said(response: httpx.Response) -> str:
+    try:
+        return f"{response.status_code} {response.json().get('error')}"
+    except ValueError:
+        return f"{response.status_code} {response.text[:200]}"
+
+
+def serve_agent(config: AgentConfig, settings: Settings) -> None:
+    """Run the agent until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        agent = Agent(config, settings)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, agent.stop)
+        await agent.run()
+
+    asyncio.run(main())

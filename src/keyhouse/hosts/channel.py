@@ -1,0 +1,98 @@
+"""The channel from the control plane to an engine host's agent: TLS to the agent's
+``--listen`` address, verified against the certificate authority the agent joined with (so the
+control plane knows it reaches that host), and a first frame with the host's secret (so the
+agent knows the control plane sent it). Nothing runs before both checks pass.
+
+After the first frame (``HELLO``: ``{"host", "secret", "op", "service"?}``) the agent answers
+``HEADER`` or ``ERROR`` (``{"code", "message"}``, ``NOT_HERE`` or ``NOT_RUNNING``), then:
+
+- ``op: "pipe"``: the connection becomes the service's worker connection
+  (``keyhouse.engine.protocol``) byte for byte, one request as over the worker's own socket;
+- ``op: "sync"``: the agent syncs with the control plane at once (a committed change for one of
+  its services), and the connection ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from keyhouse.engine import protocol
+
+HELLO = b"A"
+NOT_HERE = 1  # the service is not given to this host (moved, or gone)
+NOT_RUNNING = 2  # its engine does not run (yet)
+CONNECT_TIMEOUT = 5.0
+
+
+class ChannelError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the control plane reaches one host."""
+
+    host_id: uuid.UUID
+    channel: str  # HOST:PORT
+    ca_pem: str
+    secret: str
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.channel.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+_contexts: dict[str, ssl.SSLContext] = {}
+
+
+def client_context(ca_pem: str) -> ssl.SSLContext:
+    """TLS that trusts only the host's own certificate authority (cached per authority)."""
+    context = _contexts.get(ca_pem)
+    if context is None:
+        context = ssl.create_default_context(cadata=ca_pem)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        _contexts[ca_pem] = context
+    return context
+
+
+async def open_channel(
+    route: Route, op: str, service_id: uuid.UUID | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the host's agent that passed both checks; ``ChannelError`` when the
+    agent refuses ``op``, ``OSError`` when it cannot be reached."""
+    host, port = route.address()
+    async with asyncio.timeout(CONNECT_TIMEOUT):
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=client_context(route.ca_pem), server_hostname=host
+        )
+        try:
+            hello: dict[str, Any] = {"host": str(route.host_id), "secret": route.secret, "op": op}
+            if service_id is not None:
+                hello["service"] = str(service_id)
+            writer.write(protocol.json_frame(HELLO, hello))
+            await writer.drain()
+            kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
+            payload = await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+    if kind != protocol.HEADER:
+        writer.close()
+        error = json.loads(payload or b"{}")
+        raise ChannelError(int(error.get("code", 0)), str(error.get("message", "")))
+    return reader, writer
+
+
+async def poke(route: Route) -> None:
+    """Ask the host's agent to sync now (best effort: it syncs every second anyway)."""
+    with contextlib.suppress(OSError, ChannelError, TimeoutError, asyncio.IncompleteReadError):
+        _reader, writer = await open_channel(route, "sync")
+        writer.close()

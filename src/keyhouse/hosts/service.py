@@ -1,0 +1,198 @@
+"""Engine hosts: join tokens, joining, placement, and the sync through which each host's agent
+learns what to run and reports what runs.
+
+A host joins once with a join token (``keyhouse hosts token``) and gets its own secret, derived
+from the deployment's pepper and its id (every API replica can check it without storing it).
+Then its agent syncs every second or so (``sync``): the sync is its heartbeat, carries what it
+observed of each service it was given, and answers what it must run (each service's desired
+state) and what data it holds that it must remove. A host silent past
+``KEYHOUSE_HOST_SILENT_SECONDS`` has its services ``degraded`` (``mark_silent``) until it
+reports them running again.
+
+Plain functions over a session: ``keyhouse.hosts.routes`` (the agents' side) and the CLI call
+them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from keyhouse.api.errors import Conflict, NotFound, Unauthorized
+from keyhouse.auth import credentials
+from keyhouse.db import utcnow
+from keyhouse.hosts.schemas import HostSync, JoinRequest, ServiceReport
+from keyhouse.models import EngineHost, HostToken, Service
+from keyhouse.services.states import RUN_ON_HOST, Observed, State, on_report, on_silence
+
+TOKEN_PREFIX = "khj_"  # noqa: S105 (a prefix, not a secret)
+
+
+def new_token(session: Session, pepper: bytes) -> tuple[HostToken, str]:
+    """A new join token, and its secret (shown once: only its keyed hash is kept)."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = HostToken(token_hash=credentials.hash_value(pepper, secret))
+    session.add(token)
+    session.flush()
+    return token, secret
+
+
+def revoke_token(session: Session, token_id: uuid.UUID) -> HostToken:
+    token = session.get(HostToken, token_id)
+    if token is None:
+        raise NotFound(f"No join token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    session.flush()
+    return token
+
+
+def tokens(session: Session) -> Sequence[HostToken]:
+    return session.scalars(select(HostToken).order_by(HostToken.created_at)).all()
+
+
+def host_secret(pepper: bytes, host_id: uuid.UUID) -> str:
+    """The host's own secret: what its agent presents to the control plane, and the control
+    plane to its agent (over TLS both ways)."""
+    digest = hmac.new(pepper, b"keyhouse-host:" + host_id.bytes, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def join(session: Session, pepper: bytes, token: str, request: JoinRequest) -> EngineHost:
+    """A new host, for an agent presenting a valid join token (401 otherwise: the same answer
+    for an unknown and a revoked token)."""
+    row = session.scalar(
+        select(HostToken).where(HostToken.token_hash == credentials.hash_value(pepper, token))
+    )
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized("The join token is not valid (unknown, or revoked)")
+    host = EngineHost(token_id=row.id)
+    _describe(host, request)
+    session.add(host)
+    session.flush()
+    return host
+
+
+def _describe(host: EngineHost, request: JoinRequest) -> None:
+    host.name = request.name
+    host.labels = dict(request.labels)
+    host.memory_gb = request.memory_gb
+    host.channel = request.channel
+    host.advertise = request.advertise
+    host.ca_pem = request.ca_pem
+    host.version = request.version
+
+
+def authenticate(session: Session, pepper: bytes, host_id: uuid.UUID, secret: str) -> EngineHost:
+    """The host whose agent presents ``secret`` (401 for a wrong one, or a removed host)."""
+    expected = host_secret(pepper, host_id)
+    host = session.get(EngineHost, host_id)
+    if not hmac.compare_digest(expected.encode(), secret.encode()) or host is None:
+        raise Unauthorized("Unknown engine host, or a wrong host secret")
+    return host
+
+
+@dataclass
+class Assignment:
+    """What a host must run: each service's desired state, and the data it must remove."""
+
+    services: list[dict[str, object]] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+
+
+def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime) -> Assignment:
+    """One heartbeat of ``host``: its description as its agent now runs it, what it observed of
+    the services it was given (each one's state moves per ``on_report``), and what it must
+    run and remove."""
+    _describe(host, report)
+    host.last_seen = now
+    given = session.scalars(select(Service).where(Service.host_id == host.id)).all()
+    for service in given:
+        seen = report.services.get(str(service.id))
+        if seen is not None:
+            _observe(session, service, seen)
+    assignment = Assignment()
+    for service in given:
+        assignment.services.append(
+            {
+                "id": str(service.id),
+                "run": State(service.state) in RUN_ON_HOST,
+                "maxMemoryGb": service.max_replica_memory_gb,
+            }
+        )
+    mine = {str(service.id) for service in given}
+    assignment.remove = sorted(set(report.data) - mine)
+    session.flush()
+    return assignment
+
+
+def _observe(session: Session, service: Service, seen: ServiceReport) -> None:
+    if seen.port is not None and service.http_port != seen.port:
+        service.http_port = seen.port
+    new = on_report(State(service.state), Observed(seen.state))
+    if new is not None:
+        service.state = new.value
+        if seen.version:
+            service.clickhouse_version = seen.version
+        service.failure = (seen.failure or "its engine failed") if new == State.FAILED else None
+
+
+def mark_silent(session: Session, now: dt.datetime, silent_seconds: float) -> list[uuid.UUID]:
+    """Turn the services of every host silent for ``silent_seconds`` ``degraded``; their
+    ids."""
+    since = now - dt.timedelta(seconds=silent_seconds)
+    rows = session.scalars(
+        select(Service)
+        .join(EngineHost, EngineHost.id == Service.host_id)
+        .where(EngineHost.last_seen < since)
+        .with_for_update()
+    ).all()
+    moved = []
+    for service in rows:
+        new = on_silence(State(service.state))
+        if new is not None:
+            service.state = new.value
+            service.failure = "its engine host has been silent since its last heartbeat"
+            moved.append(service.id)
+    session.flush()
+    return moved
+
+
+@dataclass(frozen=True)
+class HostView:
+    host: EngineHost
+    services: list[tuple[uuid.UUID, str, str, int]]  # id, name, state, max memory
+
+
+def list_hosts(session: Session) -> list[HostView]:
+    hosts = session.scalars(select(EngineHost).order_by(EngineHost.joined_at)).all()
+    views = []
+    for host in hosts:
+        rows = session.execute(
+            select(Service.id, Service.name, Service.state, Service.max_replica_memory_gb)
+            .where(Service.host_id == host.id)
+            .order_by(Service.name)
+        ).all()
+        views.append(HostView(host, [(r[0], r[1], r[2], r[3]) for r in rows]))
+    return views
+
+
+def remove_host(session: Session, host_id: uuid.UUID) -> None:
+    """Forget an empty host (409 while services are on it: drain it first)."""
+    host = session.get(EngineHost, host_id)
+    if host is None:
+        raise NotFound(f"No engine host {host_id}")
+    count = session.scalar(select(func.count()).where(Service.host_id == host_id))
+    if count:
+        raise Conflict(f"{count} services run on host {host_id}: drain it first")
+    session.delete(host)
+    session.flush()
