@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ from keyhouse.api_keys.routes import router as keys_router
 from keyhouse.auth.network import request_address
 from keyhouse.backups.routes import router as backups_router
 from keyhouse.billing.routes import router as billing_router
-from keyhouse.clickhouse_http.listeners import Listeners
+from keyhouse.clickhouse_http.listeners import DatabasePorts, Listeners
 from keyhouse.config import Settings
 from keyhouse.console.routes import router as console_router
 from keyhouse.fast_paths import HotPaths, KeyhouseAPI
@@ -46,6 +47,7 @@ from keyhouse.query_endpoints.routes import run_router
 from keyhouse.roles.routes import router as roles_router
 from keyhouse.runtime import Engines
 from keyhouse.service_settings.routes import router as service_settings_router
+from keyhouse.services.clickhouse_gate import clickhouse_admission
 from keyhouse.services.routes import query_router
 from keyhouse.services.routes import router as services_router
 from keyhouse.state import AppState
@@ -67,7 +69,9 @@ async def _engines(state: AppState) -> AsyncIterator[None]:
     if state.engines is not None:
         raise RuntimeError("this state is served by another app already (one app per state)")
     engines = state.engines = Engines(state)
-    engines.watch(Listeners(state, engines))  # each service's ClickHouse HTTP interface
+    # Each service's ClickHouse HTTP interface.
+    gate = functools.partial(clickhouse_admission, state)
+    engines.watch(Listeners(state.settings, engines, gate, DatabasePorts(state)))
     state.on_commit.append(engines.handle)
     await engines.open()
     try:

@@ -45,7 +45,7 @@ from keyhouse.hosts.remote import Placed, RemoteHosts
 from keyhouse.models import Service
 from keyhouse.service_settings import service as service_settings
 from keyhouse.services import leases
-from keyhouse.services.engines import not_running
+from keyhouse.services.engines import insert_request, not_running, query_request
 from keyhouse.services.service import RunGrant, attachment, set_state
 from keyhouse.services.states import (
     COMING_UP,
@@ -374,19 +374,19 @@ class Engines:
         iterator then yields the result's bytes."""
         placed = await self.hosts.placed(grant.service_id)
         upstream = await self._ready(grant) if placed is None else None
-        request = {
-            "sql": sql,
-            "format": fmt,
-            "database": database,
-            "readonly": grant.readonly,
-            "roles": list(grant.roles),
-            "params": params or {},
-            "session_id": session_id,
-            "session_timeout": session_timeout,
-            "query_id": query_id or str(uuid.uuid4()),
-            "limits": self._limits(grant),
-            "settings": self._settings(grant.service_id, extra_settings, placed),
-        }
+        request = query_request(
+            grant,
+            self.limits,
+            self._configured(grant.service_id, placed),
+            sql=sql,
+            fmt=fmt,
+            database=database,
+            query_id=query_id,
+            params=params,
+            session_id=session_id,
+            extra_settings=extra_settings,
+            session_timeout=session_timeout,
+        )
         metrics, service_id = self.state.metrics, grant.service_id
         metrics.queries.labels(str(service_id)).inc()
         try:
@@ -447,15 +447,17 @@ class Engines:
         limits as ``run``; the engine's write statistics."""
         placed = await self.hosts.placed(grant.service_id)
         upstream = await self._ready(grant) if placed is None else None
-        request = {
-            "sql": sql,
-            "format": fmt,
-            "database": database,
-            "session_id": session_id,
-            "session_timeout": session_timeout,
-            "limits": self._limits(grant),
-            "settings": self._settings(grant.service_id, extra_settings, placed),
-        }
+        request = insert_request(
+            grant,
+            self.limits,
+            self._configured(grant.service_id, placed),
+            sql=sql,
+            fmt=fmt,
+            database=database,
+            session_id=session_id,
+            extra_settings=extra_settings,
+            session_timeout=session_timeout,
+        )
         self.state.metrics.queries.labels(str(grant.service_id)).inc()
         try:
             if placed is not None:
@@ -488,17 +490,9 @@ class Engines:
         self.used(grant.service_id)
         return self._upstreams.get(grant.service_id)
 
-    def _settings(
-        self, service_id: uuid.UUID, asked: dict[str, Any] | None, placed: Placed | None = None
-    ) -> dict[str, Any]:
-        """The service's own settings, under the caller's (which win)."""
-        if placed is not None:
-            configured: dict[str, str] | None = placed.settings
-        else:
-            configured = self._service_settings.get(service_id)
-        if not configured:
-            return asked or {}
-        return {**configured, **(asked or {})}
+    def _configured(self, service_id: uuid.UUID, placed: Placed | None) -> dict[str, str] | None:
+        """The service's own ClickHouse settings (every query of it runs with them)."""
+        return placed.settings if placed is not None else self._service_settings.get(service_id)
 
     async def reference(self, statements: list[str]) -> list[bytes | ClickHouseError]:
         """Each statement's answer (JSONEachRow), or the engine's error, from the reference
@@ -532,10 +526,6 @@ class Engines:
                 raise ServiceUnavailable(f"The engine's settings could not be read: {answer}")
             self._catalog = answer
         return self._catalog
-
-    def _limits(self, grant: RunGrant) -> dict[str, int | str]:
-        # (the engine's constraint: a query may lower its cap, never raise it past the operator's)
-        return self.limits.for_service(grant.max_memory_gb).as_settings()
 
     # --- the app's lifetime -------------------------------------------------------------
 

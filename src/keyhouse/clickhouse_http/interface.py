@@ -24,7 +24,7 @@ import math
 import re
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
@@ -36,17 +36,18 @@ from starlette.types import Message, Receive, Scope, Send
 from keyhouse.api.errors import ServiceUnavailable, TooManyRequests
 from keyhouse.clickhouse_http import external
 from keyhouse.clickhouse_http.encoding import Encoder, negotiate
-from keyhouse.context import limiter_call
 from keyhouse.engine.limits import CEILINGS, QueryLimits
 from keyhouse.engine.protocol import SUMMARY_FIELDS, Answer, ClickHouseError
 from keyhouse.services import service
-from keyhouse.services.states import Admission, State, admit
-from keyhouse.transactions import run_in_transaction
+from keyhouse.services.states import Admission
 
 if TYPE_CHECKING:
     from keyhouse.clickhouse_http.guard import Guard
-    from keyhouse.services.engines import EngineRuntime
-    from keyhouse.state import AppState
+    from keyhouse.config import Settings
+    from keyhouse.services.engines import InterfaceRuntime
+
+# The gate: (service, user, password, client address) → the grant and what the query may do.
+Gate = Callable[[uuid.UUID, str, str, "str | None"], Awaitable[tuple[service.RunGrant, Admission]]]
 
 
 MAX_SESSION_TIMEOUT = 3600  # seconds, ClickHouse's default max_session_timeout
@@ -254,15 +255,17 @@ class ClickHouseInterface:
 
     def __init__(
         self,
-        state: AppState,
-        engines: EngineRuntime,
+        settings: Settings,
+        engines: InterfaceRuntime,
         service_id: uuid.UUID,
+        gate: Gate,
         guard: Guard | None = None,
     ) -> None:
-        self.state = state
+        self.settings = settings
         # What a client may only lower (its URL settings).
-        self.limits = QueryLimits.from_settings(state.settings)
+        self.limits = QueryLimits.from_settings(settings)
         self.engines = engines
+        self.gate = gate  # who may query, and whether the query runs, wakes or is refused
         self.service_id = service_id
         self.guard = guard  # the port's: told when each request begins and ends
 
@@ -346,7 +349,7 @@ class ClickHouseInterface:
                     "Code: 164. Cannot execute an INSERT in a GET request "
                     "(readonly mode). (READONLY)",
                 )
-            limit = self.state.settings.query_max_insert_bytes
+            limit = self.settings.query_max_insert_bytes
             if limit and "query" in params and not headers.get("content-encoding"):
                 # The whole body is the data: refused before any of it is written.
                 _check_insert_size(int(headers.get("content-length") or 0), limit)
@@ -401,7 +404,7 @@ class ClickHouseInterface:
         free); each part streams into its table as an insert."""
         if run.session_id is None:
             run.session_id, run.session_timeout = f"keyhouse-external-{uuid.uuid4().hex}", 1.0
-        limit = self.state.settings.query_max_insert_bytes
+        limit = self.settings.query_max_insert_bytes
         tables: list[external.Table] = []
         end: list[Message] = []
 
@@ -433,43 +436,7 @@ class ClickHouseInterface:
     async def _authenticate(self, scope: Scope, params: dict[str, str]) -> service.RunGrant:
         user, password = _credentials(scope, params)
         address = (scope.get("client") or (None,))[0]
-        # Failed passwords count per client address, and per service at a much higher threshold
-        # (KEYHOUSE_CLICKHOUSE_AUTH_FAILURES_PER_SERVICE): a stranger's guesses cannot lock the
-        # port for the service's own clients. Checked after the IP access list.
-        failures = self.state.clickhouse_auth_failures
-        subject = f"clickhouse:{self.service_id}"
-        pepper = self.state.pepper
-        try:
-            # Every request passes here: the service's row is read on the event loop (no
-            # thread hop), and only an idle service's wake takes a transaction.
-            row = await service.read_clickhouse_gate(self.state.reader, self.service_id)
-            admission = admit(State(row.state), may_wake=True) if row is not None else None
-            if admission is not None and admission != Admission.WAKE:
-                service.check_clickhouse_address(row, address)
-                await limiter_call(self.state, failures.check, address, subject)
-                grant = service.clickhouse_gate(
-                    self.service_id, row, user, password, address, pepper=pepper
-                )
-            else:  # (no such service: the transaction's gate refuses it)
-
-                def authorize(session: Any) -> service.RunGrant:
-                    return service.authorize_clickhouse(
-                        session,
-                        self.service_id,
-                        user,
-                        password,
-                        address,
-                        pepper=pepper,
-                        before_password=lambda: failures.check(address, subject),
-                    )
-
-                grant = await run_in_transaction(self.state, authorize)
-                admission = admit(State(grant.state), may_wake=True)
-        except ClickHouseError as refused:
-            if refused.code == service.AUTHENTICATION_FAILED:
-                self.state.metrics.auth_failures.labels("clickhouse").inc()
-                await limiter_call(self.state, failures.failed, address, subject)
-            raise
+        grant, admission = await self.gate(self.service_id, user, password, address)
         if admission in REFUSALS:
             raise _Refused(REFUSALS[admission], 503)
         if admission == Admission.WAKE and not await self.engines.bring_up(self.service_id):
@@ -506,7 +473,7 @@ class ClickHouseInterface:
         # Counted as the engine receives it (decompressed): past the limit the insert ends (the
         # engine cancels it; blocks it had already written stay, as a failed insert's do on a
         # ClickHouse server).
-        limit = self.state.settings.query_max_insert_bytes
+        limit = self.settings.query_max_insert_bytes
         written = await run.insert(insert[0], insert[1], _counted(data(), limit))
         summary = _summary(
             written_rows=written.get("written_rows", 0),
@@ -519,7 +486,7 @@ class ClickHouseInterface:
 class _Run:
     """Statements of one request on one service (its session, database and settings)."""
 
-    engines: EngineRuntime
+    engines: InterfaceRuntime
     grant: service.RunGrant
     database: str | None
     session_id: str | None

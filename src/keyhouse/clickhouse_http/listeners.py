@@ -13,28 +13,63 @@ import logging
 import socket
 import ssl
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import uvicorn
 from sqlalchemy import select
 
 from keyhouse.clickhouse_http.guard import Guard, GuardedSocket
-from keyhouse.clickhouse_http.interface import ClickHouseInterface
+from keyhouse.clickhouse_http.interface import ClickHouseInterface, Gate
 from keyhouse.clickhouse_http.tls import server_context
 from keyhouse.models import Service
 from keyhouse.transactions import run_in_transaction
 
 if TYPE_CHECKING:
-    from keyhouse.services.engines import EngineRuntime
+    from keyhouse.config import Settings
+    from keyhouse.services.engines import InterfaceRuntime
     from keyhouse.state import AppState
 
 log = logging.getLogger("keyhouse.clickhouse_http")
 
 
-class Listeners:
-    def __init__(self, state: AppState, engines: EngineRuntime) -> None:
+class PortBook(Protocol):
+    """Where each service's port is kept, so that it keeps it across restarts."""
+
+    async def ports(self, service_id: uuid.UUID) -> tuple[int | None, set[int]]:
+        """The service's kept port (None: none yet) and the ports other services keep."""
+        ...
+
+    async def keep(self, service_id: uuid.UUID, port: int) -> None: ...
+
+
+class DatabasePorts:
+    """The control plane's book: each service's row (``http_port``)."""
+
+    def __init__(self, state: AppState) -> None:
         self.state = state
+
+    async def ports(self, service_id: uuid.UUID) -> tuple[int | None, set[int]]:
+        return await run_in_transaction(self.state, lambda s: _ports(s, service_id))
+
+    async def keep(self, service_id: uuid.UUID, port: int) -> None:
+        await run_in_transaction(self.state, lambda s: _keep_port(s, service_id, port))
+
+
+class Listeners:
+    def __init__(
+        self,
+        settings: Settings,
+        engines: InterfaceRuntime,
+        gate: Gate,
+        book: PortBook,
+        *,
+        bind: str | None = None,
+    ) -> None:
+        self.settings = settings
         self.engines = engines
+        self.gate = gate
+        self.book = book
+        self.bind = bind or settings.clickhouse_host  # the address the ports listen on
         self._servers: dict[uuid.UUID, uvicorn.Server] = {}
         self._lock = asyncio.Lock()
         self._tls: ssl.SSLContext | None = None
@@ -45,8 +80,8 @@ class Listeners:
             if service_id in self._servers:
                 return
             if self._tls is None:
-                self._tls = await asyncio.to_thread(server_context, self.state.settings)
-            stored, taken = await run_in_transaction(self.state, lambda s: _ports(s, service_id))
+                self._tls = await asyncio.to_thread(server_context, self.settings)
+            stored, taken = await self.book.ports(service_id)
             sock = self._bind(stored, taken)
             try:
                 server = await self._serve(service_id, sock, stored)
@@ -62,15 +97,15 @@ class Listeners:
     ) -> uvicorn.Server:
         port = int(sock.getsockname()[1])
         if port != stored:
-            await run_in_transaction(self.state, lambda s: _keep_port(s, service_id, port))
-        settings = self.state.settings
+            await self.book.keep(service_id, port)
+        settings = self.settings
         guard = Guard(
             per_address=settings.clickhouse_max_connections_per_address,
             head_timeout=settings.clickhouse_request_head_timeout,
         )
         sock.guard = guard
         config = uvicorn.Config(
-            ClickHouseInterface(self.state, self.engines, service_id, guard),
+            ClickHouseInterface(settings, self.engines, service_id, self.gate, guard),
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -92,9 +127,9 @@ class Listeners:
         return server
 
     def _bind(self, stored: int | None, taken: set[int]) -> GuardedSocket:
-        host = self.state.settings.clickhouse_host
+        host = self.bind
         candidates: list[int] = [stored] if stored else []
-        ports = self.state.settings.clickhouse_ports
+        ports = self.settings.clickhouse_ports
         if ports:
             low, high = (int(part) for part in ports.split("-"))
             candidates += [p for p in range(low, high + 1) if p not in taken and p != stored]
@@ -123,6 +158,13 @@ class Listeners:
     async def close(self) -> None:
         for service_id in list(self._servers):
             await self.down(service_id)
+
+    def port(self, service_id: uuid.UUID) -> int | None:
+        """The port the service's interface listens on (None: it does not listen)."""
+        server = self._servers.get(service_id)
+        if server is None or not server.servers:
+            return None
+        return int(server.servers[0].sockets[0].getsockname()[1])
 
 
 def _ports(session: Any, service_id: uuid.UUID) -> tuple[int | None, set[int]]:

@@ -31,19 +31,26 @@ from typing import Any
 import httpx
 
 from keyhouse import __version__
+from keyhouse.api.errors import ServiceUnavailable, TooManyRequests
+from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.clickhouse_http.tls import server_context
 from keyhouse.config import Settings
 from keyhouse.engine import protocol
 from keyhouse.engine.limits import QueryLimits
+from keyhouse.engine.protocol import Answer, ClickHouseError
 from keyhouse.engine.sandbox import Sandbox
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.hosts import channel
-from keyhouse.services.states import Observed
+from keyhouse.services.engines import insert_request, not_running, query_request
+from keyhouse.services.service import RunGrant
+from keyhouse.services.states import Admission, Observed
 
 log = logging.getLogger("keyhouse.agent")
 
 SYNC_SECONDS = 1.0
 IDENTITY_FILE = "host.json"
+PORTS_FILE = "ports.json"
+WAIT_FOR_ENGINE = 60.0  # a query on this host's port waits this long for its engine
 HELLO_TIMEOUT = 5.0
 MAX_HELLO = 4096
 PIPE_CHUNK = 64 * 1024
@@ -67,13 +74,14 @@ class AgentConfig:
 class _Given:
     run: bool
     max_memory_gb: int
+    settings: dict[str, str]
 
 
 class Agent:
     def __init__(self, config: AgentConfig, settings: Settings) -> None:
         self.config = config
         self.settings = settings
-        limits = QueryLimits.from_settings(settings)
+        limits = self.limits = QueryLimits.from_settings(settings)
         self.supervisor = EngineSupervisor(
             config.data_dir,
             on_failed=self._crashed,
@@ -102,6 +110,14 @@ class Agent:
             verify = ssl.create_default_context(cafile=str(config.ca_file))
         self._http = httpx.AsyncClient(base_url=config.server, timeout=10.0, verify=verify)
         self._stopping = asyncio.Event()
+        # Each running service's ClickHouse HTTP interface, on this host's own address.
+        self.listeners = Listeners(
+            settings,
+            AgentEngines(self),
+            self.gate,
+            FilePorts(config.data_dir / PORTS_FILE),
+            bind=config.listen[0],
+        )
         self._channel_server: asyncio.Server | None = None
 
     # --- joining and syncing ------------------------------------------------------------
@@ -147,6 +163,9 @@ class Agent:
                 seen["version"] = self._versions[service_id]
             if service_id in self._failed:
                 seen["failure"] = self._failed[service_id][:512]
+            port = self.listeners.port(service_id)
+            if port is not None:
+                seen["port"] = port
             services[str(service_id)] = seen
         return {**self._description(), "services": services, "data": self._held_data()}
 
@@ -178,7 +197,9 @@ class Agent:
             return
         answer = response.json()["result"]
         given = {
-            uuid.UUID(item["id"]): _Given(bool(item["run"]), int(item["maxMemoryGb"]))
+            uuid.UUID(item["id"]): _Given(
+                bool(item["run"]), int(item["maxMemoryGb"]), dict(item.get("settings") or {})
+            )
             for item in answer["services"]
         }
         for service_id in set(self._given) - set(given):  # moved away, or deleted
@@ -206,7 +227,8 @@ class Agent:
     async def _start(self, service_id: uuid.UUID) -> None:
         try:
             self._versions[service_id] = await self.supervisor.start(service_id)
-        except EngineUnavailable as error:
+            await self.listeners.up(service_id)
+        except (EngineUnavailable, OSError) as error:
             log.error("service %s did not start: %s", service_id, error)
             self._failed[service_id] = str(error)
         finally:
@@ -214,11 +236,53 @@ class Agent:
         self._wake.set()  # report it at once
 
     async def _stop(self, service_id: uuid.UUID) -> None:
+        await self.listeners.down(service_id)
         await self.supervisor.stop(service_id)
         self._wake.set()
 
+    # --- the services' ClickHouse HTTP interfaces -----------------------------------------
+
+    async def gate(
+        self, service_id: uuid.UUID, user: str, password: str, address: str | None
+    ) -> tuple[RunGrant, Admission]:
+        """The control plane's gate for a client of one of this host's ports."""
+        body = {"service": str(service_id), "user": user, "password": password}
+        if address is not None:
+            body["address"] = address
+        try:
+            response = await self._http.post(
+                f"/internal/hosts/{self.host_id}/gate",
+                json=body,
+                headers={"Authorization": f"Bearer {self.secret}"},
+            )
+        except httpx.HTTPError as error:
+            raise ServiceUnavailable(
+                f"The control plane cannot be reached: {error}", headers={"Retry-After": "5"}
+            ) from None
+        if response.status_code == 429:
+            raise TooManyRequests("Too many failed attempts", headers=dict(response.headers))
+        if response.status_code != 200:
+            raise ServiceUnavailable(
+                f"The control plane refused the check: {_said(response)}",
+                headers={"Retry-After": "5"},
+            )
+        answer = response.json()["result"]
+        if "error" in answer:
+            raise ClickHouseError(int(answer["error"]["code"]), str(answer["error"]["message"]))
+        granted = answer["grant"]
+        grant = RunGrant(
+            service_id,
+            str(granted["state"]),
+            bool(granted["readonly"]),
+            int(granted["maxMemoryGb"]),
+            roles=tuple(granted["roles"]),
+        )
+        return grant, Admission(answer["admission"])
+
     async def _crashed(self, service_id: uuid.UUID, why: str) -> None:
+        """The supervisor gave up on the service's engine (it kept crashing)."""
         self._failed[service_id] = why
+        await self.listeners.down(service_id)
         self._wake.set()
 
     def _spawn(self, work: Any) -> None:
@@ -329,10 +393,84 @@ class Agent:
                     await asyncio.wait_for(self._wake.wait(), config.sync_seconds)
         finally:
             self._channel_server.close()
+            await self.listeners.close()
             for task in list(self._tasks):
                 task.cancel()
             await self.supervisor.close()
             await self._http.aclose()
+
+
+class AgentEngines:
+    """The runtime of this host's own ports (``keyhouse.services.engines.InterfaceRuntime``):
+    its queries go straight to the service's worker, under the same limits and settings as the
+    control plane's."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def bring_up(self, service_id: uuid.UUID) -> bool:
+        """Sync now (the wake was recorded), and wait for the engine."""
+        agent = self.agent
+        agent._wake.set()
+        deadline = asyncio.get_running_loop().time() + WAIT_FOR_ENGINE
+        while not agent.supervisor.running(service_id):
+            if service_id in agent._failed or asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    def _configured(self, service_id: uuid.UUID) -> dict[str, str]:
+        given = self.agent._given.get(service_id)
+        return given.settings if given is not None else {}
+
+    async def run(self, grant: RunGrant, **asked: Any) -> Answer:
+        if not await self.bring_up(grant.service_id):
+            raise not_running()
+        request = query_request(
+            grant, self.agent.limits, self._configured(grant.service_id), **asked
+        )
+        try:
+            chunks = await self.agent.supervisor.query(grant.service_id, request)
+            await anext(chunks)  # the engine accepted the query (or raised its error)
+        except EngineUnavailable:
+            raise not_running() from None
+        return chunks
+
+    async def insert(self, grant: RunGrant, **asked: Any) -> dict[str, Any]:
+        if not await self.bring_up(grant.service_id):
+            raise not_running()
+        data = asked.pop("data")
+        request = insert_request(
+            grant, self.agent.limits, self._configured(grant.service_id), **asked
+        )
+        try:
+            return await self.agent.supervisor.insert(grant.service_id, request, data)
+        except EngineUnavailable:
+            raise not_running() from None
+
+
+class FilePorts:
+    """This host's book of its services' ports (a JSON file), so that each keeps its port."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> dict[str, int]:
+        try:
+            return {k: int(v) for k, v in json.loads(self.path.read_text()).items()}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    async def ports(self, service_id: uuid.UUID) -> tuple[int | None, set[int]]:
+        book = self._read()
+        return book.get(str(service_id)), {p for k, p in book.items() if k != str(service_id)}
+
+    async def keep(self, service_id: uuid.UUID, port: int) -> None:
+        book = self._read()
+        book[str(service_id)] = port
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(book))
+        temporary.replace(self.path)
 
 
 def _refusal(code: int, message: str) -> bytes:
@@ -375,4 +513,7 @@ def serve_agent(config: AgentConfig, settings: Settings) -> None:
             loop.add_signal_handler(signum, agent.stop)
         await agent.run()
 
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(main())

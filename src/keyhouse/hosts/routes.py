@@ -12,8 +12,10 @@ from sqlalchemy.orm import Session
 from keyhouse.api.envelope import ok
 from keyhouse.api.errors import Unauthorized
 from keyhouse.db import utcnow
+from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.hosts import service
-from keyhouse.hosts.schemas import HostSync, JoinRequest
+from keyhouse.hosts.schemas import GateRequest, HostSync, JoinRequest
+from keyhouse.services.clickhouse_gate import clickhouse_admission
 from keyhouse.state import app_state
 from keyhouse.transactions import run_in_transaction
 
@@ -53,3 +55,38 @@ async def sync(request: Request, host_id: Annotated[uuid.UUID, Path()], body: Ho
         return {"services": assignment.services, "remove": assignment.remove}
 
     return ok(await run_in_transaction(state, synced))
+
+
+@router.post("/{host_id}/gate")
+async def gate(
+    request: Request, host_id: Annotated[uuid.UUID, Path()], body: GateRequest
+) -> Response:
+    """The gate of a service's ClickHouse HTTP interface on the host: the same checks, limits
+    and wake as on the control plane's own ports (``clickhouse_admission``), for the host's own
+    services only. A refusal is the engine's error (``code``, ``message``), as its interface
+    answers it."""
+    state = app_state(request)
+    secret, pepper = _bearer(request), state.pepper
+
+    def check(session: Session) -> None:
+        host = service.authenticate(session, pepper, host_id, secret)
+        service.check_given(session, host, body.service)
+
+    await run_in_transaction(state, check)
+    try:
+        grant, admission = await clickhouse_admission(
+            state, body.service, body.user, body.password, body.address
+        )
+    except ClickHouseError as refused:
+        return ok({"error": {"code": refused.code, "message": refused.text}})
+    return ok(
+        {
+            "grant": {
+                "readonly": grant.readonly,
+                "maxMemoryGb": grant.max_memory_gb,
+                "roles": list(grant.roles),
+                "state": grant.state,
+            },
+            "admission": admission.value,
+        }
+    )

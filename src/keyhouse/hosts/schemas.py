@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -71,3 +72,14 @@ class HostSync(JoinRequest):
 
     services: dict[str, ServiceReport] = Field(default_factory=dict, max_length=10000)
     data: list[str] = Field(default_factory=list, max_length=10000)
+
+
+class GateRequest(BaseModel):
+    """A client's credentials on the host's port of one of its services."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: uuid.UUID
+    user: str = Field(max_length=1024)
+    password: str = Field(max_length=4096)
+    address: str | None = Field(default=None, max_length=64)

@@ -101,6 +101,13 @@ def authenticate(session: Session, pepper: bytes, host_id: uuid.UUID, secret: st
     return host
 
 
+def check_given(session: Session, host: EngineHost, service_id: uuid.UUID) -> None:
+    """404 unless ``service_id`` is given to ``host``: a host asks only of its own."""
+    given = session.scalar(select(Service.host_id).where(Service.id == service_id))
+    if given != host.id:
+        raise NotFound("The service is not given to this host")
+
+
 @dataclass
 class Assignment:
     """What a host must run: each service's desired state, and the data it must remove."""
@@ -127,6 +134,7 @@ def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime)
                 "id": str(service.id),
                 "run": State(service.state) in RUN_ON_HOST,
                 "maxMemoryGb": service.max_replica_memory_gb,
+                "settings": dict(service.clickhouse_settings or {}),
             }
         )
     mine = {str(service.id) for service in given}

@@ -12,12 +12,16 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from keyhouse.api.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
+    from keyhouse.engine.limits import QueryLimits
     from keyhouse.engine.protocol import Answer, ClickHouseError
     from keyhouse.services.service import RunGrant
     from keyhouse.state import AppState
 
 
-class EngineRuntime(Protocol):
+class InterfaceRuntime(Protocol):
+    """What a service's ClickHouse HTTP interface needs: to wake the service, and to run its
+    queries and inserts (the control plane's runtime, or an engine host's agent)."""
+
     async def bring_up(self, service_id: uuid.UUID) -> bool:
         """Start the service's engine (or reach its attached server) unless it runs; False
         (the service ``failed``, or run by another process) when it cannot."""
@@ -37,6 +41,23 @@ class EngineRuntime(Protocol):
         session_timeout: float | None = None,
     ) -> Answer: ...
 
+    async def insert(
+        self,
+        grant: RunGrant,
+        *,
+        sql: str,
+        fmt: str,
+        data: AsyncIterator[bytes],
+        database: str | None = None,
+        session_id: str | None = None,
+        extra_settings: dict[str, Any] | None = None,
+        session_timeout: float | None = None,
+    ) -> dict[str, Any]: ...
+
+
+class EngineRuntime(InterfaceRuntime, Protocol):
+    """The control plane's runtime (``keyhouse.runtime.Engines``)."""
+
     async def read_if_running(self, service_id: uuid.UUID, sql: str) -> bytes | None:
         """The control plane's own read of a running service's engine (JSONEachRow); None
         when it does not run here. Never wakes it, never counts as its use."""
@@ -51,18 +72,63 @@ class EngineRuntime(Protocol):
         """The engine's ``system.settings`` (JSONEachRow)."""
         ...
 
-    async def insert(
-        self,
-        grant: RunGrant,
-        *,
-        sql: str,
-        fmt: str,
-        data: AsyncIterator[bytes],
-        database: str | None = None,
-        session_id: str | None = None,
-        extra_settings: dict[str, Any] | None = None,
-        session_timeout: float | None = None,
-    ) -> dict[str, Any]: ...
+
+def query_request(
+    grant: RunGrant,
+    limits: QueryLimits,
+    configured: dict[str, str] | None,
+    *,
+    sql: str,
+    fmt: str,
+    database: str | None = None,
+    query_id: str | None = None,
+    params: dict[str, str] | None = None,
+    session_id: str | None = None,
+    extra_settings: dict[str, Any] | None = None,
+    session_timeout: float | None = None,
+) -> dict[str, Any]:
+    """A query's request to a worker (``keyhouse.engine.protocol``) for a caller the domain
+    layer granted: under the operator's ``limits`` and the service's memory cap (the engine's
+    constraint: a query may lower its cap, never raise it past the operator's), the engine's
+    ``readonly`` when the grant says so, and the service's own ``configured`` settings under
+    the caller's (which win)."""
+    return {
+        "sql": sql,
+        "format": fmt,
+        "database": database,
+        "readonly": grant.readonly,
+        "roles": list(grant.roles),
+        "params": params or {},
+        "session_id": session_id,
+        "session_timeout": session_timeout,
+        "query_id": query_id or str(uuid.uuid4()),
+        "limits": limits.for_service(grant.max_memory_gb).as_settings(),
+        "settings": {**(configured or {}), **(extra_settings or {})},
+    }
+
+
+def insert_request(
+    grant: RunGrant,
+    limits: QueryLimits,
+    configured: dict[str, str] | None,
+    *,
+    sql: str,
+    fmt: str,
+    database: str | None = None,
+    session_id: str | None = None,
+    extra_settings: dict[str, Any] | None = None,
+    session_timeout: float | None = None,
+) -> dict[str, Any]:
+    """An insert's request to a worker, under the same limits and settings as a query's."""
+    return {
+        "sql": sql,
+        "format": fmt,
+        "database": database,
+        "session_id": session_id,
+        "session_timeout": session_timeout,
+        "limits": limits.for_service(grant.max_memory_gb).as_settings(),
+        "settings": {**(configured or {}), **(extra_settings or {})},
+    }
 
 
 def engines_of(state: AppState) -> EngineRuntime:
