@@ -1,0 +1,257 @@
+"""A control plane (``keyhouse serve`` on PostgreSQL) and two engine hosts (``keyhouse agent``,
+different labels, data directories and ports), all real processes on 127.0.0.1, in a database
+of their own (a host takes every new service of its deployment).
+
+New services go to the host of their region; the Query API on the control plane and
+clickhouse-connect on the host's advertised endpoint (verified against the host's own CA) reach
+the same rows. ``kill -9`` of one agent turns its service ``degraded`` within the threshold,
+leaves the other host's service running, and a restart brings the service back ``running`` on
+the same endpoint with every row. The agent's channel answers nothing to a connection without
+the host's secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import httpx2 as httpx
+import pytest
+
+from keyhouse.engine import protocol
+from keyhouse.hosts import channel
+from tests.conftest import migrated_databases
+from tests.e2e.conftest import BIN, Server, serving, stop
+
+SILENT = 3  # KEYHOUSE_HOST_SILENT_SECONDS
+
+
+@dataclass
+class Agent:
+    data_dir: Path
+    labels: list[str]
+    token_file: Path
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, server: Server) -> None:
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [
+                    str(BIN / "keyhouse"),
+                    "agent",
+                    "--server",
+                    server.base_url,
+                    "--token-file",
+                    str(self.token_file),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--advertise",
+                    "127.0.0.1",
+                    "--memory-gb",
+                    "32",
+                    *[arg for label in self.labels for arg in ("--label", label)],
+                ],
+                env={k: v for k, v in server.env.items() if k != "KEYHOUSE_DATA_DIR"},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def host_id(self) -> str:
+        return str(json.loads((self.data_dir / "host.json").read_text())["host_id"])
+
+
+def _hosts(server: Server) -> list[dict[str, Any]]:
+    output = subprocess.run(
+        [str(BIN / "keyhouse"), "hosts", "list", "--json", "--database-url", server.database_url],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    hosts: list[dict[str, Any]] = json.loads(output.stdout)
+    return hosts
+
+
+def _until(what: str, check: Any, seconds: float = 90) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"never: {what}")
+
+
+@pytest.fixture
+def deployment(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, worker_id_safe: str
+) -> Iterator[tuple[Server, Agent, Agent]]:
+    database = migrated_databases(tmp_path_factory, f"{worker_id_safe}_hosts_e2e")["postgresql"]
+    with serving(database, tmp_path, KEYHOUSE_HOST_SILENT_SECONDS=str(SILENT)) as (server, _):
+        token = subprocess.run(
+            [str(BIN / "keyhouse"), "hosts", "token", "--database-url", database],
+            env=server.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.splitlines()[1]
+        token_file = tmp_path / "join-token"
+        token_file.write_text(token)
+        agents = [
+            Agent(tmp_path / name, labels, token_file, tmp_path / f"{name}.log")
+            for name, labels in (
+                ("eu", ["region=eu-west-1", "provider=aws"]),
+                ("us", ["region=us-east-1", "provider=aws"]),
+            )
+        ]
+        try:
+            for agent in agents:
+                agent.start(server)
+            _until("both hosts joined", lambda: len(_hosts(server)) == 2)
+            yield server, agents[0], agents[1]
+        finally:
+            for agent in agents:
+                if agent.process is not None and agent.process.poll() is None:
+                    stop(agent.process)
+
+
+def _service(server: Server, service_id: str) -> dict[str, Any]:
+    response = httpx.get(server.url(f"/services/{service_id}"), auth=server.auth, timeout=10)
+    result: dict[str, Any] = response.json()["result"]
+    return result
+
+
+def _create(server: Server, region: str) -> tuple[str, str]:
+    created = httpx.post(
+        server.url("/services"),
+        json={
+            "name": f"on-{region}-{uuid.uuid4().hex[:4]}",
+            "provider": "aws",
+            "region": region,
+            "ipAccessList": [{"source": "127.0.0.1"}],
+        },
+        auth=server.auth,
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    result = created.json()["result"]
+    service_id = result["service"]["id"]
+    bound = httpx.post(
+        server.url(f"/services/{service_id}/serviceQueryEndpoint"),
+        json={
+            "roles": ["sql_console_admin"],
+            "openApiKeys": [server.key_id],
+            "allowedOrigins": "",
+        },
+        auth=server.auth,
+        timeout=30,
+    )
+    assert bound.status_code == 200, bound.text
+    return service_id, result["password"]
+
+
+def _run(server: Server, service_id: str, sql: str) -> str:
+    response = httpx.post(
+        f"{server.base_url}/service/{service_id}/run?format=TabSeparated",
+        json={"sql": sql},
+        auth=server.auth,
+        timeout=90,
+    )
+    assert response.status_code == 200, response.text
+    return response.text.strip()
+
+
+def test_services_on_two_engine_hosts(deployment: tuple[Server, Agent, Agent]) -> None:
+    server, eu, us = deployment
+    on_eu, eu_password = _create(server, "eu-west-1")
+    on_us, _ = _create(server, "us-east-1")
+    for service_id in (on_eu, on_us):
+        _until("running", lambda s=service_id: _service(server, s)["state"] == "running")
+    placed = {host["id"]: [s["id"] for s in host["services"]] for host in _hosts(server)}
+    assert placed == {eu.host_id: [on_eu], us.host_id: [on_us]}
+
+    # The Query API through the control plane, and clickhouse-connect on the host's endpoint.
+    _run(server, on_eu, "CREATE TABLE t (x UInt32) ENGINE = MergeTree ORDER BY x")
+    _run(server, on_eu, "INSERT INTO t SELECT number FROM numbers(1000)")
+    _run(server, on_us, "CREATE TABLE u (x UInt32) ENGINE = MergeTree ORDER BY x")
+    [endpoint] = _service(server, on_eu)["endpoints"]
+    assert endpoint["host"] == "127.0.0.1"
+
+    def rows() -> Any:
+        client = clickhouse_connect.get_client(
+            host=endpoint["host"],
+            port=endpoint["port"],
+            username="default",
+            password=eu_password,
+            secure=True,
+            ca_cert=str(eu.data_dir / "tls" / "ca.pem"),
+        )
+        try:
+            return client.query("SELECT count(), sum(x) FROM t").result_rows[0]
+        finally:
+            client.close()
+
+    assert rows() == (1000, 499500)
+
+    # kill -9 of the eu agent: its service degraded within the threshold, the other untouched.
+    assert eu.process is not None
+    os.kill(eu.process.pid, signal.SIGKILL)
+    eu.process.wait()
+    killed = time.monotonic()
+    _until("degraded", lambda: _service(server, on_eu)["state"] == "degraded", SILENT * 4)
+    assert time.monotonic() - killed < SILENT * 4
+    assert _service(server, on_us)["state"] == "running"
+    _run(server, on_us, "INSERT INTO u VALUES (1), (2)")
+    assert _run(server, on_us, "SELECT count() FROM u") == "2"
+
+    # Back: running again, on the same endpoint, with every row.
+    eu.start(server)
+    _until("running again", lambda: _service(server, on_eu)["state"] == "running")
+    assert _service(server, on_eu)["endpoints"] == [endpoint]
+    assert _run(server, on_eu, "SELECT count(), sum(x) FROM t") == "1000\t499500"
+    assert rows() == (1000, 499500)
+
+    # The channel: nothing for a connection without the host's secret.
+    [listed] = [host for host in _hosts(server) if host["id"] == eu.host_id]
+    address, _, port = listed["channel"].rpartition(":")
+    context = ssl.create_default_context(cafile=str(eu.data_dir / "tls" / "ca.pem"))
+    for hello in (
+        {"host": eu.host_id, "secret": "guess", "op": "pipe", "service": on_eu},
+        {"host": str(uuid.uuid4()), "secret": "", "op": "sync"},
+    ):
+        with (
+            socket.create_connection((address, int(port)), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=address) as tls,
+        ):
+            tls.sendall(protocol.json_frame(channel.HELLO, hello))
+            tls.sendall(protocol.json_frame(protocol.REQUEST, {"op": "query", "sql": "SELECT 1"}))
+            assert _read_all(tls) == b""  # closed, unanswered
+    with socket.create_connection((address, int(port)), timeout=10) as plain:
+        plain.sendall(protocol.json_frame(protocol.REQUEST, {"op": "query", "sql": "SELECT 1"}))
+        assert b"SELECT" not in _read_all(plain)  # no TLS: no protocol at all
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (ssl.SSLError, ConnectionResetError, TimeoutError):
+        pass
+    return received
