@@ -120,3 +120,40 @@ def test_a_data_directory_keeps_its_own_id(tmp_path: Path) -> None:
     first = leases.home_of(tmp_path / "data")
     assert leases.home_of(tmp_path / "data") == first
     assert leases.home_of(tmp_path / "other") != first
+
+
+def test_one_process_holds_a_deployment_schedule_and_another_takes_it_over(
+    session: Session,
+) -> None:
+    """The deployment-wide schedules (the watch of engine hosts' heartbeats) run in exactly one
+    process: the holder of their lease, until it gives it up, expires, or its process is gone."""
+    name = f"schedule-{uuid.uuid4().hex[:8]}"
+    now = utcnow()
+    me, other = leases.holder_name(), leases.holder_name()
+
+    def schedule(holder: str, seconds_later: float) -> bool:
+        at = now + dt.timedelta(seconds=seconds_later)
+        held = leases.schedule(session, name, holder, seconds=SECONDS, now=at)
+        session.commit()
+        return held
+
+    assert schedule(me, 0)
+    assert schedule(me, 10)  # renewed
+    assert not schedule(other, 20)  # until 40 s: mine
+    assert schedule(other, 41)  # expired: taken over
+    assert not schedule(me, 42)
+    leases.unschedule(session, name, other)
+    session.commit()
+    assert schedule(me, 1)  # given up: free at once
+    ended = subprocess.run(  # a process of this machine that no longer exists
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    machine = leases.holder_name().split("/")[0]
+    gone = f"{machine}/{ended.stdout.strip()}/dead"
+    leases.unschedule(session, name, me)
+    session.commit()
+    assert schedule(gone, 2)
+    assert schedule(other, 4)  # its holder is gone from this machine: at once, before 32 s

@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
@@ -68,6 +68,7 @@ log = logging.getLogger("keyhouse.services")
 
 
 IDLE_CHECK_SECONDS = 30.0
+HOSTS_SCHEDULE = "engine-hosts"  # the watch of engine hosts' heartbeats
 # The reference engine's id (no service has it: services' ids are random UUIDs).
 REFERENCE = uuid.UUID(int=0)
 
@@ -136,6 +137,8 @@ class Engines:
         self._last_used: dict[uuid.UUID, float] = {}
         # Services on engine hosts (keyhouse.hosts): their queries go through the host's channel.
         self.hosts = RemoteHosts(state)
+        # The deployment-wide schedules this process holds (keyhouse.services.leases.schedule).
+        self._schedules: set[str] = set()
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
         self._loops: list[asyncio.Task[None]] = []
 
@@ -601,19 +604,39 @@ class Engines:
 
     async def _watch_hosts(self) -> None:
         """Turn the services of engine hosts silent past ``KEYHOUSE_HOST_SILENT_SECONDS``
-        ``degraded``."""
+        ``degraded``: one process of the deployment does, the holder of its schedule."""
         silent = self.state.settings.host_silent_seconds
-        while True:
-            await asyncio.sleep(silent / 3)
-            try:
-                moved = await run_in_transaction(
-                    self.state, lambda session: hosts.mark_silent(session, utcnow(), silent)
-                )
-            except Exception:  # the watch must outlive a failed round (e.g. a DB outage)
-                log.exception("engine hosts: the silence check failed")
-                continue
+
+        async def once() -> None:
+            moved = await run_in_transaction(
+                self.state, lambda session: hosts.mark_silent(session, utcnow(), silent)
+            )
             for service_id in moved:
                 log.warning("service %s is degraded: its engine host is silent", service_id)
+
+        await self._scheduled(HOSTS_SCHEDULE, silent / 3, once)
+
+    async def _scheduled(
+        self, name: str, every: float, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run ``work`` every ``every`` seconds while this process holds the deployment's
+        schedule ``name`` (``keyhouse.services.leases.schedule``): exactly one process does,
+        and another takes over once it is gone or silent past its lease."""
+        holder, seconds = self.holder, self.state.settings.engine_lease_seconds
+        while True:
+            await asyncio.sleep(every)
+            try:
+                held = await run_in_transaction(
+                    self.state,
+                    lambda session: leases.schedule(session, name, holder, seconds=seconds),
+                )
+                if held:
+                    self._schedules.add(name)
+                    await work()
+                else:
+                    self._schedules.discard(name)
+            except Exception:  # the schedule must outlive a failed round (e.g. a DB outage)
+                log.exception("schedule %s: round failed", name)
 
     async def _sample_usage(self) -> None:
         while True:
@@ -676,6 +699,14 @@ class Engines:
         # What this process held is free for another at once (not after the lease's expiry).
         with contextlib.suppress(Exception):
             await self._let_go(set(self._held))
+        holder, names = self.holder, list(self._schedules)
+
+        def give_up(session: Any) -> None:
+            for name in names:
+                leases.unschedule(session, name, holder)
+
+        with contextlib.suppress(Exception):
+            await run_in_transaction(self.state, give_up)
 
     async def _reap_idle(self) -> None:
         while True:

@@ -5,7 +5,7 @@ from keyhouse.models.activity import Activity
 from keyhouse.models.api_key import ApiKey
 from keyhouse.models.backup import Backup, ServiceUsage
 from keyhouse.models.console_session import ConsoleSession
-from keyhouse.models.host import EngineHost, HostToken
+from keyhouse.models.host import EngineHost, HostToken, SchedulerLease
 from keyhouse.models.invitation import Invitation
 from keyhouse.models.organization import Organization
 from keyhouse.models.role import Role, RoleAssignment
@@ -43,6 +43,7 @@ __all__ = [
     "Role",
     "RoleAssignment",
     "SavedQuery",
+    "SchedulerLease",
     "Service",
     "ServiceQueryEndpoint",
     "ServiceUsage",

@@ -1,4 +1,5 @@
-"""Engine hosts (machines running ``keyhouse agent``) and the tokens they join with."""
+"""Engine hosts (machines running ``keyhouse agent``), the tokens they join with, and the
+scheduler's lease."""
 
 from __future__ import annotations
 
@@ -47,3 +48,15 @@ class EngineHost(Base):
     schedulable: Mapped[bool] = mapped_column(Boolean, default=True)
     joined_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SchedulerLease(Base):
+    """Which control-plane process runs the deployment's own schedules (``name``: one row per
+    schedule): ``holder`` renews it before ``expires_at``; another process takes it over once
+    it has expired, or at once when the holder's process is gone from that very machine."""
+
+    __tablename__ = "scheduler_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

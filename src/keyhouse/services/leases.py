@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from keyhouse.db import utcnow
-from keyhouse.models import EngineLease, Service
+from keyhouse.models import EngineLease, SchedulerLease, Service
 
 HOME_FILE = "keyhouse-home"
 
@@ -186,3 +186,36 @@ def unheld(
         if (holder is None and not leased_only)
         or (lease_home == home and (expires_at <= now or _gone(holder)))
     ]
+
+
+def schedule(
+    session: Session,
+    name: str,
+    holder: str,
+    *,
+    seconds: float,
+    now: dt.datetime | None = None,
+) -> bool:
+    """Hold (or keep) the deployment-wide schedule ``name`` for ``seconds``: True when
+    ``holder`` holds it now (it was free, expired, its holder's process gone, or ours)."""
+    now = now or utcnow()
+    expires = now + dt.timedelta(seconds=seconds)
+    values = {"name": name, "holder": holder, "expires_at": expires}
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(SchedulerLease).values(values).on_conflict_do_nothing())
+    lease = session.get(SchedulerLease, name, with_for_update=True, populate_existing=True)
+    if lease is None:
+        return False
+    if lease.holder != holder and lease.expires_at > now and not _gone(lease.holder):
+        return False
+    lease.holder, lease.expires_at = holder, expires
+    session.flush()
+    return True
+
+
+def unschedule(session: Session, name: str, holder: str) -> None:
+    """Give the schedule up now (another process takes it at its next try)."""
+    lease = session.get(SchedulerLease, name, with_for_update=True)
+    if lease is not None and lease.holder == holder:
+        lease.expires_at = utcnow() - dt.timedelta(seconds=1)
+        session.flush()

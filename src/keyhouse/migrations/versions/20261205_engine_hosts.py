@@ -1,4 +1,5 @@
-"""engine hosts: machines running keyhouse agent, their join tokens, and each service's host
+"""engine hosts: machines running keyhouse agent, their join tokens, each service's host, and
+the scheduler's lease
 
 Revision ID: 0010
 Revises: 0009
@@ -44,6 +45,13 @@ def upgrade() -> None:
         sa.Column("last_seen", keyhouse.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_engine_hosts")),
     )
+    op.create_table(
+        "scheduler_leases",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("holder", sa.String(length=128), nullable=False),
+        sa.Column("expires_at", keyhouse.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_scheduler_leases")),
+    )
     with op.batch_alter_table("services", schema=None) as batch_op:
         batch_op.add_column(sa.Column("host_id", sa.Uuid(), nullable=True))
         batch_op.create_index(batch_op.f("ix_services_host_id"), ["host_id"], unique=False)
@@ -57,5 +65,6 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f("fk_services_host_id_engine_hosts"), type_="foreignkey")
         batch_op.drop_index(batch_op.f("ix_services_host_id"))
         batch_op.drop_column("host_id")
+    op.drop_table("scheduler_leases")
     op.drop_table("engine_hosts")
     op.drop_table("host_tokens")
