@@ -235,7 +235,14 @@ def test_reports_move_a_services_state_and_silence_degrades_it(
     assert created["state"] == "provisioning"
     answer = _sync(client, host, data=[service_id, str(uuid.uuid4())]).json()["result"]
     assert answer["services"] == [
-        {"id": service_id, "run": True, "maxMemoryGb": 16, "settings": {}}
+        {
+            "id": service_id,
+            "run": True,
+            "maxMemoryGb": 16,
+            "settings": {},
+            "incoming": False,
+            "frozen": False,
+        }
     ]
     assert len(answer["remove"]) == 1
     assert answer["remove"][0] != service_id

@@ -45,7 +45,7 @@ from keyhouse.hosts.remote import Placed, RemoteHosts
 from keyhouse.models import Service
 from keyhouse.service_settings import service as service_settings
 from keyhouse.services import leases
-from keyhouse.services.engines import insert_request, not_running, query_request
+from keyhouse.services.engines import insert_request, moving, not_running, query_request
 from keyhouse.services.service import RunGrant, attachment, set_state
 from keyhouse.services.states import (
     COMING_UP,
@@ -390,6 +390,8 @@ class Engines:
             extra_settings=extra_settings,
             session_timeout=session_timeout,
         )
+        if placed is not None and placed.frozen:
+            request["readonly"] = True  # moving between hosts: writes wait
         metrics, service_id = self.state.metrics, grant.service_id
         metrics.queries.labels(str(service_id)).inc()
         try:
@@ -449,6 +451,8 @@ class Engines:
         """Stream ``data`` (in ``fmt``) into ``sql`` (``INSERT INTO t (a, b)``) under the same
         limits as ``run``; the engine's write statistics."""
         placed = await self.hosts.placed(grant.service_id)
+        if placed is not None and placed.frozen:
+            raise moving()
         upstream = await self._ready(grant) if placed is None else None
         request = insert_request(
             grant,

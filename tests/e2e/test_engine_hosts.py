@@ -6,8 +6,10 @@ New services go to the host of their region; the Query API on the control plane 
 clickhouse-connect on the host's advertised endpoint (verified against the host's own CA) reach
 the same rows. ``kill -9`` of one agent turns its service ``degraded`` within the threshold,
 leaves the other host's service running, and a restart brings the service back ``running`` on
-the same endpoint with every row. The agent's channel answers nothing to a connection without
-the host's secret."""
+the same endpoint with every row. ``keyhouse hosts drain`` moves the service to a third host
+(a backup there, a restore on the new host): its rows, a new endpoint clients work on, writes
+again, and the old copy gone. The agent's channel answers nothing to a connection without the
+host's secret."""
 
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ def _until(what: str, check: Any, seconds: float = 90) -> Any:
 @pytest.fixture
 def deployment(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, worker_id_safe: str
-) -> Iterator[tuple[Server, Agent, Agent]]:
+) -> Iterator[tuple[Server, Agent, Agent, Agent]]:
     database = migrated_databases(tmp_path_factory, f"{worker_id_safe}_hosts_e2e")["postgresql"]
     with serving(database, tmp_path, KEYHOUSE_HOST_SILENT_SECONDS=str(SILENT)) as (server, _):
         token = subprocess.run(
@@ -118,13 +120,14 @@ def deployment(
             for name, labels in (
                 ("eu", ["region=eu-west-1", "provider=aws"]),
                 ("us", ["region=us-east-1", "provider=aws"]),
+                ("eu-2", ["region=eu-west-1", "provider=aws"]),  # started for the drain
             )
         ]
         try:
-            for agent in agents:
+            for agent in agents[:2]:
                 agent.start(server)
             _until("both hosts joined", lambda: len(_hosts(server)) == 2)
-            yield server, agents[0], agents[1]
+            yield server, agents[0], agents[1], agents[2]
         finally:
             for agent in agents:
                 if agent.process is not None and agent.process.poll() is None:
@@ -177,8 +180,8 @@ def _run(server: Server, service_id: str, sql: str) -> str:
     return response.text.strip()
 
 
-def test_services_on_two_engine_hosts(deployment: tuple[Server, Agent, Agent]) -> None:
-    server, eu, us = deployment
+def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]) -> None:
+    server, eu, us, eu2 = deployment
     on_eu, eu_password = _create(server, "eu-west-1")
     on_us, _ = _create(server, "us-east-1")
     for service_id in (on_eu, on_us):
@@ -226,6 +229,42 @@ def test_services_on_two_engine_hosts(deployment: tuple[Server, Agent, Agent]) -
     assert _service(server, on_eu)["endpoints"] == [endpoint]
     assert _run(server, on_eu, "SELECT count(), sum(x) FROM t") == "1000\t499500"
     assert rows() == (1000, 499500)
+
+    # Drain the eu host: the service moves to the second eu host, with its rows.
+    eu2.start(server)
+    _until("the third host joined", lambda: len(_hosts(server)) == 3)
+    drained = subprocess.run(
+        [
+            str(BIN / "keyhouse"),
+            "hosts",
+            "drain",
+            eu.host_id,
+            "--database-url",
+            server.database_url,
+        ],  # fmt: skip
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert f"moved to host {eu2.host_id}" in drained.stdout
+    _until("running on the new host", lambda: _service(server, on_eu)["state"] == "running")
+    moved = _until(
+        "its new endpoint",
+        lambda: [e for e in _service(server, on_eu)["endpoints"] if e != endpoint],
+    )
+    assert _run(server, on_eu, "SELECT count(), sum(x) FROM t") == "1000\t499500"
+    endpoint, eu = moved[0], eu2  # clients work again, on the new endpoint
+    assert rows() == (1000, 499500)
+    _run(server, on_eu, "INSERT INTO t VALUES (1000)")  # writes again
+    assert rows() == (1001, 500500)
+    by_id = {host["id"]: host for host in _hosts(server)}
+    assert by_id[eu2.host_id]["services"][0]["id"] == on_eu
+    assert by_id[deployment[1].host_id]["schedulable"] is False
+    assert by_id[deployment[1].host_id]["services"] == []
+    old_copy = deployment[1].data_dir / "services" / on_eu
+    _until("the old copy removed", lambda: not old_copy.exists(), 30)
 
     # The channel: nothing for a connection without the host's secret.
     [listed] = [host for host in _hosts(server) if host["id"] == eu.host_id]

@@ -59,6 +59,16 @@ def _disk(name: uuid.UUID | str) -> str:
     return f"Disk({literal(BACKUP_DISK)}, {literal(str(name))})"
 
 
+def backup_statement(name: uuid.UUID | str) -> str:
+    """A whole backup (every database but the engine's own) onto the service's backup disk,
+    under ``name``; the runner adds its base backup and ``ASYNC``."""
+    return f"BACKUP {_WHAT} TO {_disk(name)}"
+
+
+def restore_statement(name: uuid.UUID | str) -> str:
+    return f"RESTORE {_WHAT} FROM {_disk(name)}"
+
+
 def tree_bytes(path: Path) -> int:
     """The bytes of the files under ``path`` (0 when it does not exist)."""
     total = 0
@@ -140,7 +150,7 @@ class BackupRunner:
         )
         backup_id, base_id = backup
         directory = self.supervisor.backup_path(service_id)
-        sql = f"BACKUP {_WHAT} TO {_disk(backup_id)}"
+        sql = backup_statement(backup_id)
         if base_id is not None:
             sql += f" SETTINGS base_backup = {_disk(base_id)}"
         try:
@@ -257,7 +267,7 @@ class BackupRunner:
                 await asyncio.to_thread(_copy_tree, source, target / str(member))
             # The copies are the new engine's to read (the server wrote them).
             await asyncio.to_thread(self.supervisor.sandbox.prepare, target, *copies)
-            await self._run(service_id, f"RESTORE {_WHAT} FROM {_disk(backup_id)}", "RESTORED")
+            await self._run(service_id, restore_statement(backup_id), "RESTORED")
         finally:
             for copy in copies:
                 await asyncio.to_thread(shutil.rmtree, copy, True)

@@ -21,8 +21,10 @@ import hmac
 import json
 import logging
 import os
+import shutil
 import signal
 import ssl
+import tarfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +42,8 @@ from keyhouse.engine.limits import QueryLimits
 from keyhouse.engine.protocol import Answer, ClickHouseError
 from keyhouse.engine.sandbox import Sandbox
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
-from keyhouse.hosts import channel
-from keyhouse.services.engines import insert_request, not_running, query_request
+from keyhouse.hosts import channel, transfer
+from keyhouse.services.engines import insert_request, moving, not_running, query_request
 from keyhouse.services.service import RunGrant
 from keyhouse.services.states import Admission, Observed
 
@@ -75,6 +77,7 @@ class _Given:
     run: bool
     max_memory_gb: int
     settings: dict[str, str]
+    frozen: bool = False  # moving between hosts: read-only until it is there
 
 
 class Agent:
@@ -198,7 +201,10 @@ class Agent:
         answer = response.json()["result"]
         given = {
             uuid.UUID(item["id"]): _Given(
-                bool(item["run"]), int(item["maxMemoryGb"]), dict(item.get("settings") or {})
+                bool(item["run"]),
+                int(item["maxMemoryGb"]),
+                dict(item.get("settings") or {}),
+                bool(item.get("frozen")),
             )
             for item in answer["services"]
         }
@@ -310,12 +316,17 @@ class Agent:
             if not self._trusted(hello):
                 log.warning("channel: refused a connection without this host's secret")
                 return
-            if hello.get("op") == "sync":
+            op = hello.get("op")
+            if op == "sync":
                 self._wake.set()
                 writer.write(protocol.json_frame(protocol.HEADER, {}))
                 await writer.drain()
                 return
-            await self._pipe(uuid.UUID(str(hello.get("service"))), reader, writer)
+            service_id = uuid.UUID(str(hello.get("service")))
+            if op in ("export", "import", "forget"):
+                await self._transfer(op, service_id, hello, reader, writer)
+                return
+            await self._pipe(service_id, reader, writer)
         except (TimeoutError, asyncio.IncompleteReadError, ValueError, OSError):
             return
         finally:
@@ -358,6 +369,52 @@ class Agent:
             for copy in copies:
                 copy.cancel()
             engine_writer.close()
+
+    async def _transfer(
+        self,
+        op: str,
+        service_id: uuid.UUID,
+        hello: dict[str, Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """A service's backup (``what: backup``, ``name``) or its data directory (``what:
+        data``, only while its engine is stopped) out of this host, into it, or (a backup)
+        removed."""
+        if service_id not in self._given:
+            writer.write(_refusal(channel.NOT_HERE, "the service is not given to this host"))
+            return
+        if hello.get("what") == "data":
+            if self.supervisor.running(service_id) or service_id in self._starting:
+                writer.write(_refusal(channel.BUSY, "the service's engine runs"))
+                return
+            directory = self.supervisor.data_path(service_id)
+        else:
+            name = str(hello.get("name", ""))
+            if not _is_id(name):
+                writer.write(_refusal(channel.FAILED, "a backup's name is its id"))
+                return
+            directory = self.supervisor.backup_path(service_id) / name
+        if op == "forget":  # a moved service's backup, once restored
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+        writer.write(protocol.json_frame(protocol.HEADER, {}))
+        await writer.drain()
+        if op == "forget":
+            return
+        if op == "export":
+            if not directory.is_dir():
+                writer.write(_refusal(channel.FAILED, f"no {hello.get('what')} to export"))
+                return
+            await transfer.send_tree(directory, writer)
+            return
+        try:
+            await transfer.receive_tree(transfer.frames(reader), directory)
+            await asyncio.to_thread(self.supervisor.sandbox.prepare, directory)
+        except (ValueError, OSError, tarfile.TarError) as error:
+            writer.write(_refusal(channel.FAILED, f"the transfer failed: {error}"))
+            return
+        writer.write(protocol.frame(protocol.END))
+        await writer.drain()
 
     # --- the agent's lifetime -------------------------------------------------------------
 
@@ -423,12 +480,18 @@ class AgentEngines:
         given = self.agent._given.get(service_id)
         return given.settings if given is not None else {}
 
+    def _frozen(self, service_id: uuid.UUID) -> bool:
+        given = self.agent._given.get(service_id)
+        return given is not None and given.frozen
+
     async def run(self, grant: RunGrant, **asked: Any) -> Answer:
         if not await self.bring_up(grant.service_id):
             raise not_running()
         request = query_request(
             grant, self.agent.limits, self._configured(grant.service_id), **asked
         )
+        if self._frozen(grant.service_id):
+            request["readonly"] = True
         try:
             chunks = await self.agent.supervisor.query(grant.service_id, request)
             await anext(chunks)  # the engine accepted the query (or raised its error)
@@ -437,6 +500,8 @@ class AgentEngines:
         return chunks
 
     async def insert(self, grant: RunGrant, **asked: Any) -> dict[str, Any]:
+        if self._frozen(grant.service_id):
+            raise moving()
         if not await self.bring_up(grant.service_id):
             raise not_running()
         data = asked.pop("data")

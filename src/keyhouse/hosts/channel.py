@@ -9,7 +9,11 @@ After the first frame (``HELLO``: ``{"host", "secret", "op", "service"?}``) the 
 - ``op: "pipe"``: the connection becomes the service's worker connection
   (``keyhouse.engine.protocol``) byte for byte, one request as over the worker's own socket;
 - ``op: "sync"``: the agent syncs with the control plane at once (a committed change for one of
-  its services), and the connection ends.
+  its services), and the connection ends;
+- ``op: "export"`` / ``"import"`` (``what``: ``"backup"`` with its ``name``, or ``"data"``, a
+  stopped service's data directory): the directory as frames (``keyhouse.hosts.transfer``),
+  from the agent, or to it (which answers ``END`` once it is all on its disk); ``op:
+  "forget"`` removes a backup a move brought (once restored).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from keyhouse.engine import protocol
 HELLO = b"A"
 NOT_HERE = 1  # the service is not given to this host (moved, or gone)
 NOT_RUNNING = 2  # its engine does not run (yet)
+BUSY = 3  # its engine runs: its data directory cannot move
+FAILED = 4  # the operation failed on the host
 CONNECT_TIMEOUT = 5.0
 
 
@@ -64,7 +70,7 @@ def client_context(ca_pem: str) -> ssl.SSLContext:
 
 
 async def open_channel(
-    route: Route, op: str, service_id: uuid.UUID | None = None
+    route: Route, op: str, service_id: uuid.UUID | None = None, **more: str
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection to the host's agent that passed both checks; ``ChannelError`` when the
     agent refuses ``op``, ``OSError`` when it cannot be reached."""
@@ -77,6 +83,7 @@ async def open_channel(
             hello: dict[str, Any] = {"host": str(route.host_id), "secret": route.secret, "op": op}
             if service_id is not None:
                 hello["service"] = str(service_id)
+            hello.update(more)
             writer.write(protocol.json_frame(HELLO, hello))
             await writer.drain()
             kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -149,6 +150,25 @@ def cmd_list(args: argparse.Namespace, settings_of: SettingsOf) -> int:
     return 0
 
 
+def cmd_drain(args: argparse.Namespace, settings_of: SettingsOf) -> int:
+    import asyncio
+
+    from keyhouse.hosts.drain import drain
+    from keyhouse.state import AppState
+
+    state = AppState.from_settings(settings_of(args))
+    try:
+        results = asyncio.run(drain(state, args.host_id, lambda line: print(line, flush=True)))
+    finally:
+        state.close()
+    left = [service_id for service_id, outcome in results if not outcome.startswith("moved")]
+    if left:
+        print(f"error: {len(left)} services not moved; the host stays drained", file=sys.stderr)
+        return 1
+    print(f"host {args.host_id} is drained: `keyhouse hosts remove {args.host_id}` forgets it")
+    return 0
+
+
 def cmd_remove(args: argparse.Namespace, settings_of: SettingsOf) -> int:
     from keyhouse.hosts import service
 
@@ -199,6 +219,12 @@ def add_commands(commands: Any, db_help: str, settings_of: SettingsOf) -> None:
     listing.add_argument("--json", action="store_true")
     listing.add_argument("--database-url", help=db_help)
     bind(listing, cmd_list)
+    drain = hosts.add_parser(
+        "drain", help="move every service off a host (backup there, restore elsewhere)"
+    )
+    drain.add_argument("host_id", type=_id, metavar="HOST_ID")
+    drain.add_argument("--database-url", help=db_help)
+    bind(drain, cmd_drain)
     remove = hosts.add_parser("remove", help="forget an empty host")
     remove.add_argument("host_id", type=_id, metavar="HOST_ID")
     remove.add_argument("--database-url", help=db_help)

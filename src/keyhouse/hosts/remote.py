@@ -40,6 +40,7 @@ class Placed:
 
     route: Route
     settings: dict[str, str]
+    frozen: bool = False  # moving between hosts: read-only until it is there
 
 
 class RemoteHosts:
@@ -62,15 +63,16 @@ class RemoteHosts:
                     Service.clickhouse_settings,
                     EngineHost.channel,
                     EngineHost.ca_pem,
-                )  # fmt: skip
+                    Service.moving_to,
+                )
                 .join(EngineHost, EngineHost.id == Service.host_id)
                 .where(Service.id == service_id)
             ).first()
             if row is None:
                 return None
-            host_id, settings, where, ca_pem = row
+            host_id, settings, where, ca_pem, moving_to = row
             route = Route(host_id, where, ca_pem, host_secret(pepper, host_id))
-            return Placed(route, dict(settings or {}))
+            return Placed(route, dict(settings or {}), moving_to is not None)
 
         found = await run_in_transaction(self.state, read)
         self._placed[service_id] = (found, time.monotonic() + ROUTE_SECONDS)

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from keyhouse.api.errors import Conflict, NotFound, Unauthorized
@@ -110,7 +110,8 @@ def check_given(session: Session, host: EngineHost, service_id: uuid.UUID) -> No
 
 @dataclass
 class Assignment:
-    """What a host must run: each service's desired state, and the data it must remove."""
+    """What a host must run: each service's desired state (and the services moving to it),
+    and the data it must remove."""
 
     services: list[dict[str, object]] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
@@ -122,10 +123,12 @@ def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime)
     run and remove."""
     _describe(host, report)
     host.last_seen = now
-    given = session.scalars(select(Service).where(Service.host_id == host.id)).all()
+    given = session.scalars(
+        select(Service).where(or_(Service.host_id == host.id, Service.moving_to == host.id))
+    ).all()
     for service in given:
         seen = report.services.get(str(service.id))
-        if seen is not None:
+        if seen is not None and service.host_id == host.id:  # (not one moving in)
             _observe(session, service, seen)
     assignment = Assignment()
     for service in given:
@@ -135,6 +138,10 @@ def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime)
                 "run": State(service.state) in RUN_ON_HOST,
                 "maxMemoryGb": service.max_replica_memory_gb,
                 "settings": dict(service.clickhouse_settings or {}),
+                # Moving here (keyhouse hosts drain): its engine runs, its data is on its way.
+                "incoming": service.moving_to == host.id,
+                # Moving (here or away): its writes wait.
+                "frozen": service.moving_to is not None,
             }
         )
     mine = {str(service.id) for service in given}

@@ -67,7 +67,11 @@ class Service(Base):
     host_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("engine_hosts.id"), nullable=True, index=True
     )
-    host: Mapped[EngineHost | None] = relationship(EngineHost)
+    host: Mapped[EngineHost | None] = relationship(EngineHost, foreign_keys=[host_id])
+    # The engine host it is moving to (``keyhouse hosts drain``): writes wait until it is there.
+    moving_to: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("engine_hosts.id"), nullable=True
+    )
 
 
 class EngineLease(Base):

@@ -140,5 +140,16 @@ def engines_of(state: AppState) -> EngineRuntime:
     return cast(EngineRuntime, state.engines)
 
 
+def moving() -> ClickHouseError:
+    """An insert while the service moves between engine hosts (its queries run read-only)."""
+    from keyhouse.engine.protocol import ClickHouseError
+
+    return ClickHouseError(
+        164,
+        "Code: 164. The service is moving to another engine host: writes resume once it is "
+        "there. (READONLY)",
+    )
+
+
 def not_running() -> ServiceUnavailable:
     return ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})

@@ -58,10 +58,18 @@ def upgrade() -> None:
         batch_op.create_foreign_key(
             batch_op.f("fk_services_host_id_engine_hosts"), "engine_hosts", ["host_id"], ["id"]
         )
+        batch_op.add_column(sa.Column("moving_to", sa.Uuid(), nullable=True))
+        batch_op.create_foreign_key(
+            batch_op.f("fk_services_moving_to_engine_hosts"), "engine_hosts", ["moving_to"], ["id"]
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("services", schema=None) as batch_op:
+        batch_op.drop_constraint(
+            batch_op.f("fk_services_moving_to_engine_hosts"), type_="foreignkey"
+        )
+        batch_op.drop_column("moving_to")
         batch_op.drop_constraint(batch_op.f("fk_services_host_id_engine_hosts"), type_="foreignkey")
         batch_op.drop_index(batch_op.f("ix_services_host_id"))
         batch_op.drop_column("host_id")
