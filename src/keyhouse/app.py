@@ -71,7 +71,7 @@ async def _engines(state: AppState) -> AsyncIterator[None]:
     engines = state.engines = Engines(state)
     # Each service's ClickHouse HTTP interface.
     gate = functools.partial(clickhouse_admission, state)
-    engines.watch(Listeners(state.settings, engines, gate, DatabasePorts(state)))
+    engines.watch(Listeners(lambda: state.settings, engines, gate, DatabasePorts(state)))
     state.on_commit.append(engines.handle)
     await engines.open()
     try:

@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import uvicorn
@@ -58,18 +59,18 @@ class DatabasePorts:
 class Listeners:
     def __init__(
         self,
-        settings: Settings,
+        settings: Callable[[], Settings],
         engines: InterfaceRuntime,
         gate: Gate,
         book: PortBook,
         *,
         bind: str | None = None,
     ) -> None:
-        self.settings = settings
+        self._settings = settings  # read as each port opens (the operator's current settings)
         self.engines = engines
         self.gate = gate
         self.book = book
-        self.bind = bind or settings.clickhouse_host  # the address the ports listen on
+        self._bind_host = bind  # the address the ports listen on (None: KEYHOUSE_CLICKHOUSE_HOST)
         self._servers: dict[uuid.UUID, uvicorn.Server] = {}
         self._lock = asyncio.Lock()
         self._tls: ssl.SSLContext | None = None
@@ -154,6 +155,14 @@ class Listeners:
             server = self._servers.pop(service_id, None)
         if server is not None:
             await server.shutdown()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings()
+
+    @property
+    def bind(self) -> str:
+        return self._bind_host or self.settings.clickhouse_host
 
     async def close(self) -> None:
         for service_id in list(self._servers):

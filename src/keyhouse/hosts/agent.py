@@ -115,7 +115,7 @@ class Agent:
         self._stopping = asyncio.Event()
         # Each running service's ClickHouse HTTP interface, on this host's own address.
         self.listeners = Listeners(
-            settings,
+            lambda: settings,
             AgentEngines(self),
             self.gate,
             FilePorts(config.data_dir / PORTS_FILE),
