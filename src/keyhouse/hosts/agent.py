@@ -43,6 +43,7 @@ from keyhouse.engine.protocol import Answer, ClickHouseError
 from keyhouse.engine.sandbox import Sandbox
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.hosts import channel, transfer
+from keyhouse.hosts.channel import refusal
 from keyhouse.services.engines import insert_request, moving, not_running, query_request
 from keyhouse.services.service import RunGrant
 from keyhouse.services.states import Admission, Observed
@@ -55,7 +56,6 @@ PORTS_FILE = "ports.json"
 WAIT_FOR_ENGINE = 60.0  # a query on this host's port waits this long for its engine
 HELLO_TIMEOUT = 5.0
 MAX_HELLO = 4096
-PIPE_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -345,30 +345,9 @@ class Agent:
     ) -> None:
         """The connection, byte for byte, to the service's worker."""
         if service_id not in self._given:
-            writer.write(_refusal(channel.NOT_HERE, "the service does not run on this host"))
+            writer.write(refusal(channel.NOT_HERE, "the service does not run on this host"))
             return
-        socket_path = self.supervisor.connection(service_id)
-        if socket_path is None:
-            writer.write(_refusal(channel.NOT_RUNNING, "the service's engine does not run"))
-            return
-        try:
-            engine_reader, engine_writer = await asyncio.open_unix_connection(str(socket_path))
-        except OSError:
-            writer.write(_refusal(channel.NOT_RUNNING, "the service's engine does not run"))
-            return
-        writer.write(protocol.json_frame(protocol.HEADER, {}))
-        await writer.drain()
-        copies = [
-            asyncio.create_task(_copy(reader, engine_writer)),
-            asyncio.create_task(_copy(engine_reader, writer)),
-        ]
-        try:
-            # Either side's end ends both: the control plane leaving cancels the query.
-            await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for copy in copies:
-                copy.cancel()
-            engine_writer.close()
+        await channel.pipe(self.supervisor.connection(service_id), reader, writer)
 
     async def _transfer(
         self,
@@ -382,17 +361,17 @@ class Agent:
         data``, only while its engine is stopped) out of this host, into it, or (a backup)
         removed."""
         if service_id not in self._given:
-            writer.write(_refusal(channel.NOT_HERE, "the service is not given to this host"))
+            writer.write(refusal(channel.NOT_HERE, "the service is not given to this host"))
             return
         if hello.get("what") == "data":
             if self.supervisor.running(service_id) or service_id in self._starting:
-                writer.write(_refusal(channel.BUSY, "the service's engine runs"))
+                writer.write(refusal(channel.BUSY, "the service's engine runs"))
                 return
             directory = self.supervisor.data_path(service_id)
         else:
             name = str(hello.get("name", ""))
             if not _is_id(name):
-                writer.write(_refusal(channel.FAILED, "a backup's name is its id"))
+                writer.write(refusal(channel.FAILED, "a backup's name is its id"))
                 return
             directory = self.supervisor.backup_path(service_id) / name
         if op == "forget":  # a moved service's backup, once restored
@@ -403,7 +382,7 @@ class Agent:
             return
         if op == "export":
             if not directory.is_dir():
-                writer.write(_refusal(channel.FAILED, f"no {hello.get('what')} to export"))
+                writer.write(refusal(channel.FAILED, f"no {hello.get('what')} to export"))
                 return
             await transfer.send_tree(directory, writer)
             return
@@ -411,7 +390,7 @@ class Agent:
             await transfer.receive_tree(transfer.frames(reader), directory)
             await asyncio.to_thread(self.supervisor.sandbox.prepare, directory)
         except (ValueError, OSError, tarfile.TarError) as error:
-            writer.write(_refusal(channel.FAILED, f"the transfer failed: {error}"))
+            writer.write(refusal(channel.FAILED, f"the transfer failed: {error}"))
             return
         writer.write(protocol.frame(protocol.END))
         await writer.drain()
@@ -536,17 +515,6 @@ class FilePorts:
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(book))
         temporary.replace(self.path)
-
-
-def _refusal(code: int, message: str) -> bytes:
-    return protocol.json_frame(protocol.ERROR, {"code": code, "message": message})
-
-
-async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError, ssl.SSLError, ConnectionError):
-        while data := await source.read(PIPE_CHUNK):
-            sink.write(data)
-            await sink.drain()
 
 
 def _is_id(name: str) -> bool:

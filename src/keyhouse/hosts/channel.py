@@ -24,6 +24,7 @@ import json
 import ssl
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from keyhouse.engine import protocol
@@ -34,6 +35,7 @@ NOT_RUNNING = 2  # its engine does not run (yet)
 BUSY = 3  # its engine runs: its data directory cannot move
 FAILED = 4  # the operation failed on the host
 CONNECT_TIMEOUT = 5.0
+PIPE_CHUNK = 64 * 1024
 
 
 class ChannelError(Exception):
@@ -96,6 +98,44 @@ async def open_channel(
         error = json.loads(payload or b"{}")
         raise ChannelError(int(error.get("code", 0)), str(error.get("message", "")))
     return reader, writer
+
+
+def refusal(code: int, message: str) -> bytes:
+    return protocol.json_frame(protocol.ERROR, {"code": code, "message": message})
+
+
+async def pipe(
+    socket_path: Path | None, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """The channel's connection (its hello answered here), byte for byte, to the worker at
+    ``socket_path`` (None: the engine does not run)."""
+    try:
+        if socket_path is None:
+            raise OSError("no engine")
+        engine_reader, engine_writer = await asyncio.open_unix_connection(str(socket_path))
+    except OSError:
+        writer.write(refusal(NOT_RUNNING, "the service's engine does not run"))
+        return
+    writer.write(protocol.json_frame(protocol.HEADER, {}))
+    await writer.drain()
+    copies = [
+        asyncio.create_task(_copy(reader, engine_writer)),
+        asyncio.create_task(_copy(engine_reader, writer)),
+    ]
+    try:
+        # Either side's end ends both: the control plane leaving cancels the query.
+        await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for copy in copies:
+            copy.cancel()
+        engine_writer.close()
+
+
+async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, ssl.SSLError, ConnectionError):
+        while data := await source.read(PIPE_CHUNK):
+            sink.write(data)
+            await sink.drain()
 
 
 async def poke(route: Route) -> None:
