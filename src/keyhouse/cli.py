@@ -50,14 +50,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         factory=True,
         log_access=False,
     )
-    if args.workers > 1 and settings.services_enabled:
-        print(
-            "error: services' engines need one server process. Serve with --workers 1, or set "
-            "KEYHOUSE_SERVICES_ENABLED=false to serve only the management API and console "
-            "with several.",
-            file=sys.stderr,
-        )
-        return 2
     if args.workers > 1 and settings.rate_limit_rule and not settings.redis_url:
         print(
             "warning: each worker counts the rate limit on its own; set KEYHOUSE_REDIS_URL "

@@ -34,12 +34,14 @@ from keyhouse.billing import service as billing
 from keyhouse.billing.service import Sample
 from keyhouse.config import Settings, ca_path
 from keyhouse.db import utcnow
+from keyhouse.engine import protocol
 from keyhouse.engine.limits import QueryLimits
 from keyhouse.engine.memory import host_memory_bytes
 from keyhouse.engine.protocol import Answer, ClickHouseError
 from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
+from keyhouse.hosts import channel
 from keyhouse.hosts import service as hosts
 from keyhouse.hosts.remote import Placed, RemoteHosts
 from keyhouse.models import Service
@@ -82,6 +84,23 @@ class ServiceWatcher(Protocol):
     async def down(self, service_id: uuid.UUID) -> None: ...
 
     async def close(self) -> None: ...
+
+
+async def _hand_over(path: str, work: EngineWork) -> None:
+    """``work`` to the process of this machine listening at ``path`` (best effort: a process
+    that is gone has nothing to do, and its services are taken over)."""
+    hello: dict[str, Any] = {"op": "work", "service": str(work.service_id), "step": work.step}
+    if work.settings is not None:
+        hello["settings"] = work.settings
+    with contextlib.suppress(OSError, TimeoutError, asyncio.IncompleteReadError):
+        async with asyncio.timeout(channel.CONNECT_TIMEOUT):
+            reader, writer = await asyncio.open_unix_connection(path)
+            try:
+                writer.write(protocol.json_frame(channel.HELLO, hello))
+                await writer.drain()
+                await reader.readexactly(protocol.HEAD_SIZE)
+            finally:
+                writer.close()
 
 
 def engines_memory(settings: Settings) -> int:
@@ -136,7 +155,11 @@ class Engines:
         self._catalog: bytes | None = None
         self._last_used: dict[uuid.UUID, float] = {}
         # Services on engine hosts (keyhouse.hosts): their queries go through the host's channel.
-        self.hosts = RemoteHosts(state)
+        self.hosts = RemoteHosts(state, self.holder, self.home)
+        # This process's channel for the others of its machine (``--workers N``, replicas on
+        # one data directory): their queries on the services it holds, and their engine work.
+        self.channel_path = leases.channel_path(settings.data_dir, self.holder)
+        self._channel: asyncio.Server | None = None
         # The deployment-wide schedules this process holds (keyhouse.services.leases.schedule).
         self._schedules: set[str] = set()
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
@@ -240,15 +263,26 @@ class Engines:
         elif work.step == Step.CONFIGURE:
             self._service_settings[service_id] = dict(work.settings or {})
             self.hosts.forget(service_id)
+            if service_id not in self._held:
+                self._spawn(self._carry_out(work))
         else:
             self._last_used.pop(service_id, None)
-            self._spawn(self._remove(service_id))
+            self._spawn(self._remove(service_id, everywhere=True))
 
     async def _carry_out(self, work: EngineWork) -> None:
-        """Start or stop the service's engine here; or, on an engine host, ask its agent to
-        sync now (it starts and stops the engine, and reports the state)."""
+        """Start or stop the service's engine here; or hand the work to the process of this
+        machine that holds the service; or, on an engine host, ask its agent to sync now (it
+        starts and stops the engine, and reports the state)."""
         service_id = work.service_id
-        if await self.hosts.poke(service_id):
+        self.hosts.forget(service_id)
+        placed = await self.hosts.placed(service_id)
+        if placed is not None:
+            if placed.route.unix is not None:
+                await _hand_over(placed.route.unix, work)
+            else:
+                await channel.poke(placed.route)
+            return
+        if work.step == Step.CONFIGURE:  # (applied here already)
             return
         if work.step == Step.START:
             await self.bring_up(service_id)
@@ -259,7 +293,12 @@ class Engines:
         """Start the engine (or reach the attached server) and mark the service running;
         False (and ``failed``) if it can't. A service on an engine host is its agent's to
         start: asked to sync now, True."""
-        if await self.hosts.poke(service_id):
+        placed = await self.hosts.placed(service_id)
+        if placed is not None:
+            if placed.route.unix is not None:
+                await _hand_over(placed.route.unix, EngineWork(service_id, Step.START))
+            else:
+                await channel.poke(placed.route)
             return True
         if not await self._hold(service_id):
             return False  # another process runs it: its state is that process's
@@ -337,7 +376,17 @@ class Engines:
         await self._set(service_id, final, expected=expected)
         await self._let_go({service_id})
 
-    async def _remove(self, service_id: uuid.UUID) -> None:
+    async def _remove(self, service_id: uuid.UUID, *, everywhere: bool = False) -> None:
+        """Stop the service's engine and remove its data; ``everywhere``: first in whichever
+        process of this machine holds it (its lease went with the service's row)."""
+        if everywhere:
+            await asyncio.gather(
+                *(
+                    _hand_over(str(path), EngineWork(service_id, Step.REMOVE))
+                    for path in self.channel_path.parent.glob("*.sock")
+                    if path != self.channel_path
+                )
+            )
         await self._down(service_id)
         await self._stop(service_id)
         await self.supervisor.remove_data(service_id)
@@ -375,8 +424,7 @@ class Engines:
         ``readonly``. Waits for an engine that is coming up. Raises ``ClickHouseError`` when the
         engine refuses the query and ``ServiceUnavailable`` when it is not running; the
         iterator then yields the result's bytes."""
-        placed = await self.hosts.placed(grant.service_id)
-        upstream = await self._ready(grant) if placed is None else None
+        placed, upstream = await self._where(grant)
         request = query_request(
             grant,
             self.limits,
@@ -450,10 +498,9 @@ class Engines:
     ) -> dict[str, Any]:
         """Stream ``data`` (in ``fmt``) into ``sql`` (``INSERT INTO t (a, b)``) under the same
         limits as ``run``; the engine's write statistics."""
-        placed = await self.hosts.placed(grant.service_id)
+        placed, upstream = await self._where(grant)
         if placed is not None and placed.frozen:
             raise moving()
-        upstream = await self._ready(grant) if placed is None else None
         request = insert_request(
             grant,
             self.limits,
@@ -478,6 +525,22 @@ class Engines:
             return written
         except EngineUnavailable:
             raise not_running() from None
+
+    async def _where(self, grant: RunGrant) -> tuple[Placed | None, Upstream | None]:
+        """Where the grant's query runs: through another process or host (``Placed``), or
+        here (on its attached server, or its own engine: None), brought up if it must be."""
+        placed = await self.hosts.placed(grant.service_id)
+        if placed is not None:
+            return placed, None
+        try:
+            return None, await self._ready(grant)
+        except ServiceUnavailable:
+            # Another process of this machine took it meanwhile: reach it there.
+            self.hosts.forget(grant.service_id)
+            placed = await self.hosts.placed(grant.service_id)
+            if placed is None:
+                raise
+            return placed, None
 
     async def _ready(self, grant: RunGrant) -> Upstream | None:
         """Bring the service up when it is not (503 if it cannot be), count it as used, and
@@ -534,6 +597,68 @@ class Engines:
             self._catalog = answer
         return self._catalog
 
+    # --- this process's channel for the others of its machine ----------------------------
+
+    async def _open_channel(self) -> None:
+        path = self.channel_path
+        if len(str(path)) > 100:  # (a Unix socket's path is short)
+            log.warning("no channel for the other server processes: %s is too long", path)
+            return
+        try:
+            await asyncio.to_thread(path.parent.mkdir, mode=0o700, parents=True, exist_ok=True)
+            path.parent.chmod(0o700)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self._channel = await asyncio.start_unix_server(self._serve_channel, str(path))
+        except OSError as error:
+            log.warning("no channel for the other server processes: %s", error)
+
+    async def _serve_channel(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Another process of this machine: a query on a service this one holds (piped to its
+        worker), or engine work committed there for one (``EngineWork``)."""
+        try:
+            hello = await channel.read_hello(reader)
+            if hello is None:
+                return
+            service_id = uuid.UUID(str(hello.get("service")))
+            if hello.get("op") == "work":
+                await self._work_from_elsewhere(service_id, hello)
+                writer.write(protocol.json_frame(protocol.HEADER, {}))
+                await writer.drain()
+            elif hello.get("op") == "pipe":
+                if service_id not in self._held:
+                    writer.write(channel.refusal(channel.NOT_HERE, "not held here"))
+                    return
+                if service_id in self._restoring:
+                    writer.write(channel.refusal(channel.NOT_RUNNING, "being restored"))
+                    return
+                self.used(service_id)
+                await channel.pipe(self.supervisor.connection(service_id), reader, writer)
+            else:
+                writer.write(protocol.json_frame(protocol.HEADER, {}))  # (a poke)
+        except (TimeoutError, asyncio.IncompleteReadError, ValueError, OSError):
+            return
+        finally:
+            writer.close()
+
+    async def _work_from_elsewhere(self, service_id: uuid.UUID, hello: dict[str, Any]) -> None:
+        step = Step(str(hello.get("step")))
+        if step == Step.REMOVE:
+            if service_id in self._held or self.running(service_id):
+                await self._down(service_id)
+                await self._stop(service_id)
+                self._held.discard(service_id)
+                self._last_used.pop(service_id, None)
+        elif step == Step.CONFIGURE:
+            settings = hello.get("settings")
+            self._service_settings[service_id] = dict(settings) if settings else {}
+        elif step == Step.START:
+            self._spawn(self.bring_up(service_id))
+        else:
+            self._spawn(self._take_down(service_id, State.STOPPED, frozenset({State.STOPPING})))
+
     # --- the app's lifetime -------------------------------------------------------------
 
     async def open(self) -> None:
@@ -551,6 +676,7 @@ class Engines:
                 sandbox.check(self.state.settings.data_dir)
             except SandboxUnavailable as error:
                 log.error("no engine can start: %s", error)
+        await self._open_channel()
         self._loops = [
             asyncio.create_task(self._reconcile_until_done()),
             asyncio.create_task(self._reap_idle()),
@@ -686,6 +812,10 @@ class Engines:
             )
 
     async def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            with contextlib.suppress(OSError):
+                self.channel_path.unlink()
         for loop in self._loops:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -54,8 +54,6 @@ SYNC_SECONDS = 1.0
 IDENTITY_FILE = "host.json"
 PORTS_FILE = "ports.json"
 WAIT_FOR_ENGINE = 60.0  # a query on this host's port waits this long for its engine
-HELLO_TIMEOUT = 5.0
-MAX_HELLO = 4096
 
 
 @dataclass
@@ -308,12 +306,8 @@ class Agent:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            async with asyncio.timeout(HELLO_TIMEOUT):
-                kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
-                if kind != channel.HELLO or length > MAX_HELLO:
-                    return
-                hello = json.loads(await reader.readexactly(length))
-            if not self._trusted(hello):
+            hello = await channel.read_hello(reader)
+            if hello is None or not self._trusted(hello):
                 log.warning("channel: refused a connection without this host's secret")
                 return
             op = hello.get("op")

@@ -36,6 +36,8 @@ BUSY = 3  # its engine runs: its data directory cannot move
 FAILED = 4  # the operation failed on the host
 CONNECT_TIMEOUT = 5.0
 PIPE_CHUNK = 64 * 1024
+HELLO_TIMEOUT = 5.0
+MAX_HELLO = 64 * 1024
 
 
 class ChannelError(Exception):
@@ -46,12 +48,15 @@ class ChannelError(Exception):
 
 @dataclass(frozen=True)
 class Route:
-    """How the control plane reaches one host."""
+    """How the control plane reaches one host: over TLS to ``channel``, or (another server
+    process of this machine holding the service, ``host_id`` None) over its Unix socket
+    ``unix``, in a directory only Keyhouse's user may enter."""
 
-    host_id: uuid.UUID
+    host_id: uuid.UUID | None
     channel: str  # HOST:PORT
     ca_pem: str
     secret: str
+    unix: str | None = None
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.channel.rpartition(":")
@@ -76,11 +81,14 @@ async def open_channel(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection to the host's agent that passed both checks; ``ChannelError`` when the
     agent refuses ``op``, ``OSError`` when it cannot be reached."""
-    host, port = route.address()
     async with asyncio.timeout(CONNECT_TIMEOUT):
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=client_context(route.ca_pem), server_hostname=host
-        )
+        if route.unix is not None:
+            reader, writer = await asyncio.open_unix_connection(route.unix)
+        else:
+            host, port = route.address()
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=client_context(route.ca_pem), server_hostname=host
+            )
         try:
             hello: dict[str, Any] = {"host": str(route.host_id), "secret": route.secret, "op": op}
             if service_id is not None:
@@ -136,6 +144,17 @@ async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
         while data := await source.read(PIPE_CHUNK):
             sink.write(data)
             await sink.drain()
+
+
+async def read_hello(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+    """A connection's first frame (``HELLO``), within ``HELLO_TIMEOUT``; None for anything
+    else."""
+    async with asyncio.timeout(HELLO_TIMEOUT):
+        kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
+        if kind != HELLO or length > MAX_HELLO:
+            return None
+        hello = json.loads(await reader.readexactly(length))
+    return hello if isinstance(hello, dict) else None
 
 
 async def poke(route: Route) -> None:

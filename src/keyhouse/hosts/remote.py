@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from keyhouse.db import utcnow
 from keyhouse.engine.protocol import Answer
 from keyhouse.engine.supervisor import EngineUnavailable, answer_over, insert_over
 from keyhouse.hosts import channel
 from keyhouse.hosts.channel import ChannelError, Route
 from keyhouse.hosts.service import host_secret
-from keyhouse.models import EngineHost, Service
+from keyhouse.models import EngineHost, EngineLease, Service
+from keyhouse.services import leases
 from keyhouse.transactions import run_in_transaction
 
 if TYPE_CHECKING:
@@ -44,19 +46,46 @@ class Placed:
 
 
 class RemoteHosts:
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, holder: str = "", home: str = "") -> None:
         self.state = state
+        # This process (keyhouse.services.leases): a service another live process of this
+        # machine holds, in the same data directory, is reached through that process.
+        self.holder, self.home = holder, home
         self._placed: dict[uuid.UUID, tuple[Placed | None, float]] = {}
 
     async def placed(self, service_id: uuid.UUID) -> Placed | None:
-        """The service's host, or None when this deployment's in-process host runs it (or it
-        does not exist)."""
+        """Where the service runs when it is not in this process: its engine host, or another
+        server process of this machine that holds it; None when this process runs it, may
+        take it, or it does not exist."""
         cached = self._placed.get(service_id)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         pepper = self.state.pepper
 
+        holder, home, data_dir = self.holder, self.home, self.state.settings.data_dir
+
         def read(session: Any) -> Placed | None:
+            local = session.execute(
+                select(
+                    Service.clickhouse_settings,
+                    EngineLease.holder,
+                    EngineLease.home,
+                    EngineLease.expires_at,
+                )  # fmt: skip
+                .join(EngineLease, EngineLease.service_id == Service.id)
+                .where(Service.id == service_id, Service.host_id.is_(None))
+            ).first()
+            if local is not None:
+                settings, other, other_home, expires = local
+                if (
+                    other == holder
+                    or other_home != home
+                    or expires <= utcnow()
+                    or not leases.alive_here(other)
+                ):
+                    return None  # ours, or ours to take
+                path = str(leases.channel_path(data_dir, other))
+                return Placed(Route(None, "", "", "", unix=path), dict(settings or {}))
             row = session.execute(
                 select(
                     Service.host_id,

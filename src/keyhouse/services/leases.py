@@ -71,6 +71,21 @@ def _gone(holder: str) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
+def alive_here(holder: str) -> bool:
+    """Whether ``holder`` is a live process of this very machine."""
+    machine, _, rest = holder.partition("/")
+    pid, _, _ = rest.partition("/")
+    return machine == _machine() and machine != "unknown" and pid.isdigit() and not _gone(holder)
+
+
+def channel_path(data_dir: Path, holder: str) -> Path:
+    """Where the server process ``holder`` listens for the others of its machine (its
+    services' queries and engine work; ``keyhouse.runtime``)."""
+    _machine_part, _, rest = holder.partition("/")
+    pid, _, token = rest.partition("/")
+    return data_dir.resolve() / "channels" / f"{pid}-{token}.sock"
+
+
 class HeldElsewhere(Exception):
     """Another process runs the service (or its data lives in another data directory)."""
 
