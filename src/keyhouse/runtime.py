@@ -43,7 +43,7 @@ from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
 from keyhouse.hosts import channel
 from keyhouse.hosts import service as hosts
-from keyhouse.hosts.remote import Placed, RemoteHosts
+from keyhouse.hosts.remote import HostBackupEngines, Placed, RemoteHosts
 from keyhouse.models import Service
 from keyhouse.service_settings import service as service_settings
 from keyhouse.services import leases
@@ -71,6 +71,7 @@ log = logging.getLogger("keyhouse.services")
 
 IDLE_CHECK_SECONDS = 30.0
 HOSTS_SCHEDULE = "engine-hosts"  # the watch of engine hosts' heartbeats
+HOST_BACKUPS_SCHEDULE = "host-backups"  # the backup schedule of services on engine hosts
 # The reference engine's id (no service has it: services' ids are random UUIDs).
 REFERENCE = uuid.UUID(int=0)
 
@@ -162,6 +163,10 @@ class Engines:
         self._channel: asyncio.Server | None = None
         # The deployment-wide schedules this process holds (keyhouse.services.leases.schedule).
         self._schedules: set[str] = set()
+        # Backups of the services on engine hosts, while this process holds their schedule.
+        self.host_backups = BackupRunner(
+            state, None, self.holder, engines=HostBackupEngines(self.hosts)
+        )
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
         self._loops: list[asyncio.Task[None]] = []
 
@@ -684,6 +689,13 @@ class Engines:
             asyncio.create_task(self._schedule_backups()),
             asyncio.create_task(self._sample_usage()),
             asyncio.create_task(self._watch_hosts()),
+            asyncio.create_task(
+                self._scheduled(
+                    HOST_BACKUPS_SCHEDULE,
+                    self.state.settings.backup_check_seconds,
+                    self._host_backups_once,
+                )
+            ),
         ]
 
     async def _reconcile_until_done(self) -> None:
@@ -745,6 +757,21 @@ class Engines:
                 log.warning("service %s is degraded: its engine host is silent", service_id)
 
         await self._scheduled(HOSTS_SCHEDULE, silent / 3, once)
+
+    async def _host_backups_once(self) -> None:
+        """One round of the backup schedule of the services on engine hosts (not those that
+        are moving: their copy is a move's)."""
+
+        def on_hosts(session: Any) -> list[uuid.UUID]:
+            return list(
+                session.scalars(
+                    select(Service.id).where(
+                        Service.host_id.is_not(None), Service.moving_to.is_(None)
+                    )
+                )
+            )
+
+        await self.host_backups.tick(await run_in_transaction(self.state, on_hosts))
 
     async def _scheduled(
         self, name: str, every: float, work: Callable[[], Awaitable[None]]
@@ -824,6 +851,7 @@ class Engines:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
         await self.backups.close()
+        await self.host_backups.close()
         for watcher in self._watchers:
             await watcher.close()
         for upstream in list(self._upstreams.values()):

@@ -104,7 +104,12 @@ def deployment(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, worker_id_safe: str
 ) -> Iterator[tuple[Server, Agent, Agent, Agent]]:
     database = migrated_databases(tmp_path_factory, f"{worker_id_safe}_hosts_e2e")["postgresql"]
-    with serving(database, tmp_path, KEYHOUSE_HOST_SILENT_SECONDS=str(SILENT)) as (server, _):
+    with serving(
+        database,
+        tmp_path,
+        KEYHOUSE_HOST_SILENT_SECONDS=str(SILENT),
+        KEYHOUSE_BACKUP_CHECK_SECONDS="1",
+    ) as (server, _):
         token = subprocess.run(
             [str(BIN / "keyhouse"), "hosts", "token", "--database-url", database],
             env=server.env,
@@ -230,6 +235,12 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
     assert _run(server, on_eu, "SELECT count(), sum(x) FROM t") == "1000\t499500"
     assert rows() == (1000, 499500)
 
+    # A backup on the host (asked for; the schedule's runner takes it there).
+    first = _backup(server, on_eu)
+    assert first["status"] == "done", first
+    assert first["sizeInBytes"] > 0
+    assert (eu.data_dir / "backups" / on_eu / first["id"]).is_dir()
+
     # Drain the eu host: the service moves to the second eu host, with its rows.
     eu2.start(server)
     _until("the third host joined", lambda: len(_hosts(server)) == 3)
@@ -265,6 +276,11 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
     assert by_id[deployment[1].host_id]["services"] == []
     old_copy = deployment[1].data_dir / "services" / on_eu
     _until("the old copy removed", lambda: not old_copy.exists(), 30)
+    # Its backups came along: the next one is an incremental on the last, on the new host.
+    assert (eu2.data_dir / "backups" / on_eu / first["id"]).is_dir()
+    second = _backup(server, on_eu)
+    assert second["status"] == "done", second
+    assert (eu2.data_dir / "backups" / on_eu / second["id"]).is_dir()
 
     # The channel: nothing for a connection without the host's secret.
     [listed] = [host for host in _hosts(server) if host["id"] == eu.host_id]
@@ -284,6 +300,33 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
     with socket.create_connection((address, int(port)), timeout=10) as plain:
         plain.sendall(protocol.json_frame(protocol.REQUEST, {"op": "query", "sql": "SELECT 1"}))
         assert b"SELECT" not in _read_all(plain)  # no TLS: no protocol at all
+
+
+def _backup(server: Server, service_id: str) -> dict[str, Any]:
+    """``keyhouse backups take``, then the backup as the API lists it."""
+    taken = subprocess.run(
+        [
+            str(BIN / "keyhouse"),
+            "backups",
+            "take",
+            service_id,
+            "--wait",
+            "120",
+            "--database-url",
+            server.database_url,
+        ],  # fmt: skip
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    backup_id = taken.stdout.splitlines()[-1].split()[0]
+    response = httpx.get(
+        server.url(f"/services/{service_id}/backups/{backup_id}"), auth=server.auth, timeout=10
+    )
+    result: dict[str, Any] = response.json()["result"]
+    return result
 
 
 def _read_all(sock: socket.socket) -> bytes:

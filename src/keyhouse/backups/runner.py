@@ -28,7 +28,7 @@ import shutil
 import uuid
 from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -79,17 +79,67 @@ def tree_bytes(path: Path) -> int:
     return total
 
 
+class BackupEngines(Protocol):
+    """Where the runner's services' engines and backup files are: this process's supervisor
+    (``LocalEngines``), or engine hosts (``keyhouse.hosts.remote.HostBackupEngines``)."""
+
+    async def running(self, service_id: uuid.UUID) -> bool: ...
+
+    async def sql(self, service_id: uuid.UUID, sql: str) -> bytes:
+        """The control plane's own statement on the engine (JSONEachRow)."""
+        ...
+
+    async def remove(self, service_id: uuid.UUID, backup_id: uuid.UUID) -> None:
+        """Delete one backup's files."""
+        ...
+
+    async def size(self, service_id: uuid.UUID, backup_id: uuid.UUID) -> int:
+        """One backup's bytes on disk."""
+        ...
+
+
+class LocalEngines:
+    """The engines of this process's supervisor, and their backup directories."""
+
+    def __init__(self, supervisor: EngineSupervisor) -> None:
+        self.supervisor = supervisor
+
+    async def running(self, service_id: uuid.UUID) -> bool:
+        return self.supervisor.running(service_id)
+
+    async def sql(self, service_id: uuid.UUID, sql: str) -> bytes:
+        answer = await self.supervisor.query(
+            service_id, {"sql": sql, "format": "JSONEachRow", "query_id": str(uuid.uuid4())}
+        )
+        return await answer.whole()
+
+    async def remove(self, service_id: uuid.UUID, backup_id: uuid.UUID) -> None:
+        path = self.supervisor.backup_path(service_id) / str(backup_id)
+        await asyncio.to_thread(shutil.rmtree, path, True)
+
+    async def size(self, service_id: uuid.UUID, backup_id: uuid.UUID) -> int:
+        path = self.supervisor.backup_path(service_id) / str(backup_id)
+        return await asyncio.to_thread(tree_bytes, path)
+
+
 class BackupRunner:
     def __init__(
         self,
         state: AppState,
-        supervisor: EngineSupervisor,
+        supervisor: EngineSupervisor | None,
         runner: str,
         *,
         poll: float = POLL_SECONDS,
+        engines: BackupEngines | None = None,
     ) -> None:
         self.state = state
+        # This process's engines (restores copy backup directories between them), or None.
         self.supervisor = supervisor
+        if engines is None:
+            if supervisor is None:
+                raise ValueError("a backup runner needs engines")
+            engines = LocalEngines(supervisor)
+        self.engines = engines
         self.runner = runner  # this process's lease holder name
         self.poll = poll
         self._busy: set[uuid.UUID] = set()  # services with a backup in flight here
@@ -98,10 +148,7 @@ class BackupRunner:
     # --- the engine -----------------------------------------------------------------------
 
     async def _sql(self, service_id: uuid.UUID, sql: str) -> bytes:
-        answer = await self.supervisor.query(
-            service_id, {"sql": sql, "format": "JSONEachRow", "query_id": str(uuid.uuid4())}
-        )
-        return await answer.whole()
+        return await self.engines.sql(service_id, sql)
 
     async def _watch(self, service_id: uuid.UUID, operation: str, done: str) -> None:
         """Wait until the engine's ``system.backups`` says ``operation`` ended; BackupFailed
@@ -149,18 +196,18 @@ class BackupRunner:
             self.state, lambda session: _begun(session, service_id, runner, requested)
         )
         backup_id, base_id = backup
-        directory = self.supervisor.backup_path(service_id)
         sql = backup_statement(backup_id)
         if base_id is not None:
             sql += f" SETTINGS base_backup = {_disk(base_id)}"
         try:
-            if not self.supervisor.running(service_id):
+            if not await self.engines.running(service_id):
                 raise BackupFailed("the service's engine is not running")
             await self._run(service_id, sql, "BACKUP_CREATED")
         except (BackupFailed, asyncio.CancelledError) as error:
             why = str(error) if isinstance(error, BackupFailed) else "the server stopped"
             log.error("service %s: backup %s failed: %s", service_id, backup_id, why)
-            await asyncio.to_thread(shutil.rmtree, directory / str(backup_id), True)
+            with contextlib.suppress(Exception):  # (an engine host that is away keeps them)
+                await self.engines.remove(service_id, backup_id)
             await run_in_transaction(
                 self.state, lambda session: backups.fail(session, backup_id, why)
             )
@@ -168,7 +215,7 @@ class BackupRunner:
             if isinstance(error, asyncio.CancelledError):
                 raise
             return backup_id
-        size = await asyncio.to_thread(tree_bytes, directory / str(backup_id))
+        size = await self.engines.size(service_id, backup_id)
         await run_in_transaction(
             self.state, lambda session: backups.finish(session, backup_id, size)
         )
@@ -187,9 +234,8 @@ class BackupRunner:
         return gone
 
     async def _remove_files(self, service_id: uuid.UUID, gone: list[uuid.UUID]) -> None:
-        directory = self.supervisor.backup_path(service_id)
         for backup_id in gone:
-            await asyncio.to_thread(shutil.rmtree, directory / str(backup_id), True)
+            await self.engines.remove(service_id, backup_id)
 
     async def tick(self, held: Collection[uuid.UUID], now: dt.datetime | None = None) -> None:
         """One round of the schedule over the services this process holds: fail backups a gone
@@ -220,7 +266,7 @@ class BackupRunner:
 
         starting, gone = await run_in_transaction(self.state, round_)
         for service_id, wanted in starting.items():
-            if self.supervisor.running(service_id):
+            if await self.engines.running(service_id):
                 self._begin(service_id, wanted)
             elif wanted is not None:
                 await self._not_taken(wanted)
@@ -253,6 +299,8 @@ class BackupRunner:
     async def restore(self, service_id: uuid.UUID, backup_id: uuid.UUID) -> None:
         """Restore ``backup_id`` (of another service) into the running engine of the new
         service ``service_id``; BackupFailed says why it could not."""
+        if self.supervisor is None:
+            raise BackupFailed("a restore runs where the new service's engine runs")
         members = await run_in_transaction(
             self.state,
             lambda session: [(b.service_id, b.id) for b in backups.chain(session, backup_id)],

@@ -34,6 +34,7 @@ import httpx
 
 from keyhouse import __version__
 from keyhouse.api.errors import ServiceUnavailable, TooManyRequests
+from keyhouse.backups.runner import tree_bytes
 from keyhouse.clickhouse_http.listeners import Listeners
 from keyhouse.clickhouse_http.tls import server_context
 from keyhouse.config import Settings
@@ -317,7 +318,7 @@ class Agent:
                 await writer.drain()
                 return
             service_id = uuid.UUID(str(hello.get("service")))
-            if op in ("export", "import", "forget"):
+            if op in ("export", "import", "forget", "size"):
                 await self._transfer(op, service_id, hello, reader, writer)
                 return
             await self._pipe(service_id, reader, writer)
@@ -368,11 +369,14 @@ class Agent:
                 writer.write(refusal(channel.FAILED, "a backup's name is its id"))
                 return
             directory = self.supervisor.backup_path(service_id) / name
-        if op == "forget":  # a moved service's backup, once restored
+        answer: dict[str, Any] = {}
+        if op == "forget":  # a moved service's backup once restored, or one retention let go
             await asyncio.to_thread(shutil.rmtree, directory, True)
-        writer.write(protocol.json_frame(protocol.HEADER, {}))
+        elif op == "size":
+            answer["bytes"] = await asyncio.to_thread(tree_bytes, directory)
+        writer.write(protocol.json_frame(protocol.HEADER, answer))
         await writer.drain()
-        if op == "forget":
+        if op in ("forget", "size"):
             return
         if op == "export":
             if not directory.is_dir():

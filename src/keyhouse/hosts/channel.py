@@ -13,7 +13,8 @@ After the first frame (``HELLO``: ``{"host", "secret", "op", "service"?}``) the 
 - ``op: "export"`` / ``"import"`` (``what``: ``"backup"`` with its ``name``, or ``"data"``, a
   stopped service's data directory): the directory as frames (``keyhouse.hosts.transfer``),
   from the agent, or to it (which answers ``END`` once it is all on its disk); ``op:
-  "forget"`` removes a backup a move brought (once restored).
+  "forget"`` removes a backup (a move's, once restored, or one retention let go), and
+  ``op: "size"`` answers a backup's bytes on the host's disk.
 """
 
 from __future__ import annotations
@@ -81,6 +82,22 @@ async def open_channel(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection to the host's agent that passed both checks; ``ChannelError`` when the
     agent refuses ``op``, ``OSError`` when it cannot be reached."""
+    reader, writer, _answer = await _opened(route, op, service_id, more)
+    return reader, writer
+
+
+async def ask(
+    route: Route, op: str, service_id: uuid.UUID | None = None, **more: str
+) -> dict[str, Any]:
+    """The agent's answer to ``op`` (its ``HEADER``), the connection closed after it."""
+    _reader, writer, answer = await _opened(route, op, service_id, more)
+    writer.close()
+    return answer
+
+
+async def _opened(
+    route: Route, op: str, service_id: uuid.UUID | None, more: dict[str, str]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any]]:
     async with asyncio.timeout(CONNECT_TIMEOUT):
         if route.unix is not None:
             reader, writer = await asyncio.open_unix_connection(route.unix)
@@ -105,7 +122,8 @@ async def open_channel(
         writer.close()
         error = json.loads(payload or b"{}")
         raise ChannelError(int(error.get("code", 0)), str(error.get("message", "")))
-    return reader, writer
+    answer = json.loads(payload or b"{}")
+    return reader, writer, answer if isinstance(answer, dict) else {}
 
 
 def refusal(code: int, message: str) -> bytes:

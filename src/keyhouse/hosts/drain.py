@@ -11,7 +11,8 @@ For each service, in order:
    backup goes through the control plane to the new host, whose agent has started an empty
    engine for it; ``RESTORE ALL`` runs there, and the new engine must answer. A stopped (or
    idle) service's data directory goes across as it is;
-3. the service is the new host's (``host_id``): clients get its new endpoint, and the old host
+3. its backups go across too (its next incremental backup needs its base there);
+4. the service is the new host's (``host_id``): clients get its new endpoint, and the old host
    removes its copy at its next sync, only now.
 
 A move that fails leaves the service where it was, writable again; the new host removes what
@@ -38,7 +39,7 @@ from keyhouse.hosts import channel, transfer
 from keyhouse.hosts.channel import ChannelError, Route
 from keyhouse.hosts.remote import ROUTE_SECONDS
 from keyhouse.hosts.service import host_secret
-from keyhouse.models import EngineHost, Service
+from keyhouse.models import Backup, EngineHost, Service
 from keyhouse.services import placement
 from keyhouse.services.states import RUN_ON_HOST, State
 from keyhouse.transactions import run_in_transaction
@@ -135,6 +136,11 @@ async def move(state: AppState, service_id: uuid.UUID, say: Callable[[str], None
             await _copy_running(service_id, source, target, say)
         else:
             await _copy_files(service_id, source, target, "data", {})
+        kept = await run_in_transaction(state, lambda session: _kept_backups(session, service_id))
+        for backup_id in kept:  # (the next incremental needs its base on the new host)
+            await _copy_files(service_id, source, target, "backup", {"name": str(backup_id)})
+        if kept:
+            say(f"service {service_id}: its {len(kept)} backups copied to the new host")
     except BaseException as error:
 
         def thaw(session: Any) -> None:
@@ -162,6 +168,14 @@ async def move(state: AppState, service_id: uuid.UUID, say: Callable[[str], None
     await channel.poke(target)
     await channel.poke(source)  # it stops its engine and removes its copy now
     return target_id
+
+
+def _kept_backups(session: Any, service_id: uuid.UUID) -> list[uuid.UUID]:
+    return list(
+        session.scalars(
+            select(Backup.id).where(Backup.service_id == service_id, Backup.status == "done")
+        )
+    )
 
 
 async def _copy_running(

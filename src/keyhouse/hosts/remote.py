@@ -10,6 +10,7 @@ service whose engine is coming up is waited for; one that moved is looked up aga
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +31,8 @@ from keyhouse.transactions import run_in_transaction
 
 if TYPE_CHECKING:
     from keyhouse.state import AppState
+
+log = logging.getLogger("keyhouse.hosts")
 
 ROUTE_SECONDS = 5.0  # how long a service's host (and settings) is kept before it is read again
 WAIT_FOR_ENGINE = 60.0  # a query waits this long for an engine coming up on its host
@@ -166,3 +169,52 @@ class RemoteHosts:
             return False
         await channel.poke(placed.route)
         return True
+
+
+class HostBackupEngines:
+    """The engines of services on engine hosts, and their backups on the hosts' disks, for
+    the schedule's backup runner (``keyhouse.backups.runner.BackupEngines``)."""
+
+    def __init__(self, hosts: RemoteHosts) -> None:
+        self.hosts = hosts
+
+    async def _route(self, service_id: uuid.UUID) -> Route:
+        placed = await self.hosts.placed(service_id)
+        if placed is None or placed.route.unix is not None:
+            raise EngineUnavailable("the service runs on no engine host")
+        return placed.route
+
+    async def running(self, service_id: uuid.UUID) -> bool:
+        try:
+            _reader, writer = await channel.open_channel(
+                await self._route(service_id), "pipe", service_id
+            )
+        except (EngineUnavailable, ChannelError, OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
+
+    async def sql(self, service_id: uuid.UUID, sql: str) -> bytes:
+        request = {"sql": sql, "format": "JSONEachRow", "query_id": str(uuid.uuid4())}
+        answer = await self.hosts.query(service_id, request, None, wait=0)
+        return await answer.whole()
+
+    async def remove(self, service_id: uuid.UUID, backup_id: uuid.UUID) -> None:
+        try:
+            await channel.ask(
+                await self._route(service_id),
+                "forget",
+                service_id,
+                what="backup",
+                name=str(backup_id),
+            )
+        except (EngineUnavailable, ChannelError, OSError, TimeoutError) as error:
+            log.warning(
+                "service %s: backup %s stays on its host (%s)", service_id, backup_id, error
+            )
+
+    async def size(self, service_id: uuid.UUID, backup_id: uuid.UUID) -> int:
+        answer = await channel.ask(
+            await self._route(service_id), "size", service_id, what="backup", name=str(backup_id)
+        )
+        return int(answer.get("bytes", 0))
