@@ -7,7 +7,7 @@ PORT ?= 8000
 DATA := data
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test lint bench clean browser sandbox clients prometheus
+.PHONY: install run test lint bench clean browser sandbox clients prometheus nginx
 
 $(BIN)/keyhouse: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,9 +52,13 @@ clients: $(NODE_CLIENT)
 prometheus:
 	@command -v prometheus >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
 
+# tests/e2e/test_deployment.py puts Debian's nginx in front of two replicas (not as a service).
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx)
+
 # A worker that crashes ends the run (xdist would start another that, with --dist loadfile,
 # can wait for work forever); a test that hangs fails alone after five minutes (pyproject.toml).
-test: install lint browser clients prometheus
+test: install lint browser clients prometheus nginx
 	$(BIN)/pytest -n auto --dist loadfile --max-worker-restart=0
 
 bench: install
