@@ -61,11 +61,12 @@ nginx:
 test: install lint browser clients prometheus nginx
 	$(BIN)/pytest -n auto --dist loadfile --max-worker-restart=0
 
-bench: install
+bench: install nginx
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/query_api.py
 	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/deployment.py
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache
