@@ -451,9 +451,11 @@ async def insert_over(
     request: dict[str, Any],
     data: AsyncIterator[bytes],
     answer_timeout: float | None,
+    release: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """An insert over one connection to a worker (its own socket, or an engine host's channel
-    piped to it); closes the connection."""
+    piped to it); closes the connection, or hands it to ``release`` after a whole answer."""
+    released = False
     try:
         writer.write(protocol.json_frame(protocol.REQUEST, {"op": "insert", **request}))
         kind, payload = await _read_frame(reader, answer_timeout)
@@ -471,15 +473,20 @@ async def insert_over(
                 elif not answer.cancelled():
                     answer.exception()  # seen here (or raised above): never logged as lost
         if kind == protocol.END:
-            return dict(json.loads(payload or b"{}"))
+            written = dict(json.loads(payload or b"{}"))
+            if release is not None:
+                release()
+                released = True
+            return written
         error = json.loads(payload)
         raise ClickHouseError(int(error.get("code", 0)), str(error.get("message", "")))
     except (asyncio.IncompleteReadError, OSError):
         raise ClickHouseError(0, "the engine stopped while inserting") from None
     finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        if not released:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 def answer_over(
@@ -488,12 +495,14 @@ def answer_over(
     request: dict[str, Any],
     answer_timeout: float | None,
     heard: Callable[[], None] | None = None,
+    release: Callable[[], None] | None = None,
 ) -> protocol.Answer:
     """A query's answer over one connection to a worker (see ``EngineSupervisor.query``);
-    ``heard`` is told of every frame."""
+    ``heard`` is told of every frame. The connection is closed after it, or, once the whole
+    answer was read, handed to ``release`` (a worker takes requests one after another)."""
     return protocol.Answer(
         lambda answer: _results(
-            reader, writer, {"op": "query", **request}, answer, answer_timeout, heard
+            reader, writer, {"op": "query", **request}, answer, answer_timeout, heard, release
         )
     )
 
@@ -505,8 +514,9 @@ async def _results(
     answer: protocol.Answer,
     answer_timeout: float | None,
     heard: Callable[[], None] | None,
+    release: Callable[[], None] | None = None,
 ) -> AsyncGenerator[bytes]:
-    started = False
+    started = released = False
     try:
         try:
             writer.write(protocol.json_frame(protocol.REQUEST, request))
@@ -533,15 +543,19 @@ async def _results(
             elif kind == protocol.END:
                 if payload:
                     answer.summary.update(json.loads(payload))
+                if release is not None:
+                    release()
+                    released = True
                 answer.ended()
                 return
             else:
                 error = json.loads(payload)
                 raise ClickHouseError(int(error.get("code", 0)), str(error.get("message", "")))
     finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        if not released:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 def _kill(process: asyncio.subprocess.Process, pid: int) -> None:

@@ -13,13 +13,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from keyhouse.db import utcnow
+from keyhouse.engine import protocol
 from keyhouse.engine.protocol import Answer
 from keyhouse.engine.supervisor import EngineUnavailable, answer_over, insert_over
 from keyhouse.hosts import channel
@@ -37,6 +38,9 @@ log = logging.getLogger("keyhouse.hosts")
 ROUTE_SECONDS = 5.0  # how long a service's host (and settings) is kept before it is read again
 WAIT_FOR_ENGINE = 60.0  # a query waits this long for an engine coming up on its host
 RETRY_EVERY = 0.2
+POOLED = 8  # connections kept per service
+POOLED_SECONDS = 30.0  # a kept connection older than this is closed, not used
+PING_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,11 @@ class RemoteHosts:
         # machine holds, in the same data directory, is reached through that process.
         self.holder, self.home = holder, home
         self._placed: dict[uuid.UUID, tuple[Placed | None, float]] = {}
+        # Connections to hosts' workers kept after a whole answer, for the next query (a TLS
+        # handshake costs more than the query): per service, with when each was kept.
+        self._idle: dict[
+            tuple[uuid.UUID, str], list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]]
+        ] = {}
 
     async def placed(self, service_id: uuid.UUID) -> Placed | None:
         """Where the service runs when it is not in this process: its engine host, or another
@@ -112,10 +121,47 @@ class RemoteHosts:
 
     def forget(self, service_id: uuid.UUID) -> None:
         self._placed.pop(service_id, None)
+        for key in [key for key in self._idle if key[0] == service_id]:
+            for _reader, writer, _at in self._idle.pop(key):
+                writer.close()
+
+    def _keeper(
+        self,
+        service_id: uuid.UUID,
+        route: Route,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> Callable[[], None] | None:
+        """What keeps a connection to a host's worker for the next query once its answer is
+        whole (None: not kept; a connection to another process of this machine is cheap)."""
+        if route.unix is not None:
+            return None
+
+        def keep() -> None:
+            idle = self._idle.setdefault((service_id, route.channel), [])
+            if len(idle) < POOLED:
+                idle.append((reader, writer, time.monotonic()))
+            else:
+                writer.close()
+
+        return keep
+
+    async def _pooled(
+        self, service_id: uuid.UUID, route: Route
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A kept connection to the service's worker on ``route``'s host that still reaches
+        it (it answers a ping), or None."""
+        idle = self._idle.get((service_id, route.channel), [])
+        while idle:
+            reader, writer, since = idle.pop()
+            if time.monotonic() - since < POOLED_SECONDS and await _answers(reader, writer):
+                return reader, writer
+            writer.close()
+        return None
 
     async def _connect(
         self, service_id: uuid.UUID, *, wait: float = WAIT_FOR_ENGINE
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Route]:
         """A connection to the service's worker on its host, waiting up to ``wait`` seconds for
         an engine coming up (or a service that moved); ``EngineUnavailable`` after that."""
         deadline = time.monotonic() + wait
@@ -124,8 +170,12 @@ class RemoteHosts:
             placed = await self.placed(service_id)
             if placed is None:
                 raise EngineUnavailable("the service runs on no engine host")
+            pooled = await self._pooled(service_id, placed.route)
+            if pooled is not None:
+                return *pooled, placed.route
             try:
-                return await channel.open_channel(placed.route, "pipe", service_id)
+                reader, writer = await channel.open_channel(placed.route, "pipe", service_id)
+                return reader, writer, placed.route
             except ChannelError as refused:
                 if refused.code == channel.NOT_HERE:
                     self.forget(service_id)
@@ -148,8 +198,9 @@ class RemoteHosts:
         *,
         wait: float = WAIT_FOR_ENGINE,
     ) -> Answer:
-        reader, writer = await self._connect(service_id, wait=wait)
-        return answer_over(reader, writer, request, answer_timeout)
+        reader, writer, route = await self._connect(service_id, wait=wait)
+        keep = self._keeper(service_id, route, reader, writer)
+        return answer_over(reader, writer, request, answer_timeout, release=keep)
 
     async def insert(
         self,
@@ -158,8 +209,9 @@ class RemoteHosts:
         data: AsyncIterator[bytes],
         answer_timeout: float | None,
     ) -> dict[str, Any]:
-        reader, writer = await self._connect(service_id)
-        return await insert_over(reader, writer, request, data, answer_timeout)
+        reader, writer, route = await self._connect(service_id)
+        keep = self._keeper(service_id, route, reader, writer)
+        return await insert_over(reader, writer, request, data, answer_timeout, release=keep)
 
     async def poke(self, service_id: uuid.UUID) -> bool:
         """Ask the service's host to sync now; False when it has no host."""
@@ -169,6 +221,25 @@ class RemoteHosts:
             return False
         await channel.poke(placed.route)
         return True
+
+
+async def _answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Whether a kept connection still reaches its worker: it answers a ping (``HEADER`` then
+    ``END``)."""
+    if reader.at_eof() or writer.is_closing():
+        return False
+    try:
+        async with asyncio.timeout(PING_SECONDS):
+            writer.write(protocol.json_frame(protocol.REQUEST, {"op": "ping"}))
+            await writer.drain()
+            for expected in (protocol.HEADER, protocol.END):
+                kind, length = protocol.parse_head(await reader.readexactly(protocol.HEAD_SIZE))
+                await reader.readexactly(length)
+                if kind != expected:
+                    return False
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+        return False
+    return True
 
 
 class HostBackupEngines:
