@@ -238,6 +238,7 @@ def test_reports_move_a_services_state_and_silence_degrades_it(
         {
             "id": service_id,
             "run": True,
+            "listen": True,
             "maxMemoryGb": 16,
             "settings": {},
             "incoming": False,
@@ -264,6 +265,26 @@ def test_reports_move_a_services_state_and_silence_degrades_it(
     _sync(client, host, services=report)  # back, with the service running
     back = client.get(org.url(f"/services/{service_id}"), auth=org.auth).json()["result"]
     assert back["state"] == "running"
+    # Unused past its idle timeout (15 minutes), it goes idle: no engine, its port answers.
+    unused = {service_id: {**report[service_id], "idle_seconds": 14 * 60}}
+    _sync(client, host, services=unused)
+    assert (
+        client.get(org.url(f"/services/{service_id}"), auth=org.auth).json()["result"]["state"]
+        == "running"
+    )
+    unused[service_id]["idle_seconds"] = 15 * 60
+    _sync(client, host, services=unused)
+    idle = _sync(client, host, services=unused).json()["result"]["services"][0]
+    assert (idle["run"], idle["listen"]) == (False, True)
+    assert (
+        client.get(org.url(f"/services/{service_id}"), auth=org.auth).json()["result"]["state"]
+        == "idle"
+    )
+    awake = client.patch(
+        org.url(f"/services/{service_id}/state"), json={"command": "awake"}, auth=org.auth
+    )
+    assert awake.json()["result"]["state"] == "awaking"
+    _sync(client, host, services=report)
     stop = client.patch(
         org.url(f"/services/{service_id}/state"), json={"command": "stop"}, auth=org.auth
     )

@@ -640,7 +640,12 @@ class Engines:
                     writer.write(channel.refusal(channel.NOT_RUNNING, "being restored"))
                     return
                 self.used(service_id)
-                await channel.pipe(self.supervisor.connection(service_id), reader, writer)
+                await channel.pipe(
+                    self.supervisor.connection(service_id),
+                    reader,
+                    writer,
+                    lambda: self.used(service_id),
+                )
             else:
                 writer.write(protocol.json_frame(protocol.HEADER, {}))  # (a poke)
         except (TimeoutError, asyncio.IncompleteReadError, ValueError, OSError):

@@ -29,9 +29,12 @@ from typing import Any
 import clickhouse_connect
 import httpx2 as httpx
 import pytest
+import sqlalchemy as sa
 
+from keyhouse.db import make_engine
 from keyhouse.engine import protocol
 from keyhouse.hosts import channel
+from keyhouse.models import Service
 from tests.conftest import migrated_databases
 from tests.e2e.conftest import BIN, Server, serving, stop
 
@@ -282,6 +285,14 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
     assert second["status"] == "done", second
     assert (eu2.data_dir / "backups" / on_eu / second["id"]).is_dir()
 
+    # Idle on its host: no engine, but its port answers, and a client's query wakes it.
+    _set(server, on_eu, idle_timeout_minutes=0)  # (the API's least is minutes away)
+    _until("idle", lambda: _service(server, on_eu)["state"] == "idle", 30)
+    _set(server, on_eu, idle_timeout_minutes=15)
+    _until("its engine stopped", lambda: not _engine_running(on_eu), 30)
+    assert rows() == (1001, 500500)  # woken by the query
+    assert _service(server, on_eu)["state"] == "running"
+
     # The channel: nothing for a connection without the host's secret.
     [listed] = [host for host in _hosts(server) if host["id"] == eu.host_id]
     address, _, port = listed["channel"].rpartition(":")
@@ -300,6 +311,29 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
     with socket.create_connection((address, int(port)), timeout=10) as plain:
         plain.sendall(protocol.json_frame(protocol.REQUEST, {"op": "query", "sql": "SELECT 1"}))
         assert b"SELECT" not in _read_all(plain)  # no TLS: no protocol at all
+
+
+def _set(server: Server, service_id: str, **values: Any) -> None:
+    engine = make_engine(server.database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.update(Service).where(Service.id == uuid.UUID(service_id)).values(**values)
+            )
+    finally:
+        engine.dispose()
+
+
+def _engine_running(service_id: str) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"keyhouse.engine.worker" in command and service_id.encode() in command:
+                return True
+    return False
 
 
 def _backup(server: Server, service_id: str) -> dict[str, Any]:

@@ -60,6 +60,8 @@ def _services_context(session: Session, a: Acting) -> dict[str, Any]:
     found = services.list_services(session, a.principal)
     return {
         "services": found,
+        # Where each one on an engine host listens (the others: KEYHOUSE_CLICKHOUSE_HOST).
+        "advertised": {s.id: s.host.advertise for s in found if s.host is not None},
         "bindings": services.bound_keys(session, a.principal, found),
         "can_create": can(a, Permission.ORGANIZATION_CREATE_SERVICE),
         "keys": (

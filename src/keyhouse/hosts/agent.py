@@ -25,6 +25,7 @@ import shutil
 import signal
 import ssl
 import tarfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ class _Given:
     max_memory_gb: int
     settings: dict[str, str]
     frozen: bool = False  # moving between hosts: read-only until it is there
+    listen: bool = False  # its port answers (idle: no engine; a query wakes it)
 
 
 class Agent:
@@ -103,6 +105,7 @@ class Agent:
         self._starting: set[uuid.UUID] = set()
         self._versions: dict[uuid.UUID, str] = {}
         self._failed: dict[uuid.UUID, str] = {}
+        self._used: dict[uuid.UUID, float] = {}  # each running service's last query
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._tls: ssl.SSLContext | None = None
@@ -168,6 +171,8 @@ class Agent:
             port = self.listeners.port(service_id)
             if port is not None:
                 seen["port"] = port
+            if service_id in self._used and self.supervisor.running(service_id):
+                seen["idle_seconds"] = round(time.monotonic() - self._used[service_id], 1)
             services[str(service_id)] = seen
         return {**self._description(), "services": services, "data": self._held_data()}
 
@@ -204,6 +209,7 @@ class Agent:
                 int(item["maxMemoryGb"]),
                 dict(item.get("settings") or {}),
                 bool(item.get("frozen")),
+                bool(item.get("listen", item["run"])),
             )
             for item in answer["services"]
         }
@@ -221,17 +227,24 @@ class Agent:
                     self._spawn(self._start(service_id))
             else:
                 self._failed.pop(service_id, None)  # (a later start tries again)
-                if self.supervisor.running(service_id):
-                    self._spawn(self._stop(service_id))
+                listening = self.listeners.port(service_id) is not None
+                if self.supervisor.running(service_id) or (listening and not wanted.listen):
+                    self._spawn(self._stop(service_id, keep_listening=wanted.listen))
+                elif wanted.listen and not listening:  # (idle, on a restarted agent)
+                    self._spawn(self.listeners.up(service_id))
         for name in answer["remove"]:
             service_id = uuid.UUID(name)
             if service_id not in given:
                 log.info("service %s is no longer here: removing its data", service_id)
                 self._spawn(self.supervisor.remove_data(service_id))
 
+    def used(self, service_id: uuid.UUID) -> None:
+        self._used[service_id] = time.monotonic()
+
     async def _start(self, service_id: uuid.UUID) -> None:
         try:
             self._versions[service_id] = await self.supervisor.start(service_id)
+            self.used(service_id)
             await self.listeners.up(service_id)
         except (EngineUnavailable, OSError) as error:
             log.error("service %s did not start: %s", service_id, error)
@@ -240,9 +253,12 @@ class Agent:
             self._starting.discard(service_id)
         self._wake.set()  # report it at once
 
-    async def _stop(self, service_id: uuid.UUID) -> None:
-        await self.listeners.down(service_id)
+    async def _stop(self, service_id: uuid.UUID, *, keep_listening: bool = False) -> None:
+        """Stop the service's engine (and its port, unless it goes idle)."""
+        if not keep_listening:
+            await self.listeners.down(service_id)
         await self.supervisor.stop(service_id)
+        self._used.pop(service_id, None)
         self._wake.set()
 
     # --- the services' ClickHouse HTTP interfaces -----------------------------------------
@@ -342,7 +358,9 @@ class Agent:
         if service_id not in self._given:
             writer.write(refusal(channel.NOT_HERE, "the service does not run on this host"))
             return
-        await channel.pipe(self.supervisor.connection(service_id), reader, writer)
+        await channel.pipe(
+            self.supervisor.connection(service_id), reader, writer, lambda: self.used(service_id)
+        )
 
     async def _transfer(
         self,
@@ -464,6 +482,7 @@ class AgentEngines:
     async def run(self, grant: RunGrant, **asked: Any) -> Answer:
         if not await self.bring_up(grant.service_id):
             raise not_running()
+        self.agent.used(grant.service_id)
         request = query_request(
             grant, self.agent.limits, self._configured(grant.service_id), **asked
         )
@@ -481,6 +500,7 @@ class AgentEngines:
             raise moving()
         if not await self.bring_up(grant.service_id):
             raise not_running()
+        self.agent.used(grant.service_id)
         data = asked.pop("data")
         request = insert_request(
             grant, self.agent.limits, self._configured(grant.service_id), **asked

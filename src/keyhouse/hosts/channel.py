@@ -24,6 +24,7 @@ import contextlib
 import json
 import ssl
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,10 +132,14 @@ def refusal(code: int, message: str) -> bytes:
 
 
 async def pipe(
-    socket_path: Path | None, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    socket_path: Path | None,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    used: Callable[[], None] | None = None,
 ) -> None:
     """The channel's connection (its hello answered here), byte for byte, to the worker at
-    ``socket_path`` (None: the engine does not run)."""
+    ``socket_path`` (None: the engine does not run); ``used`` is told of each request's bytes
+    (a kept connection carries many)."""
     try:
         if socket_path is None:
             raise OSError("no engine")
@@ -145,7 +150,7 @@ async def pipe(
     writer.write(protocol.json_frame(protocol.HEADER, {}))
     await writer.drain()
     copies = [
-        asyncio.create_task(_copy(reader, engine_writer)),
+        asyncio.create_task(_copy(reader, engine_writer, used)),
         asyncio.create_task(_copy(engine_reader, writer)),
     ]
     try:
@@ -157,9 +162,15 @@ async def pipe(
         engine_writer.close()
 
 
-async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+async def _copy(
+    source: asyncio.StreamReader,
+    sink: asyncio.StreamWriter,
+    used: Callable[[], None] | None = None,
+) -> None:
     with contextlib.suppress(OSError, ssl.SSLError, ConnectionError):
         while data := await source.read(PIPE_CHUNK):
+            if used is not None:
+                used()
             sink.write(data)
             await sink.drain()
 

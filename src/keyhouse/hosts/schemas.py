@@ -64,6 +64,8 @@ class ServiceReport(BaseModel):
     version: str | None = Field(default=None, max_length=32)
     failure: str | None = Field(default=None, max_length=512)
     port: int | None = Field(default=None, ge=1, le=65535)
+    # Seconds since its last query (through the channel or the host's port), while it runs.
+    idle_seconds: float | None = Field(default=None, ge=0)
 
 
 class HostSync(JoinRequest):

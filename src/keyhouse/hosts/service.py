@@ -32,7 +32,14 @@ from keyhouse.auth import credentials
 from keyhouse.db import utcnow
 from keyhouse.hosts.schemas import HostSync, JoinRequest, ServiceReport
 from keyhouse.models import EngineHost, HostToken, Service
-from keyhouse.services.states import RUN_ON_HOST, Observed, State, on_report, on_silence
+from keyhouse.services.states import (
+    RUN_ON_HOST,
+    Observed,
+    State,
+    idle_due,
+    on_report,
+    on_silence,
+)
 
 TOKEN_PREFIX = "khj_"  # noqa: S105 (a prefix, not a secret)
 
@@ -119,8 +126,9 @@ class Assignment:
 
 def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime) -> Assignment:
     """One heartbeat of ``host``: its description as its agent now runs it, what it observed of
-    the services it was given (each one's state moves per ``on_report``), and what it must
-    run and remove."""
+    the services it was given (each one's state moves per ``on_report``; a running one unused
+    past its ``idleTimeoutMinutes`` goes idle when idle scaling is on), and what it must run
+    and remove."""
     _describe(host, report)
     host.last_seen = now
     given = session.scalars(
@@ -136,6 +144,8 @@ def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime)
             {
                 "id": str(service.id),
                 "run": State(service.state) in RUN_ON_HOST,
+                # Idle: no engine, but its port answers (and wakes it).
+                "listen": State(service.state) in RUN_ON_HOST | {State.IDLE},
                 "maxMemoryGb": service.max_replica_memory_gb,
                 "settings": dict(service.clickhouse_settings or {}),
                 # Moving here (keyhouse hosts drain): its engine runs, its data is on its way.
@@ -154,6 +164,14 @@ def _observe(session: Session, service: Service, seen: ServiceReport) -> None:
     if seen.port is not None and service.http_port != seen.port:
         service.http_port = seen.port
     new = on_report(State(service.state), Observed(seen.state))
+    if (
+        new is None
+        and service.state == State.RUNNING
+        and service.idle_scaling
+        and seen.idle_seconds is not None
+        and idle_due(seen.idle_seconds, service.idle_timeout_minutes)
+    ):
+        new = State.IDLE  # (its host stops the engine, and its port wakes it)
     if new is not None:
         service.state = new.value
         if seen.version:
