@@ -188,6 +188,30 @@ def test_an_agent_joins_only_with_a_valid_join_token(
         assert all(token not in row.token_hash for row in session.query(HostToken))
 
 
+def test_join_token_and_host_secret_guesses_are_limited(
+    hosts_databases: dict[str, str], hosts_state: AppState
+) -> None:
+    """Failed joins and syncs count against KEYHOUSE_AUTH_FAILURES_PER_IP: past it, 429, even
+    with a valid token."""
+    settings = make_settings(
+        hosts_state.settings.database_url, services=True, auth_failures_per_ip="3/60s"
+    )
+    state = AppState.from_settings(settings)
+    try:
+        with make_client(state) as client:
+            url = "/internal/hosts/join"
+            for guess in range(3):
+                bad = {"Authorization": f"Bearer khj_guess{guess}"}
+                assert client.post(url, json=_description(), headers=bad).status_code == 401
+            _token_id, token = _token(state)
+            good = {"Authorization": f"Bearer {token}"}
+            refused = client.post(url, json=_description(), headers=good)
+            assert refused.status_code == 429
+            assert "Retry-After" in refused.headers
+    finally:
+        state.close()
+
+
 def test_a_host_syncs_only_with_its_own_secret(client: TestClient, hosts_state: AppState) -> None:
     first, second = _join(client, hosts_state), _join(client, hosts_state, name="host-b")
     assert _sync(client, first).status_code == 200

@@ -51,7 +51,8 @@ class Metrics:
         )
         self.auth_failures = Counter(
             "keyhouse_authentication_failures",
-            "Failed authentications, by front end (api: API keys; clickhouse: service ports)",
+            "Failed authentications, by front end (api: API keys; clickhouse: service ports; "
+            "engine_host: agents)",
             ["door"],
             registry=registry,
         )

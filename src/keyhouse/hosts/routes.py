@@ -4,13 +4,16 @@ with a join token, and the sync with the host's own secret (``keyhouse.hosts.ser
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.orm import Session
 
 from keyhouse.api.envelope import ok
 from keyhouse.api.errors import Unauthorized
+from keyhouse.auth.network import client_address
+from keyhouse.context import limiter_call
 from keyhouse.db import utcnow
 from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.hosts import service
@@ -20,6 +23,28 @@ from keyhouse.state import app_state
 from keyhouse.transactions import run_in_transaction
 
 router = APIRouter(prefix="/internal/hosts", include_in_schema=False)
+T = TypeVar("T")
+
+
+def _address(request: Request) -> str | None:
+    state = app_state(request)
+    forwarded = request.headers.getlist("x-forwarded-for")
+    peer = request.client.host if request.client else None
+    return client_address(peer, forwarded, state.trusted_proxies)
+
+
+async def _limited(request: Request, subject: str, check: Callable[[], Awaitable[T]]) -> T:
+    """``check`` under the failed-authentication limits (per address, and per ``subject``):
+    429 once spent; a 401 counts."""
+    state = app_state(request)
+    failures, address = state.auth_failures, _address(request)
+    await limiter_call(state, failures.check, address, subject)
+    try:
+        return await check()
+    except Unauthorized:
+        state.metrics.auth_failures.labels("engine_host").inc()
+        await limiter_call(state, failures.failed, address, subject)
+        raise
 
 
 def _bearer(request: Request) -> str:
@@ -38,7 +63,7 @@ async def join(request: Request, body: JoinRequest) -> Response:
     def joined(session: Session) -> uuid.UUID:
         return service.join(session, pepper, token, body).id
 
-    host_id = await run_in_transaction(state, joined)
+    host_id = await _limited(request, "host-join", lambda: run_in_transaction(state, joined))
     secret = service.host_secret(pepper, host_id)
     return ok({"hostId": str(host_id), "secret": secret}, status=201)
 
@@ -54,7 +79,8 @@ async def sync(request: Request, host_id: Annotated[uuid.UUID, Path()], body: Ho
         assignment = service.sync(session, host, body, utcnow())
         return {"services": assignment.services, "remove": assignment.remove}
 
-    return ok(await run_in_transaction(state, synced))
+    subject = f"host:{host_id}"
+    return ok(await _limited(request, subject, lambda: run_in_transaction(state, synced)))
 
 
 @router.post("/{host_id}/gate")
@@ -72,7 +98,7 @@ async def gate(
         host = service.authenticate(session, pepper, host_id, secret)
         service.check_given(session, host, body.service)
 
-    await run_in_transaction(state, check)
+    await _limited(request, f"host:{host_id}", lambda: run_in_transaction(state, check))
     try:
         grant, admission = await clickhouse_admission(
             state, body.service, body.user, body.password, body.address
