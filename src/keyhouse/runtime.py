@@ -20,9 +20,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
@@ -606,12 +609,17 @@ class Engines:
 
     async def _open_channel(self) -> None:
         path = self.channel_path
-        if len(str(path)) > 100:  # (a Unix socket's path is short)
-            log.warning("no channel for the other server processes: %s is too long", path)
-            return
         try:
-            await asyncio.to_thread(path.parent.mkdir, mode=0o700, parents=True, exist_ok=True)
-            path.parent.chmod(0o700)
+            await asyncio.to_thread(path.parent.mkdir, mode=0o700, exist_ok=True)
+            made = os.lstat(path.parent)
+            if not stat.S_ISDIR(made.st_mode) or made.st_uid != os.getuid():
+                raise OSError(f"{path.parent} is not a directory of this user's")
+            if stat.S_IMODE(made.st_mode) & 0o077:
+                raise OSError(f"{path.parent} is open to other users")
+            for left in path.parent.glob("*.sock"):  # (of processes killed before closing)
+                pid = left.name.partition("-")[0]
+                if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                    left.unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             self._channel = await asyncio.start_unix_server(self._serve_channel, str(path))

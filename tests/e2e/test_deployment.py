@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,8 @@ from tests.e2e.conftest import (
     start_server,
     stop,
 )
-from tests.e2e.test_engine_hosts import Agent, _hosts, _until
+from tests.e2e.test_engine_hosts import Agent, _hosts, _run, _service, _until
+from tests.e2e.test_engine_hosts import _create as create_on_host
 
 LIMIT = 60  # requests per key per 10 s, shared by the replicas (Redis)
 
@@ -180,47 +180,11 @@ def _healthy(base_url: str) -> bool:
         return False
 
 
-def _service(server: Server, service_id: str) -> dict[str, Any]:
-    result: dict[str, Any] = httpx.get(
-        server.url(f"/services/{service_id}"), auth=server.auth, timeout=30
-    ).json()["result"]
-    return result
-
-
 def _create(server: Server, region: str) -> tuple[str, str]:
-    created = httpx.post(
-        server.url("/services"),
-        json={
-            "name": f"{region}-{uuid.uuid4().hex[:4]}",
-            "provider": "aws",
-            "region": region,
-            "ipAccessList": [{"source": "127.0.0.1"}],
-        },
-        auth=server.auth,
-        timeout=30,
-    )
-    assert created.status_code == 200, created.text
-    service_id = created.json()["result"]["service"]["id"]
-    bound = httpx.post(
-        server.url(f"/services/{service_id}/serviceQueryEndpoint"),
-        json={"roles": ["sql_console_admin"], "openApiKeys": [server.key_id], "allowedOrigins": ""},
-        auth=server.auth,
-        timeout=30,
-    )
-    assert bound.status_code == 200, bound.text
+    """A service bound to the server's key, running."""
+    service_id, password = create_on_host(server, region)
     _until("running", lambda: _service(server, service_id)["state"] == "running")
-    return service_id, created.json()["result"]["password"]
-
-
-def _run(server: Server, service_id: str, sql: str) -> str:
-    response = httpx.post(
-        f"{server.base_url}/service/{service_id}/run?format=TabSeparated",
-        json={"sql": sql},
-        auth=server.auth,
-        timeout=90,
-    )
-    assert response.status_code == 200, response.text
-    return response.text.strip()
+    return service_id, password
 
 
 def _schedule_holder(database_url: str, name: str) -> int:

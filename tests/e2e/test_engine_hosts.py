@@ -79,16 +79,21 @@ class Agent:
         return str(json.loads((self.data_dir / "host.json").read_text())["host_id"])
 
 
-def _hosts(server: Server) -> list[dict[str, Any]]:
-    output = subprocess.run(
-        [str(BIN / "keyhouse"), "hosts", "list", "--json", "--database-url", server.database_url],
+def _keyhouse(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    """A ``keyhouse`` command on the server's database."""
+    return subprocess.run(
+        [str(BIN / "keyhouse"), *args, "--database-url", server.database_url],
         env=server.env,
         capture_output=True,
         text=True,
-        check=True,
-        timeout=60,
+        timeout=300,
     )
-    hosts: list[dict[str, Any]] = json.loads(output.stdout)
+
+
+def _hosts(server: Server) -> list[dict[str, Any]]:
+    listed = _keyhouse(server, "hosts", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    hosts: list[dict[str, Any]] = json.loads(listed.stdout)
     return hosts
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from keyhouse.services import leases
 from tests.conftest import REDIS_URL
 from tests.e2e.conftest import Server, bootstrap, server_env, start_server, stop
 
@@ -88,5 +89,5 @@ def test_every_worker_answers_every_service(server: Server) -> None:
     for value in range(16):
         run(f"INSERT INTO t VALUES ({value})")  # noqa: S608 (a number)
     assert {run("SELECT count(), sum(x) FROM t") for _ in range(8)} == {"16\t120"}
-    channels = Path(server.env["KEYHOUSE_DATA_DIR"]) / "channels"
+    channels = leases.channels_dir(Path(server.env["KEYHOUSE_DATA_DIR"]))
     assert len(list(channels.glob("*.sock"))) == 2  # one per worker

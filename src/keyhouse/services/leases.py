@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import tempfile
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -78,12 +79,20 @@ def alive_here(holder: str) -> bool:
     return machine == _machine() and machine != "unknown" and pid.isdigit() and not _gone(holder)
 
 
+def channels_dir(data_dir: Path) -> Path:
+    """Where the server processes sharing ``data_dir`` listen for each other: a directory of
+    the system's temporary one named by the data directory's id (a Unix socket's path must be
+    short; the data directory's may not be). Made 0700 by its first process, and used only
+    when it is ours and 0700 (``keyhouse.runtime``)."""
+    return Path(tempfile.gettempdir()) / f"keyhouse-channels-{home_of(data_dir)[:16]}"
+
+
 def channel_path(data_dir: Path, holder: str) -> Path:
     """Where the server process ``holder`` listens for the others of its machine (its
     services' queries and engine work; ``keyhouse.runtime``)."""
     _machine_part, _, rest = holder.partition("/")
     pid, _, token = rest.partition("/")
-    return data_dir.resolve() / "channels" / f"{pid}-{token}.sock"
+    return channels_dir(data_dir) / f"{pid}-{token}.sock"
 
 
 class HeldElsewhere(Exception):
