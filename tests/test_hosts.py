@@ -15,10 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, update
 
+from keyhouse.backups import service as backups
 from keyhouse.cli import main
 from keyhouse.db import utcnow
 from keyhouse.hosts import service as hosts
-from keyhouse.models import EngineHost, HostToken, Service
+from keyhouse.models import Backup, EngineHost, HostToken, Service
 from keyhouse.services import placement
 from keyhouse.services.states import Observed, State, on_report, on_silence
 from keyhouse.state import AppState
@@ -101,6 +102,7 @@ def hosts_state(
     state = AppState.from_settings(make_settings(hosts_databases[request.param], services=True))
     yield state
     with state.sessionmaker.begin() as session:  # every test begins with no host
+        session.execute(delete(Backup))
         session.execute(delete(Service))
         session.execute(delete(EngineHost))
         session.execute(delete(HostToken))
@@ -267,6 +269,7 @@ def test_reports_move_a_services_state_and_silence_degrades_it(
             "settings": {},
             "incoming": False,
             "frozen": False,
+            "restoring": False,
         }
     ]
     assert len(answer["remove"]) == 1
@@ -318,6 +321,41 @@ def test_reports_move_a_services_state_and_silence_degrades_it(
     _sync(client, host, services={service_id: {"state": "stopped"}})
     final = client.get(org.url(f"/services/{service_id}"), auth=org.auth).json()["result"]
     assert final["state"] == "stopped"
+
+
+def _done_backup(state: AppState, service_id: str) -> str:
+    with state.sessionmaker.begin() as session:
+        backup = Backup(service_id=uuid.UUID(service_id), status="done", size_bytes=1)
+        session.add(backup)
+        session.flush()
+        return str(backup.id)
+
+
+def test_a_service_restored_onto_a_host_runs_only_once_restored(
+    client: TestClient, hosts_state: AppState
+) -> None:
+    org = create_org(hosts_state)
+    in_process = _create(client, org).json()["result"]["service"]["id"]  # (no host yet)
+    host = _join(client, hosts_state)
+    on_host = _create(client, org).json()["result"]["service"]["id"]
+    refused = _create(client, org, backupId=_done_backup(hosts_state, in_process))
+    assert refused.status_code == 400
+    assert "cannot be restored onto an engine host" in refused.json()["error"]
+    created = _create(client, org, backupId=_done_backup(hosts_state, on_host))
+    assert created.status_code == 200, created.text
+    service_id = created.json()["result"]["service"]["id"]
+    running = {service_id: {"state": "running", "port": 18124}}
+    answer = _sync(client, host, services=running).json()["result"]
+    [given] = [item for item in answer["services"] if item["id"] == service_id]
+    assert (given["run"], given["restoring"]) == (True, True)
+    assert _sync(client, host, services=running).status_code == 200
+    state_now = client.get(org.url(f"/services/{service_id}"), auth=org.auth).json()["result"]
+    assert state_now["state"] == "provisioning"  # its engine runs; its data is not in yet
+    with hosts_state.sessionmaker.begin() as session:
+        backups.restored(session, uuid.UUID(service_id))
+    _sync(client, host, services=running)
+    state_now = client.get(org.url(f"/services/{service_id}"), auth=org.auth).json()["result"]
+    assert state_now["state"] == "running"
 
 
 def test_a_host_asks_the_gate_only_of_its_own_services(

@@ -45,12 +45,19 @@ from keyhouse.engine.sandbox import OFF_SETTING, Sandbox, SandboxUnavailable
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.engine.upstream import Upstream
 from keyhouse.hosts import channel
+from keyhouse.hosts import restore as host_restore
 from keyhouse.hosts import service as hosts
 from keyhouse.hosts.remote import HostBackupEngines, Placed, RemoteHosts
 from keyhouse.models import Service
 from keyhouse.service_settings import service as service_settings
 from keyhouse.services import leases
-from keyhouse.services.engines import insert_request, moving, not_running, query_request
+from keyhouse.services.engines import (
+    insert_request,
+    moving,
+    not_running,
+    query_request,
+    restoring,
+)
 from keyhouse.services.service import RunGrant, attachment, set_state
 from keyhouse.services.states import (
     COMING_UP,
@@ -170,6 +177,7 @@ class Engines:
         self.host_backups = BackupRunner(
             state, None, self.holder, engines=HostBackupEngines(self.hosts)
         )
+        self._host_restores: set[uuid.UUID] = set()  # restores onto hosts under way here
         # Background loops that run until close(): the start-up reconcile and the idle reaper.
         self._loops: list[asyncio.Task[None]] = []
 
@@ -539,6 +547,8 @@ class Engines:
         here (on its attached server, or its own engine: None), brought up if it must be."""
         placed = await self.hosts.placed(grant.service_id)
         if placed is not None:
+            if placed.restoring:
+                raise restoring()
             return placed, None
         try:
             return None, await self._ready(grant)
@@ -554,9 +564,7 @@ class Engines:
         """Bring the service up when it is not (503 if it cannot be), count it as used, and
         return its attached server (None: its own engine)."""
         if grant.service_id in self._restoring:  # (its engine runs, its data is not all in)
-            raise ServiceUnavailable(
-                "The service is being restored from a backup", headers={"Retry-After": "5"}
-            )
+            raise restoring()
         if not self.running(grant.service_id) and not await self.bring_up(grant.service_id):
             elsewhere = self._held_elsewhere.get(grant.service_id)
             if elsewhere is not None:
@@ -785,6 +793,16 @@ class Engines:
             )
 
         await self.host_backups.tick(await run_in_transaction(self.state, on_hosts))
+        for service_id, backup_id in await run_in_transaction(self.state, host_restore.pending):
+            if service_id not in self._host_restores:
+                self._host_restores.add(service_id)
+                self._spawn(self._restore_on_host(service_id, backup_id))
+
+    async def _restore_on_host(self, service_id: uuid.UUID, backup_id: uuid.UUID) -> None:
+        try:
+            await host_restore.restore_on_host(self.state, self.hosts, service_id, backup_id)
+        finally:
+            self._host_restores.discard(service_id)
 
     async def _scheduled(
         self, name: str, every: float, work: Callable[[], Awaitable[None]]

@@ -168,6 +168,12 @@ def _create(server: Server, region: str) -> tuple[str, str]:
     assert created.status_code == 200, created.text
     result = created.json()["result"]
     service_id = result["service"]["id"]
+    _bind(server, service_id)
+    return service_id, result["password"]
+
+
+def _bind(server: Server, service_id: str) -> None:
+    """The server's key on the service's Query API endpoint, as its admin."""
     bound = httpx.post(
         server.url(f"/services/{service_id}/serviceQueryEndpoint"),
         json={
@@ -179,7 +185,6 @@ def _create(server: Server, region: str) -> tuple[str, str]:
         timeout=30,
     )
     assert bound.status_code == 200, bound.text
-    return service_id, result["password"]
 
 
 def _run(server: Server, service_id: str, sql: str) -> str:
@@ -249,6 +254,24 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
     assert first["sizeInBytes"] > 0
     assert (eu.data_dir / "backups" / on_eu / first["id"]).is_dir()
 
+    # A new service from that backup, on a host: its rows as they were then.
+    restored = httpx.post(
+        server.url("/services"),
+        json={
+            "name": "restored",
+            "provider": "aws",
+            "region": "eu-west-1",
+            "backupId": first["id"],
+        },  # fmt: skip
+        auth=server.auth,
+        timeout=30,
+    )
+    assert restored.status_code == 200, restored.text
+    from_backup = restored.json()["result"]["service"]["id"]
+    _until("restored", lambda: _service(server, from_backup)["state"] == "running")
+    _bind(server, from_backup)
+    assert _run(server, from_backup, "SELECT count(), sum(x) FROM t") == "1000\t499500"
+
     # Drain the eu host: the service moves to the second eu host, with its rows.
     eu2.start(server)
     _until("the third host joined", lambda: len(_hosts(server)) == 3)
@@ -267,7 +290,7 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
         timeout=300,
     )
     assert drained.returncode == 0, drained.stdout + drained.stderr
-    assert f"moved to host {eu2.host_id}" in drained.stdout
+    assert drained.stdout.count(f"moved to host {eu2.host_id}") == 2
     _until("running on the new host", lambda: _service(server, on_eu)["state"] == "running")
     moved = _until(
         "its new endpoint",
@@ -279,7 +302,7 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
     _run(server, on_eu, "INSERT INTO t VALUES (1000)")  # writes again
     assert rows() == (1001, 500500)
     by_id = {host["id"]: host for host in _hosts(server)}
-    assert by_id[eu2.host_id]["services"][0]["id"] == on_eu
+    assert {s["id"] for s in by_id[eu2.host_id]["services"]} == {on_eu, from_backup}
     assert by_id[deployment[1].host_id]["schedulable"] is False
     assert by_id[deployment[1].host_id]["services"] == []
     old_copy = deployment[1].data_dir / "services" / on_eu

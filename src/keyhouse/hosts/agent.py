@@ -46,7 +46,13 @@ from keyhouse.engine.sandbox import Sandbox
 from keyhouse.engine.supervisor import EngineSupervisor, EngineUnavailable
 from keyhouse.hosts import channel, transfer
 from keyhouse.hosts.channel import refusal
-from keyhouse.services.engines import insert_request, moving, not_running, query_request
+from keyhouse.services.engines import (
+    insert_request,
+    moving,
+    not_running,
+    query_request,
+    restoring,
+)
 from keyhouse.services.service import RunGrant
 from keyhouse.services.states import Admission, Observed
 
@@ -79,6 +85,7 @@ class _Given:
     settings: dict[str, str]
     frozen: bool = False  # moving between hosts: read-only until it is there
     listen: bool = False  # its port answers (idle: no engine; a query wakes it)
+    restoring: bool = False  # created from a backup, not restored yet: no query
 
 
 class Agent:
@@ -210,6 +217,7 @@ class Agent:
                 dict(item.get("settings") or {}),
                 bool(item.get("frozen")),
                 bool(item.get("listen", item["run"])),
+                bool(item.get("restoring")),
             )
             for item in answer["services"]
         }
@@ -479,7 +487,13 @@ class AgentEngines:
         given = self.agent._given.get(service_id)
         return given is not None and given.frozen
 
+    def _check_restored(self, service_id: uuid.UUID) -> None:
+        given = self.agent._given.get(service_id)
+        if given is not None and given.restoring:
+            raise restoring()
+
     async def run(self, grant: RunGrant, **asked: Any) -> Answer:
+        self._check_restored(grant.service_id)
         if not await self.bring_up(grant.service_id):
             raise not_running()
         self.agent.used(grant.service_id)
@@ -498,6 +512,7 @@ class AgentEngines:
     async def insert(self, grant: RunGrant, **asked: Any) -> dict[str, Any]:
         if self._frozen(grant.service_id):
             raise moving()
+        self._check_restored(grant.service_id)
         if not await self.bring_up(grant.service_id):
             raise not_running()
         self.agent.used(grant.service_id)

@@ -186,19 +186,19 @@ async def _copy_running(
 ) -> None:
     name = str(uuid.uuid4())
     say(f"service {service_id}: backup {name} on its host")
-    await _statement(source, service_id, backup_statement(name))
+    await statement(source, service_id, backup_statement(name))
     say(f"service {service_id}: copying the backup to the new host")
     await _copy_files(service_id, source, target, "backup", {"name": name})
-    await _statement(target, service_id, restore_statement(name), wait=True)
+    await statement(target, service_id, restore_statement(name), wait=True)
     say(f"service {service_id}: restored on the new host")
-    await _statement(target, service_id, "SELECT 1", wait=True)  # the new copy answers
+    await statement(target, service_id, "SELECT 1", wait=True)  # the new copy answers
     _reader, writer = await channel.open_channel(
         target, "forget", service_id, what="backup", name=name
     )
     writer.close()
 
 
-async def _statement(route: Route, service_id: uuid.UUID, sql: str, *, wait: bool = False) -> None:
+async def statement(route: Route, service_id: uuid.UUID, sql: str, *, wait: bool = False) -> None:
     """Run the control plane's own ``sql`` on the service's engine on ``route``'s host (waiting
     for an engine coming up there when ``wait``)."""
     deadline = asyncio.get_running_loop().time() + (60.0 if wait else 0.0)
@@ -220,11 +220,25 @@ async def _copy_files(
     service_id: uuid.UUID, source: Route, target: Route, what: str, more: dict[str, str]
 ) -> None:
     """The service's backup (or data directory) from ``source``'s host to ``target``'s."""
+    await copy_between(source, service_id, target, service_id, what, more)
+
+
+async def copy_between(
+    source: Route,
+    source_service: uuid.UUID,
+    target: Route,
+    target_service: uuid.UUID,
+    what: str,
+    more: dict[str, str],
+) -> None:
+    """A backup (or a data directory) of ``source_service`` on ``source``'s host, as the
+    same of ``target_service`` on ``target``'s (waiting a minute for the target to be given
+    it); ``MoveFailed`` says why not."""
     deadline = asyncio.get_running_loop().time() + 60.0
     while True:
         try:
             reader, writer = await channel.open_channel(
-                target, "import", service_id, what=what, **more
+                target, "import", target_service, what=what, **more
             )
             break
         except ChannelError as refused:  # (the target learns of the move at its next sync)
@@ -232,9 +246,13 @@ async def _copy_files(
                 raise MoveFailed(f"{target.channel}: {refused}") from None
             await channel.poke(target)
             await asyncio.sleep(0.25)
-    out_reader, out_writer = await channel.open_channel(
-        source, "export", service_id, what=what, **more
-    )
+    try:
+        out_reader, out_writer = await channel.open_channel(
+            source, "export", source_service, what=what, **more
+        )
+    except ChannelError as refused:
+        writer.close()
+        raise MoveFailed(f"{source.channel}: {refused}") from None
     try:
         async for chunk in transfer.frames(out_reader):
             writer.write(protocol.frame(protocol.DATA, chunk))

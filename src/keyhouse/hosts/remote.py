@@ -50,6 +50,7 @@ class Placed:
     route: Route
     settings: dict[str, str]
     frozen: bool = False  # moving between hosts: read-only until it is there
+    restoring: bool = False  # created from a backup, not restored yet: no query
 
 
 class RemoteHosts:
@@ -105,15 +106,18 @@ class RemoteHosts:
                     EngineHost.channel,
                     EngineHost.ca_pem,
                     Service.moving_to,
+                    Service.restore_from,
                 )
                 .join(EngineHost, EngineHost.id == Service.host_id)
                 .where(Service.id == service_id)
             ).first()
             if row is None:
                 return None
-            host_id, settings, where, ca_pem, moving_to = row
+            host_id, settings, where, ca_pem, moving_to, restore_from = row
             route = Route(host_id, where, ca_pem, host_secret(pepper, host_id))
-            return Placed(route, dict(settings or {}), moving_to is not None)
+            return Placed(
+                route, dict(settings or {}), moving_to is not None, restore_from is not None
+            )
 
         found = await run_in_transaction(self.state, read)
         self._placed[service_id] = (found, time.monotonic() + ROUTE_SECONDS)

@@ -152,6 +152,8 @@ def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime)
                 "incoming": service.moving_to == host.id,
                 # Moving (here or away): its writes wait.
                 "frozen": service.moving_to is not None,
+                # Created from a backup not restored yet: no query.
+                "restoring": service.restore_from is not None,
             }
         )
     mine = {str(service.id) for service in given}
@@ -164,6 +166,8 @@ def _observe(session: Session, service: Service, seen: ServiceReport) -> None:
     if seen.port is not None and service.http_port != seen.port:
         service.http_port = seen.port
     new = on_report(State(service.state), Observed(seen.state))
+    if new == State.RUNNING and service.restore_from is not None:
+        new = None  # (its engine runs; it is running once its backup is restored)
     if (
         new is None
         and service.state == State.RUNNING

@@ -151,5 +151,13 @@ def moving() -> ClickHouseError:
     )
 
 
+def restoring() -> ServiceUnavailable:
+    """A query while the service's backup is restored (its engine runs, its data is not all
+    in)."""
+    return ServiceUnavailable(
+        "The service is being restored from a backup", headers={"Retry-After": "5"}
+    )
+
+
 def not_running() -> ServiceUnavailable:
     return ServiceUnavailable("The service is not running", headers={"Retry-After": "5"})

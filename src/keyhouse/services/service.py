@@ -28,7 +28,7 @@ from keyhouse.backups import service as backups
 from keyhouse.db import utcnow
 from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.engine.worker import ADMIN_ROLE, NAMEABLE_ROLES, READ_ONLY_ROLE
-from keyhouse.models import ApiKey, Service, ServiceQueryEndpoint
+from keyhouse.models import ApiKey, Backup, Service, ServiceQueryEndpoint
 from keyhouse.quotas import Quota
 from keyhouse.services import placement, schemas
 from keyhouse.services.states import (
@@ -243,8 +243,11 @@ def create_service(
             now=utcnow(),
             silent_seconds=defaults.host_silent_seconds,
         )
-        if host_id is not None and restore_from is not None:
-            raise BadRequest("backupId: a restore onto an engine host is not available yet")
+        if host_id is not None and restore_from is not None and _in_process(session, restore_from):
+            raise BadRequest(
+                "backupId: the backup is of a service in the API process; it cannot be "
+                "restored onto an engine host"
+            )
     password = new_password()
     service = Service(
         organization_id=principal.organization_id,
@@ -282,6 +285,17 @@ def create_service(
         )
     after_commit(session, EngineWork(service.id, Step.START))
     return service, password
+
+
+def _in_process(session: Session, backup_id: uuid.UUID) -> bool:
+    """Whether the backup's files are in an API process's data directory (its service runs
+    on no engine host)."""
+    source = session.scalar(
+        select(Service.host_id)
+        .join(Backup, Backup.service_id == Service.id)
+        .where(Backup.id == backup_id)
+    )
+    return source is None
 
 
 def _entries(entries: Sequence[Any]) -> list[dict[str, Any]]:
