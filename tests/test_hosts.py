@@ -19,7 +19,7 @@ from keyhouse.backups import service as backups
 from keyhouse.cli import main
 from keyhouse.db import utcnow
 from keyhouse.hosts import service as hosts
-from keyhouse.models import Backup, EngineHost, HostToken, Service
+from keyhouse.models import Backup, EngineHost, HostToken, Service, ServiceUsage
 from keyhouse.services import placement
 from keyhouse.services.states import Observed, State, on_report, on_silence
 from keyhouse.state import AppState
@@ -103,6 +103,7 @@ def hosts_state(
     yield state
     with state.sessionmaker.begin() as session:  # every test begins with no host
         session.execute(delete(Backup))
+        session.execute(delete(ServiceUsage))
         session.execute(delete(Service))
         session.execute(delete(EngineHost))
         session.execute(delete(HostToken))
@@ -276,7 +277,12 @@ def test_reports_move_a_services_state_and_silence_degrades_it(
     assert answer["remove"][0] != service_id
     report = {service_id: {"state": "running", "version": "26.9.2.1", "port": 18123}}
     # (a sync carries the agent as it runs now: here, with a new advertised name)
-    _sync(client, host, services=report, advertise="engines-1.example.net")
+    used = {"seconds": 60.0, "data_bytes": 4096, "backup_bytes": 512}
+    sampled = {service_id: {**report[service_id], "usage": used}}
+    _sync(client, host, services=sampled, advertise="engines-1.example.net")
+    with hosts_state.sessionmaker() as session:  # (usageCost's record of the day)
+        [usage] = session.query(ServiceUsage).filter_by(service_id=uuid.UUID(service_id)).all()
+        assert (usage.compute_seconds, usage.storage_bytes, usage.backup_bytes) == (60.0, 4096, 512)
     seen = client.get(org.url(f"/services/{service_id}"), auth=org.auth).json()["result"]
     assert seen["state"] == "running"
     assert seen["clickhouseVersion"] == "26.9.2.1"

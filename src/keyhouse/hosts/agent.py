@@ -113,6 +113,7 @@ class Agent:
         self._versions: dict[uuid.UUID, str] = {}
         self._failed: dict[uuid.UUID, str] = {}
         self._used: dict[uuid.UUID, float] = {}  # each running service's last query
+        self._sampled = time.monotonic()  # the last usage sample
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._tls: ssl.SSLContext | None = None
@@ -167,7 +168,26 @@ class Agent:
             json.dump({"host_id": str(self.host_id), "secret": self.secret}, handle)
         log.info("joined the control plane as host %s", self.host_id)
 
-    def _report(self) -> dict[str, Any]:
+    async def _usage(self) -> dict[uuid.UUID, dict[str, Any]]:
+        """Each given service's use since the last sample (``KEYHOUSE_USAGE_SAMPLE_SECONDS``
+        apart; nothing in between): engine seconds, and its data's and backups' bytes."""
+        now = time.monotonic()
+        if now - self._sampled < self.settings.usage_sample_seconds:
+            return {}
+        elapsed, self._sampled = now - self._sampled, now
+        usage = {}
+        for service_id in list(self._given):
+            data = await asyncio.to_thread(tree_bytes, self.supervisor.data_path(service_id))
+            kept = await asyncio.to_thread(tree_bytes, self.supervisor.backup_path(service_id))
+            running = self.supervisor.running(service_id)
+            usage[service_id] = {
+                "seconds": round(min(elapsed, 86400.0), 3) if running else 0.0,
+                "data_bytes": data,
+                "backup_bytes": kept,
+            }
+        return usage
+
+    def _report(self, usage: dict[uuid.UUID, dict[str, Any]]) -> dict[str, Any]:
         services: dict[str, Any] = {}
         for service_id in self._given:
             seen: dict[str, Any] = {"state": self._observed(service_id).value}
@@ -180,6 +200,8 @@ class Agent:
                 seen["port"] = port
             if service_id in self._used and self.supervisor.running(service_id):
                 seen["idle_seconds"] = round(time.monotonic() - self._used[service_id], 1)
+            if service_id in usage:
+                seen["usage"] = usage[service_id]
             services[str(service_id)] = seen
         return {**self._description(), "services": services, "data": self._held_data()}
 
@@ -203,7 +225,7 @@ class Agent:
         """One sync: report, then do what the answer asks."""
         response = await self._http.post(
             f"/internal/hosts/{self.host_id}/sync",
-            json=self._report(),
+            json=self._report(await self._usage()),
             headers={"Authorization": f"Bearer {self.secret}"},
         )
         if response.status_code != 200:

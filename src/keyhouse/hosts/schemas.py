@@ -57,6 +57,14 @@ class JoinRequest(BaseModel):
         return value
 
 
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(ge=0, le=86400)
+    data_bytes: int = Field(ge=0)
+    backup_bytes: int = Field(ge=0)
+
+
 class ServiceReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,6 +74,9 @@ class ServiceReport(BaseModel):
     port: int | None = Field(default=None, ge=1, le=65535)
     # Seconds since its last query (through the channel or the host's port), while it runs.
     idle_seconds: float | None = Field(default=None, ge=0)
+    # What it used since the host's last usage sample (usageCost): engine seconds, and the
+    # bytes of its data and its backups on the host's disk now.
+    usage: Usage | None = None
 
 
 class HostSync(JoinRequest):

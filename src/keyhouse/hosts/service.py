@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session
 
 from keyhouse.api.errors import Conflict, NotFound, Unauthorized
 from keyhouse.auth import credentials
+from keyhouse.billing import service as billing
+from keyhouse.billing.service import Sample
 from keyhouse.db import utcnow
 from keyhouse.hosts.schemas import HostSync, JoinRequest, ServiceReport
 from keyhouse.models import EngineHost, HostToken, Service
@@ -134,10 +136,16 @@ def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime)
     given = session.scalars(
         select(Service).where(or_(Service.host_id == host.id, Service.moving_to == host.id))
     ).all()
+    samples = []
     for service in given:
         seen = report.services.get(str(service.id))
         if seen is not None and service.host_id == host.id:  # (not one moving in)
             _observe(session, service, seen)
+            if seen.usage is not None:
+                used = seen.usage
+                samples.append(Sample(service.id, used.seconds, used.data_bytes, used.backup_bytes))
+    if samples:
+        billing.record_samples(session, samples, now)
     assignment = Assignment()
     for service in given:
         assignment.services.append(
