@@ -271,6 +271,9 @@ def test_reports_move_a_services_state_and_silence_degrades_it(
             "incoming": False,
             "frozen": False,
             "restoring": False,
+            "host": host[0],
+            "movingTo": None,
+            "generation": 1,
         }
     ]
     assert len(answer["remove"]) == 1
@@ -362,6 +365,35 @@ def test_a_service_restored_onto_a_host_runs_only_once_restored(
     _sync(client, host, services=running)
     state_now = client.get(org.url(f"/services/{service_id}"), auth=org.auth).json()["result"]
     assert state_now["state"] == "running"
+
+
+def test_a_report_on_an_older_version_of_what_a_host_was_told_moves_nothing(
+    client: TestClient, hosts_state: AppState
+) -> None:
+    """A failed service started again: the host's report in the same breath still says
+    failed, of the version before the start; it must not fail the start."""
+    org = create_org(hosts_state)
+    host = _join(client, hosts_state)
+    service_id = _create(client, org).json()["result"]["service"]["id"]
+    [given] = _sync(client, host).json()["result"]["services"]
+    first = given["generation"]
+    _sync(client, host, services={service_id: {"state": "failed", "generation": first,
+                                               "failure": "kept crashing"}})  # fmt: skip
+    url = org.url(f"/services/{service_id}")
+    assert client.get(url, auth=org.auth).json()["result"]["state"] == "failed"
+    [given] = _sync(client, host).json()["result"]["services"]  # told: stop it
+    stopped = given["generation"]
+    assert stopped > first
+    started = client.patch(f"{url}/state", json={"command": "start"}, auth=org.auth)
+    assert started.json()["result"]["state"] == "starting"
+    late = {service_id: {"state": "failed", "generation": stopped}}  # (before it heard)
+    [given] = _sync(client, host, services=late).json()["result"]["services"]
+    assert client.get(url, auth=org.auth).json()["result"]["state"] == "starting"
+    assert given["run"] is True
+    assert given["generation"] > stopped
+    running = {service_id: {"state": "running", "generation": given["generation"]}}
+    _sync(client, host, services=running)
+    assert client.get(url, auth=org.auth).json()["result"]["state"] == "running"
 
 
 def test_a_host_asks_the_gate_only_of_its_own_services(

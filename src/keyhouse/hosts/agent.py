@@ -86,6 +86,7 @@ class _Given:
     frozen: bool = False  # moving between hosts: read-only until it is there
     listen: bool = False  # its port answers (idle: no engine; a query wakes it)
     restoring: bool = False  # created from a backup, not restored yet: no query
+    generation: int = 0  # the version of what the control plane told of it
 
 
 class Agent:
@@ -190,7 +191,10 @@ class Agent:
     def _report(self, usage: dict[uuid.UUID, dict[str, Any]]) -> dict[str, Any]:
         services: dict[str, Any] = {}
         for service_id in self._given:
-            seen: dict[str, Any] = {"state": self._observed(service_id).value}
+            seen: dict[str, Any] = {
+                "state": self._observed(service_id).value,
+                "generation": self._given[service_id].generation,
+            }
             if service_id in self._versions:
                 seen["version"] = self._versions[service_id]
             if service_id in self._failed:
@@ -240,6 +244,7 @@ class Agent:
                 bool(item.get("frozen")),
                 bool(item.get("listen", item["run"])),
                 bool(item.get("restoring")),
+                int(item.get("generation", 0)),
             )
             for item in answer["services"]
         }

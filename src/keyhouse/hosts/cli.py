@@ -122,15 +122,21 @@ def cmd_list(args: argparse.Namespace, settings_of: SettingsOf) -> int:
                     "name": host.name,
                     "labels": host.labels,
                     "memoryGb": host.memory_gb,
-                    "usedMemoryGb": sum(memory for *_, memory in view.services),
+                    "usedMemoryGb": sum(service[3] for service in view.services),
                     "channel": host.channel,
                     "advertise": host.advertise,
                     "lastHeartbeat": host.last_seen.isoformat(timespec="seconds"),
                     "status": "silent" if silent else "ok",
                     "schedulable": host.schedulable,
                     "services": [
-                        {"id": str(sid), "name": name, "state": state}
-                        for sid, name, state, _memory in view.services
+                        {
+                            "id": str(sid),
+                            "name": name,
+                            "state": state,
+                            "generation": generation,
+                            "observedGeneration": observed,
+                        }
+                        for sid, name, state, _memory, generation, observed in view.services
                     ],
                 }
             )
@@ -146,7 +152,8 @@ def cmd_list(args: argparse.Namespace, settings_of: SettingsOf) -> int:
             f"last heartbeat {row['lastHeartbeat']}"
         )
         for item in row["services"]:
-            print(f"    {item['id']}  {item['state']:<12}  {item['name']}")
+            seen = f"generation {item['observedGeneration']}/{item['generation']}"
+            print(f"    {item['id']}  {item['state']:<12}  {item['name']}  ({seen})")
     return 0
 
 

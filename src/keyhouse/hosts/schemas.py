@@ -69,6 +69,8 @@ class ServiceReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     state: Observed
+    # The version of what it was told that it acts on (None: an agent that does not say).
+    generation: int | None = Field(default=None, ge=0)
     version: str | None = Field(default=None, max_length=32)
     failure: str | None = Field(default=None, max_length=512)
     port: int | None = Field(default=None, ge=1, le=65535)

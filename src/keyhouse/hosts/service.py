@@ -19,10 +19,12 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import json
 import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -140,7 +142,8 @@ def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime)
     for service in given:
         seen = report.services.get(str(service.id))
         if seen is not None and service.host_id == host.id:  # (not one moving in)
-            _observe(session, service, seen)
+            # Told something new since its last sync (a command): what it saw is older.
+            _observe(session, service, seen, told_since=_digest(service) != service.assigned)
             if seen.usage is not None:
                 used = seen.usage
                 samples.append(Sample(service.id, used.seconds, used.data_bytes, used.backup_bytes))
@@ -148,20 +151,17 @@ def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime)
         billing.record_samples(session, samples, now)
     assignment = Assignment()
     for service in given:
+        wanted = desired(service)
+        digest = _digest(service)
+        if digest != service.assigned:  # what the host is told changed: a new version
+            service.assigned, service.generation = digest, service.generation + 1
         assignment.services.append(
             {
                 "id": str(service.id),
-                "run": State(service.state) in RUN_ON_HOST,
-                # Idle: no engine, but its port answers (and wakes it).
-                "listen": State(service.state) in RUN_ON_HOST | {State.IDLE},
-                "maxMemoryGb": service.max_replica_memory_gb,
-                "settings": dict(service.clickhouse_settings or {}),
+                **wanted,
+                "generation": service.generation,
                 # Moving here (keyhouse hosts drain): its engine runs, its data is on its way.
                 "incoming": service.moving_to == host.id,
-                # Moving (here or away): its writes wait.
-                "frozen": service.moving_to is not None,
-                # Created from a backup not restored yet: no query.
-                "restoring": service.restore_from is not None,
             }
         )
     mine = {str(service.id) for service in given}
@@ -170,9 +170,35 @@ def sync(session: Session, host: EngineHost, report: HostSync, now: dt.datetime)
     return assignment
 
 
-def _observe(session: Session, service: Service, seen: ServiceReport) -> None:
+def desired(service: Service) -> dict[str, Any]:
+    """What a host is told of a service it runs (or that moves to it)."""
+    state = State(service.state)
+    return {
+        "run": state in RUN_ON_HOST,
+        # Idle: no engine, but its port answers (and wakes it).
+        "listen": state in RUN_ON_HOST | {State.IDLE},
+        "maxMemoryGb": service.max_replica_memory_gb,
+        "settings": dict(service.clickhouse_settings or {}),
+        # Moving (here or away): its writes wait.
+        "frozen": service.moving_to is not None,
+        # Created from a backup not restored yet: no query.
+        "restoring": service.restore_from is not None,
+        "host": str(service.host_id),
+        "movingTo": str(service.moving_to) if service.moving_to else None,
+    }
+
+
+def _digest(service: Service) -> str:
+    return hashlib.sha256(json.dumps(desired(service), sort_keys=True).encode()).hexdigest()
+
+
+def _observe(session: Session, service: Service, seen: ServiceReport, *, told_since: bool) -> None:
     if seen.port is not None and service.http_port != seen.port:
         service.http_port = seen.port
+    if seen.generation is not None:
+        service.observed_generation = seen.generation
+        if seen.generation != service.generation or told_since:
+            return  # (what it saw answered an older version of what it is told)
     new = on_report(State(service.state), Observed(seen.state))
     if new == State.RUNNING and service.restore_from is not None:
         new = None  # (its engine runs; it is running once its backup is restored)
@@ -215,7 +241,8 @@ def mark_silent(session: Session, now: dt.datetime, silent_seconds: float) -> li
 @dataclass(frozen=True)
 class HostView:
     host: EngineHost
-    services: list[tuple[uuid.UUID, str, str, int]]  # id, name, state, max memory
+    # id, name, state, max memory, generation, the generation its host last acted on
+    services: list[tuple[uuid.UUID, str, str, int, int, int]]
 
 
 def list_hosts(session: Session) -> list[HostView]:
@@ -223,11 +250,18 @@ def list_hosts(session: Session) -> list[HostView]:
     views = []
     for host in hosts:
         rows = session.execute(
-            select(Service.id, Service.name, Service.state, Service.max_replica_memory_gb)
+            select(
+                Service.id,
+                Service.name,
+                Service.state,
+                Service.max_replica_memory_gb,
+                Service.generation,
+                Service.observed_generation,
+            )
             .where(Service.host_id == host.id)
             .order_by(Service.name)
         ).all()
-        views.append(HostView(host, [(r[0], r[1], r[2], r[3]) for r in rows]))
+        views.append(HostView(host, [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]))
     return views
 
 

@@ -68,6 +68,12 @@ class Service(Base):
         Uuid, ForeignKey("engine_hosts.id"), nullable=True, index=True
     )
     host: Mapped[EngineHost | None] = relationship(EngineHost, foreign_keys=[host_id])
+    # On an engine host: the version of what its host is told of it (``generation``, bumped
+    # when that changes; ``assigned`` is its digest), and the version the host last reported
+    # acting on (``observed_generation``): a report of an older one moves nothing.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    assigned: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    observed_generation: Mapped[int] = mapped_column(Integer, default=0)
     # The engine host it is moving to (``keyhouse hosts drain``): writes wait until it is there.
     moving_to: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("engine_hosts.id"), nullable=True

@@ -59,6 +59,13 @@ def upgrade() -> None:
             batch_op.f("fk_services_host_id_engine_hosts"), "engine_hosts", ["host_id"], ["id"]
         )
         batch_op.add_column(sa.Column("moving_to", sa.Uuid(), nullable=True))
+        batch_op.add_column(
+            sa.Column("generation", sa.Integer(), nullable=False, server_default="0")
+        )
+        batch_op.add_column(sa.Column("assigned", sa.String(length=64), nullable=True))
+        batch_op.add_column(
+            sa.Column("observed_generation", sa.Integer(), nullable=False, server_default="0")
+        )
         batch_op.create_foreign_key(
             batch_op.f("fk_services_moving_to_engine_hosts"), "engine_hosts", ["moving_to"], ["id"]
         )
@@ -70,6 +77,9 @@ def downgrade() -> None:
             batch_op.f("fk_services_moving_to_engine_hosts"), type_="foreignkey"
         )
         batch_op.drop_column("moving_to")
+        batch_op.drop_column("observed_generation")
+        batch_op.drop_column("assigned")
+        batch_op.drop_column("generation")
         batch_op.drop_constraint(batch_op.f("fk_services_host_id_engine_hosts"), type_="foreignkey")
         batch_op.drop_index(batch_op.f("ix_services_host_id"))
         batch_op.drop_column("host_id")
