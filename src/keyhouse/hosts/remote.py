@@ -217,15 +217,6 @@ class RemoteHosts:
         keep = self._keeper(service_id, route, reader, writer)
         return await insert_over(reader, writer, request, data, answer_timeout, release=keep)
 
-    async def poke(self, service_id: uuid.UUID) -> bool:
-        """Ask the service's host to sync now; False when it has no host."""
-        self.forget(service_id)
-        placed = await self.placed(service_id)
-        if placed is None:
-            return False
-        await channel.poke(placed.route)
-        return True
-
 
 async def _answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
     """Whether a kept connection still reaches its worker: it answers a ping (``HEADER`` then

@@ -273,5 +273,7 @@ def remove_host(session: Session, host_id: uuid.UUID) -> None:
     count = session.scalar(select(func.count()).where(Service.host_id == host_id))
     if count:
         raise Conflict(f"{count} services run on host {host_id}: drain it first")
+    if session.scalar(select(func.count()).where(Service.moving_to == host_id)):
+        raise Conflict(f"services are moving to host {host_id}: wait for the moves to end")
     session.delete(host)
     session.flush()
