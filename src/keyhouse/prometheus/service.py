@@ -37,6 +37,7 @@ class Target:
     version: str | None
     provider: str
     region: str
+    host: str | None = None  # its engine host's advertised name (None: this deployment's)
 
 
 def _target(service: Service) -> Target:
@@ -48,6 +49,7 @@ def _target(service: Service) -> Target:
         service.clickhouse_version,
         service.provider,
         service.region,
+        service.host.advertise if service.host is not None else None,
     )
 
 
@@ -111,7 +113,7 @@ async def scrape(
             target.state,
             target.version,
             engine_rows(answer),
-            hostname=hostname,
+            hostname=target.host or hostname,
         )
 
     return list(await asyncio.gather(*(one(target) for target in targets)))
