@@ -75,6 +75,12 @@ def _service(base: str, org: str, auth: tuple[str, str], key_id: str, name: str)
     return service_id
 
 
+def _cpu() -> tuple[int, int]:
+    """This machine's (idle, total) CPU ticks so far (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
 def main() -> None:
     if shutil.which("wrk") is None or not (
         shutil.which("nginx") or Path("/usr/sbin/nginx").exists()
@@ -124,9 +130,14 @@ def main() -> None:
         org = f"/v1/organizations/{boot['organizationId']}"
         keys = httpx.get(f"{servers[0].base}{org}/keys?limit=1", auth=auth).json()["result"]
         key_path = f"{org}/keys/{keys[0]['id']}"
-        rounds: dict[str, list[float]] = {"two": [], "one": [], "local": [], "remote": []}
+        rounds: dict[str, list[float]] = {
+            "two": [], "one": [], "local": [], "remote": [], "idle": []
+        }  # fmt: skip
         for _ in range(ROUNDS):
+            before = _cpu()
             rounds["two"].append(wrk(f"http://127.0.0.1:{both_port}{key_path}", credential)["rps"])
+            after = _cpu()
+            rounds["idle"].append((after[0] - before[0]) / max(1, after[1] - before[1]))
             rounds["one"].append(wrk(f"http://127.0.0.1:{one_port}{key_path}", credential)["rps"])
             for name, service_id in (("local", local), ("remote", remote)):
                 url = f"{servers[0].base}/service/{service_id}/run?format=TabSeparated"
@@ -138,7 +149,8 @@ def main() -> None:
         )
         print(f"\npostgresql: medians of {ROUNDS} interleaved rounds")
         print(f"(a) GET key through nginx, two replicas: {two:,.0f} req/s; one: {one:,.0f} req/s;"
-              f" {two / one:.2f}x (goal >= 1.7x)")  # fmt: skip
+              f" {two / one:.2f}x (goal >= 1.7x); the machine's CPU idle meanwhile: "
+              f"{statistics.median(rounds['idle']):.0%} of {os.cpu_count()} cores")  # fmt: skip
         print(
             f"(b) Query API SELECT 1, p50: engine in the replica {local_ms:.2f} ms; on an engine"
             f" host {remote_ms:.2f} ms; +{remote_ms - local_ms:.2f} ms (goal <= 1 ms)"
