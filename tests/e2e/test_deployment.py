@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import clickhouse_connect
 import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
@@ -30,7 +29,6 @@ import sqlalchemy as sa
 from keyhouse.db import make_engine
 from tests.conftest import REDIS_URL, migrated_databases
 from tests.e2e.conftest import (
-    BIN,
     Server,
     bootstrap,
     free_port,
@@ -38,7 +36,15 @@ from tests.e2e.conftest import (
     start_server,
     stop,
 )
-from tests.e2e.test_engine_hosts import Agent, _hosts, _run, _service, _until
+from tests.e2e.test_engine_hosts import (
+    Agent,
+    _hosts,
+    _run,
+    _service,
+    _until,
+    host_client,
+    join_token,
+)
 from tests.e2e.test_engine_hosts import _create as create_on_host
 
 LIMIT = 60  # requests per key per 10 s, shared by the replicas (Redis)
@@ -140,16 +146,7 @@ def deployment(
         )
         front = dataclasses.replace(replicas[0], base_url=f"http://127.0.0.1:{port}")
         _until("nginx answers", lambda: _healthy(front.base_url), 30)
-        token = subprocess.run(
-            [str(BIN / "keyhouse"), "hosts", "token", "--database-url", database],
-            env=envs[0],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout.splitlines()[1]
-        token_file = tmp_path / "join-token"
-        token_file.write_text(token)
+        token_file = join_token(front, tmp_path)
         for name, region in (("eu", "eu-west-1"), ("us", "us-east-1")):
             agent = Agent(
                 tmp_path / f"agent-{name}",
@@ -212,14 +209,7 @@ def test_a_deployment_behind_nginx(deployment: Deployment) -> None:
     _run(first, on_eu, "INSERT INTO t SELECT number FROM numbers(500)")
     assert _run(second, on_eu, "SELECT count() FROM t") == "500"
     [endpoint] = _service(second, on_eu)["endpoints"]
-    client = clickhouse_connect.get_client(
-        host=endpoint["host"],
-        port=endpoint["port"],
-        username="default",
-        password=password,
-        secure=True,
-        ca_cert=str(eu.data_dir / "tls" / "ca.pem"),
-    )
+    client = host_client(endpoint, password, eu)
     try:
         assert client.query("SELECT count() FROM t").result_rows == [(500,)]
     finally:

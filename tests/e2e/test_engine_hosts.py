@@ -79,6 +79,18 @@ class Agent:
         return str(json.loads((self.data_dir / "host.json").read_text())["host_id"])
 
 
+def host_client(endpoint: dict[str, Any], password: str, agent: Agent) -> Any:
+    """clickhouse-connect on a service's endpoint on ``agent``'s host (its own CA)."""
+    return clickhouse_connect.get_client(
+        host=endpoint["host"],
+        port=endpoint["port"],
+        username="default",
+        password=password,
+        secure=True,
+        ca_cert=str(agent.data_dir / "tls" / "ca.pem"),
+    )
+
+
 def _keyhouse(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     """A ``keyhouse`` command on the server's database."""
     return subprocess.run(
@@ -88,6 +100,15 @@ def _keyhouse(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
     )
+
+
+def join_token(server: Server, directory: Path) -> Path:
+    """A file holding a new join token (``keyhouse hosts token``)."""
+    made = _keyhouse(server, "hosts", "token")
+    assert made.returncode == 0, made.stderr
+    token_file = directory / "join-token"
+    token_file.write_text(made.stdout.splitlines()[1])
+    return token_file
 
 
 def _hosts(server: Server) -> list[dict[str, Any]]:
@@ -118,16 +139,7 @@ def deployment(
         KEYHOUSE_HOST_SILENT_SECONDS=str(SILENT),
         KEYHOUSE_BACKUP_CHECK_SECONDS="1",
     ) as (server, _):
-        token = subprocess.run(
-            [str(BIN / "keyhouse"), "hosts", "token", "--database-url", database],
-            env=server.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout.splitlines()[1]
-        token_file = tmp_path / "join-token"
-        token_file.write_text(token)
+        token_file = join_token(server, tmp_path)
         agents = [
             Agent(tmp_path / name, labels, token_file, tmp_path / f"{name}.log")
             for name, labels in (
@@ -215,14 +227,7 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
     assert endpoint["host"] == "127.0.0.1"
 
     def rows() -> Any:
-        client = clickhouse_connect.get_client(
-            host=endpoint["host"],
-            port=endpoint["port"],
-            username="default",
-            password=eu_password,
-            secure=True,
-            ca_cert=str(eu.data_dir / "tls" / "ca.pem"),
-        )
+        client = host_client(endpoint, eu_password, eu)
         try:
             return client.query("SELECT count(), sum(x) FROM t").result_rows[0]
         finally:
@@ -275,20 +280,7 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
     # Drain the eu host: the service moves to the second eu host, with its rows.
     eu2.start(server)
     _until("the third host joined", lambda: len(_hosts(server)) == 3)
-    drained = subprocess.run(
-        [
-            str(BIN / "keyhouse"),
-            "hosts",
-            "drain",
-            eu.host_id,
-            "--database-url",
-            server.database_url,
-        ],  # fmt: skip
-        env=server.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    drained = _keyhouse(server, "hosts", "drain", eu.host_id)
     assert drained.returncode == 0, drained.stdout + drained.stderr
     assert drained.stdout.count(f"moved to host {eu2.host_id}") == 2
     _until("running on the new host", lambda: _service(server, on_eu)["state"] == "running")
@@ -366,22 +358,7 @@ def _engine_running(service_id: str) -> bool:
 
 def _backup(server: Server, service_id: str) -> dict[str, Any]:
     """``keyhouse backups take``, then the backup as the API lists it."""
-    taken = subprocess.run(
-        [
-            str(BIN / "keyhouse"),
-            "backups",
-            "take",
-            service_id,
-            "--wait",
-            "120",
-            "--database-url",
-            server.database_url,
-        ],  # fmt: skip
-        env=server.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    taken = _keyhouse(server, "backups", "take", service_id, "--wait", "120")
     assert taken.returncode == 0, taken.stdout + taken.stderr
     backup_id = taken.stdout.splitlines()[-1].split()[0]
     response = httpx.get(
