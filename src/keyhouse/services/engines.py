@@ -119,16 +119,22 @@ def insert_request(
     extra_settings: dict[str, Any] | None = None,
     session_timeout: float | None = None,
 ) -> dict[str, Any]:
-    """An insert's request to a worker, under the same limits and settings as a query's."""
-    return {
-        "sql": sql,
-        "format": fmt,
-        "database": database,
-        "session_id": session_id,
-        "session_timeout": session_timeout,
-        "limits": limits.for_service(grant.max_memory_gb).as_settings(),
-        "settings": {**(configured or {}), **(extra_settings or {})},
-    }
+    """An insert's request to a worker, under the same limits and settings as a query's (a
+    query's request without what only a query has)."""
+    request = query_request(
+        grant,
+        limits,
+        configured,
+        sql=sql,
+        fmt=fmt,
+        database=database,
+        session_id=session_id,
+        extra_settings=extra_settings,
+        session_timeout=session_timeout,
+    )
+    for only_a_query in ("readonly", "roles", "params", "query_id"):
+        del request[only_a_query]
+    return request
 
 
 def engines_of(state: AppState) -> EngineRuntime:
