@@ -20,8 +20,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
-import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -37,7 +35,6 @@ from keyhouse.billing import service as billing
 from keyhouse.billing.service import Sample
 from keyhouse.config import Settings, ca_path
 from keyhouse.db import utcnow
-from keyhouse.engine import protocol
 from keyhouse.engine.limits import QueryLimits
 from keyhouse.engine.memory import host_memory_bytes
 from keyhouse.engine.protocol import Answer, ClickHouseError
@@ -47,6 +44,7 @@ from keyhouse.engine.upstream import Upstream
 from keyhouse.hosts import channel
 from keyhouse.hosts import restore as host_restore
 from keyhouse.hosts import service as hosts
+from keyhouse.hosts.local import LocalChannel, hand_over
 from keyhouse.hosts.remote import HostBackupEngines, Placed, RemoteHosts
 from keyhouse.models import Service
 from keyhouse.service_settings import service as service_settings
@@ -95,23 +93,6 @@ class ServiceWatcher(Protocol):
     async def down(self, service_id: uuid.UUID) -> None: ...
 
     async def close(self) -> None: ...
-
-
-async def _hand_over(path: str, work: EngineWork) -> None:
-    """``work`` to the process of this machine listening at ``path`` (best effort: a process
-    that is gone has nothing to do, and its services are taken over)."""
-    hello: dict[str, Any] = {"op": "work", "service": str(work.service_id), "step": work.step}
-    if work.settings is not None:
-        hello["settings"] = work.settings
-    with contextlib.suppress(OSError, TimeoutError, asyncio.IncompleteReadError):
-        async with asyncio.timeout(channel.CONNECT_TIMEOUT):
-            reader, writer = await asyncio.open_unix_connection(path)
-            try:
-                writer.write(protocol.json_frame(channel.HELLO, hello))
-                await writer.drain()
-                await reader.readexactly(protocol.HEAD_SIZE)
-            finally:
-                writer.close()
 
 
 def engines_memory(settings: Settings) -> int:
@@ -169,8 +150,7 @@ class Engines:
         self.hosts = RemoteHosts(state, self.holder, self.home)
         # This process's channel for the others of its machine (``--workers N``, replicas on
         # one data directory): their queries on the services it holds, and their engine work.
-        self.channel_path = leases.channel_path(settings.data_dir, self.holder)
-        self._channel: asyncio.Server | None = None
+        self.local = LocalChannel(leases.channel_path(settings.data_dir, self.holder), self)
         # The deployment-wide schedules this process holds (keyhouse.services.leases.schedule).
         self._schedules: set[str] = set()
         # Backups of the services on engine hosts, while this process holds their schedule.
@@ -294,7 +274,7 @@ class Engines:
         placed = await self.hosts.placed(service_id)
         if placed is not None:
             if placed.route.unix is not None:
-                await _hand_over(placed.route.unix, work)
+                await hand_over(placed.route.unix, work)
             else:
                 await channel.poke(placed.route)
             return
@@ -312,7 +292,7 @@ class Engines:
         placed = await self.hosts.placed(service_id)
         if placed is not None:
             if placed.route.unix is not None:
-                await _hand_over(placed.route.unix, EngineWork(service_id, Step.START))
+                await hand_over(placed.route.unix, EngineWork(service_id, Step.START))
             else:
                 await channel.poke(placed.route)
             return True
@@ -396,13 +376,8 @@ class Engines:
         """Stop the service's engine and remove its data; ``everywhere``: first in whichever
         process of this machine holds it (its lease went with the service's row)."""
         if everywhere:
-            await asyncio.gather(
-                *(
-                    _hand_over(str(path), EngineWork(service_id, Step.REMOVE))
-                    for path in self.channel_path.parent.glob("*.sock")
-                    if path != self.channel_path
-                )
-            )
+            work = EngineWork(service_id, Step.REMOVE)
+            await asyncio.gather(*(hand_over(path, work) for path in self.local.others()))
         await self._down(service_id)
         await self._stop(service_id)
         await self.supervisor.remove_data(service_id)
@@ -613,74 +588,29 @@ class Engines:
             self._catalog = answer
         return self._catalog
 
-    # --- this process's channel for the others of its machine ----------------------------
+    # --- this process's channel for the others of its machine (keyhouse.hosts.local) -----
 
-    async def _open_channel(self) -> None:
-        path = self.channel_path
-        try:
-            await asyncio.to_thread(path.parent.mkdir, mode=0o700, exist_ok=True)
-            made = os.lstat(path.parent)
-            if not stat.S_ISDIR(made.st_mode) or made.st_uid != os.getuid():
-                raise OSError(f"{path.parent} is not a directory of this user's")
-            if stat.S_IMODE(made.st_mode) & 0o077:
-                raise OSError(f"{path.parent} is open to other users")
-            for left in path.parent.glob("*.sock"):  # (of processes killed before closing)
-                pid = left.name.partition("-")[0]
-                if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                    left.unlink(missing_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            self._channel = await asyncio.start_unix_server(self._serve_channel, str(path))
-        except OSError as error:
-            log.warning("no channel for the other server processes: %s", error)
+    def holds(self, service_id: uuid.UUID) -> bool:
+        return service_id in self._held
 
-    async def _serve_channel(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """Another process of this machine: a query on a service this one holds (piped to its
-        worker), or engine work committed there for one (``EngineWork``)."""
-        try:
-            hello = await channel.read_hello(reader)
-            if hello is None:
-                return
-            service_id = uuid.UUID(str(hello.get("service")))
-            if hello.get("op") == "work":
-                await self._work_from_elsewhere(service_id, hello)
-                writer.write(protocol.json_frame(protocol.HEADER, {}))
-                await writer.drain()
-            elif hello.get("op") == "pipe":
-                if service_id not in self._held:
-                    writer.write(channel.refusal(channel.NOT_HERE, "not held here"))
-                    return
-                if service_id in self._restoring:
-                    writer.write(channel.refusal(channel.NOT_RUNNING, "being restored"))
-                    return
-                self.used(service_id)
-                await channel.pipe(
-                    self.supervisor.connection(service_id),
-                    reader,
-                    writer,
-                    lambda: self.used(service_id),
-                )
-            else:
-                writer.write(protocol.json_frame(protocol.HEADER, {}))  # (a poke)
-        except (TimeoutError, asyncio.IncompleteReadError, ValueError, OSError):
-            return
-        finally:
-            writer.close()
+    def serving(self, service_id: uuid.UUID) -> Path | None:
+        if service_id in self._restoring:
+            return None
+        return self.supervisor.connection(service_id)
 
-    async def _work_from_elsewhere(self, service_id: uuid.UUID, hello: dict[str, Any]) -> None:
-        step = Step(str(hello.get("step")))
-        if step == Step.REMOVE:
+    async def work(self, work: EngineWork) -> None:
+        """Engine work committed in another process of this machine for a service this one
+        holds (a delete: every process is told)."""
+        service_id = work.service_id
+        if work.step == Step.REMOVE:
             if service_id in self._held or self.running(service_id):
                 await self._down(service_id)
                 await self._stop(service_id)
                 self._held.discard(service_id)
                 self._last_used.pop(service_id, None)
-        elif step == Step.CONFIGURE:
-            settings = hello.get("settings")
-            self._service_settings[service_id] = dict(settings) if settings else {}
-        elif step == Step.START:
+        elif work.step == Step.CONFIGURE:
+            self._service_settings[service_id] = dict(work.settings or {})
+        elif work.step == Step.START:
             self._spawn(self.bring_up(service_id))
         else:
             self._spawn(self._take_down(service_id, State.STOPPED, frozenset({State.STOPPING})))
@@ -702,7 +632,7 @@ class Engines:
                 sandbox.check(self.state.settings.data_dir)
             except SandboxUnavailable as error:
                 log.error("no engine can start: %s", error)
-        await self._open_channel()
+        await self.local.open()
         self._loops = [
             asyncio.create_task(self._reconcile_until_done()),
             asyncio.create_task(self._reap_idle()),
@@ -870,10 +800,7 @@ class Engines:
             )
 
     async def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            with contextlib.suppress(OSError):
-                self.channel_path.unlink()
+        await self.local.close()
         for loop in self._loops:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
