@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 # process's cached route, and the hosts' syncs.
 FREEZE_SECONDS = ROUTE_SECONDS + 2.0
 MOVE_TIMEOUT = 3600.0  # a backup or restore of a large service takes time
+# What can be copied: a live engine (its host answers), or a stopped one's data.
+MOVABLE = (RUN_ON_HOST - {State.DEGRADED}) | {State.STOPPED, State.IDLE}
 
 
 class MoveFailed(Exception):
@@ -103,9 +105,7 @@ async def move(state: AppState, service_id: uuid.UUID, say: Callable[[str], None
         if service.moving_to is not None:
             raise MoveFailed("the service is already moving")
         state_now = State(service.state)
-        if state_now in (State.DEGRADED, State.FAILED) or state_now not in (
-            RUN_ON_HOST | {State.STOPPED, State.IDLE}
-        ):
+        if state_now not in MOVABLE:
             raise MoveFailed(f"the service is {state_now.value}: it cannot be copied now")
         target = placement.place(
             session,
