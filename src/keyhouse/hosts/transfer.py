@@ -1,8 +1,9 @@
 """A directory as a stream of frames, from one engine host to another through the control
 plane (a service's backup, or a stopped service's data, when it moves): the source agent
 writes a tar of it as ``DATA`` frames and ``END``; the target agent extracts what it receives
-with tarfile's ``data`` filter (no absolute paths, no ``..``, no links out of the directory,
-no devices), and answers ``END`` once all of it is on its disk (``ERROR`` otherwise)."""
+with tarfile's ``data`` filter (``..`` and links out of the directory refused, absolute paths
+made relative to it, no devices), and answers ``END`` once all of it is on its disk
+(``ERROR`` otherwise)."""
 
 from __future__ import annotations
 
