@@ -81,7 +81,6 @@ class AgentConfig:
 @dataclass
 class _Given:
     run: bool
-    max_memory_gb: int
     settings: dict[str, str]
     frozen: bool = False  # moving between hosts: read-only until it is there
     listen: bool = False  # its port answers (idle: no engine; a query wakes it)
@@ -239,7 +238,6 @@ class Agent:
         given = {
             uuid.UUID(item["id"]): _Given(
                 bool(item["run"]),
-                int(item["maxMemoryGb"]),
                 dict(item.get("settings") or {}),
                 bool(item.get("frozen")),
                 bool(item.get("listen", item["run"])),
@@ -316,7 +314,8 @@ class Agent:
                 f"The control plane cannot be reached: {error}", headers={"Retry-After": "5"}
             ) from None
         if response.status_code == 429:
-            raise TooManyRequests("Too many failed attempts", headers=dict(response.headers))
+            wait = response.headers.get("Retry-After", "5")
+            raise TooManyRequests("Too many failed attempts", headers={"Retry-After": wait})
         if response.status_code != 200:
             raise ServiceUnavailable(
                 f"The control plane refused the check: {_said(response)}",
@@ -422,6 +421,9 @@ class Agent:
                 writer.write(refusal(channel.FAILED, "a backup's name is its id"))
                 return
             directory = self.supervisor.backup_path(service_id) / name
+        if op == "export" and not directory.is_dir():
+            writer.write(refusal(channel.FAILED, f"no {hello.get('what')} to export"))
+            return
         answer: dict[str, Any] = {}
         if op == "forget":  # a moved service's backup once restored, or one retention let go
             await asyncio.to_thread(shutil.rmtree, directory, True)
@@ -432,9 +434,6 @@ class Agent:
         if op in ("forget", "size"):
             return
         if op == "export":
-            if not directory.is_dir():
-                writer.write(refusal(channel.FAILED, f"no {hello.get('what')} to export"))
-                return
             await transfer.send_tree(directory, writer)
             return
         try:

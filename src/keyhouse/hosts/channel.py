@@ -60,6 +60,11 @@ class Route:
     secret: str
     unix: str | None = None
 
+    @classmethod
+    def local(cls, path: str | Path) -> Route:
+        """Another server process of this machine, at its socket ``path``."""
+        return cls(None, "", "", "", unix=str(path))
+
     def address(self) -> tuple[str, int]:
         host, _, port = self.channel.rpartition(":")
         return host.strip("[]"), int(port)
@@ -79,7 +84,7 @@ def client_context(ca_pem: str) -> ssl.SSLContext:
 
 
 async def open_channel(
-    route: Route, op: str, service_id: uuid.UUID | None = None, **more: str
+    route: Route, op: str, service_id: uuid.UUID | None = None, **more: Any
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection to the host's agent that passed both checks; ``ChannelError`` when the
     agent refuses ``op``, ``OSError`` when it cannot be reached."""
@@ -87,8 +92,31 @@ async def open_channel(
     return reader, writer
 
 
+async def open_when(
+    route: Route,
+    op: str,
+    service_id: uuid.UUID,
+    refused: int,
+    *,
+    seconds: float,
+    **more: Any,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """``open_channel``, tried again for up to ``seconds`` while the agent refuses with the
+    code ``refused`` (an engine coming up, a service it has not heard of yet), asking it to
+    sync at once; the last ``ChannelError`` after that."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return await open_channel(route, op, service_id, **more)
+        except ChannelError as refusal:
+            if refusal.code != refused or asyncio.get_running_loop().time() > deadline:
+                raise
+        await poke(route)
+        await asyncio.sleep(0.25)
+
+
 async def ask(
-    route: Route, op: str, service_id: uuid.UUID | None = None, **more: str
+    route: Route, op: str, service_id: uuid.UUID | None = None, **more: Any
 ) -> dict[str, Any]:
     """The agent's answer to ``op`` (its ``HEADER``), the connection closed after it."""
     _reader, writer, answer = await _opened(route, op, service_id, more)
@@ -97,7 +125,7 @@ async def ask(
 
 
 async def _opened(
-    route: Route, op: str, service_id: uuid.UUID | None, more: dict[str, str]
+    route: Route, op: str, service_id: uuid.UUID | None, more: dict[str, Any]
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any]]:
     async with asyncio.timeout(CONNECT_TIMEOUT):
         if route.unix is not None:
@@ -189,5 +217,4 @@ async def read_hello(reader: asyncio.StreamReader) -> dict[str, Any] | None:
 async def poke(route: Route) -> None:
     """Ask the host's agent to sync now (best effort: it syncs every second anyway)."""
     with contextlib.suppress(OSError, ChannelError, TimeoutError, asyncio.IncompleteReadError):
-        _reader, writer = await open_channel(route, "sync")
-        writer.close()
+        await ask(route, "sync")

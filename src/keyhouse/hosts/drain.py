@@ -192,25 +192,19 @@ async def _copy_running(
     await statement(target, service_id, restore_statement(name), wait=True)
     say(f"service {service_id}: restored on the new host")
     await statement(target, service_id, "SELECT 1", wait=True)  # the new copy answers
-    _reader, writer = await channel.open_channel(
-        target, "forget", service_id, what="backup", name=name
-    )
-    writer.close()
+    await channel.ask(target, "forget", service_id, what="backup", name=name)
 
 
 async def statement(route: Route, service_id: uuid.UUID, sql: str, *, wait: bool = False) -> None:
     """Run the control plane's own ``sql`` on the service's engine on ``route``'s host (waiting
     for an engine coming up there when ``wait``)."""
-    deadline = asyncio.get_running_loop().time() + (60.0 if wait else 0.0)
-    while True:
-        try:
-            reader, writer = await channel.open_channel(route, "pipe", service_id)
-            break
-        except ChannelError as refused:
-            if refused.code != channel.NOT_RUNNING or asyncio.get_running_loop().time() > deadline:
-                raise MoveFailed(f"{route.channel}: {refused}") from None
-            await channel.poke(route)
-            await asyncio.sleep(0.25)
+    seconds = 60.0 if wait else 0.0
+    try:
+        reader, writer = await channel.open_when(
+            route, "pipe", service_id, channel.NOT_RUNNING, seconds=seconds
+        )
+    except ChannelError as refused:
+        raise MoveFailed(f"{route.channel}: {refused}") from None
     request = {"sql": sql, "format": "TabSeparated", "limits": {}, "query_id": str(uuid.uuid4())}
     answer = answer_over(reader, writer, request, MOVE_TIMEOUT)
     await answer.whole()
@@ -234,18 +228,12 @@ async def copy_between(
     """A backup (or a data directory) of ``source_service`` on ``source``'s host, as the
     same of ``target_service`` on ``target``'s (waiting a minute for the target to be given
     it); ``MoveFailed`` says why not."""
-    deadline = asyncio.get_running_loop().time() + 60.0
-    while True:
-        try:
-            reader, writer = await channel.open_channel(
-                target, "import", target_service, what=what, **more
-            )
-            break
-        except ChannelError as refused:  # (the target learns of the move at its next sync)
-            if refused.code != channel.NOT_HERE or asyncio.get_running_loop().time() > deadline:
-                raise MoveFailed(f"{target.channel}: {refused}") from None
-            await channel.poke(target)
-            await asyncio.sleep(0.25)
+    try:  # (the target learns of the move at its next sync)
+        reader, writer = await channel.open_when(
+            target, "import", target_service, channel.NOT_HERE, seconds=60.0, what=what, **more
+        )
+    except ChannelError as refused:
+        raise MoveFailed(f"{target.channel}: {refused}") from None
     try:
         out_reader, out_writer = await channel.open_channel(
             source, "export", source_service, what=what, **more

@@ -117,15 +117,10 @@ class LocalChannel:
 async def hand_over(path: str | Path, work: EngineWork) -> None:
     """``work`` to the process of this machine listening at ``path`` (best effort: a process
     that is gone has nothing to do, and its services are taken over)."""
-    hello: dict[str, Any] = {"op": "work", "service": str(work.service_id), "step": work.step}
+    more: dict[str, Any] = {"step": work.step}
     if work.settings is not None:
-        hello["settings"] = work.settings
-    with contextlib.suppress(OSError, TimeoutError, asyncio.IncompleteReadError):
-        async with asyncio.timeout(channel.CONNECT_TIMEOUT):
-            reader, writer = await asyncio.open_unix_connection(str(path))
-            try:
-                writer.write(protocol.json_frame(channel.HELLO, hello))
-                await writer.drain()
-                await reader.readexactly(protocol.HEAD_SIZE)
-            finally:
-                writer.close()
+        more["settings"] = work.settings
+    with contextlib.suppress(
+        OSError, TimeoutError, asyncio.IncompleteReadError, channel.ChannelError
+    ):
+        await channel.ask(channel.Route.local(path), "work", work.service_id, **more)

@@ -97,8 +97,8 @@ class RemoteHosts:
                     or not leases.alive_here(other)
                 ):
                     return None  # ours, or ours to take
-                path = str(leases.channel_path(data_dir, other))
-                return Placed(Route(None, "", "", "", unix=path), dict(settings or {}))
+                path = leases.channel_path(data_dir, other)
+                return Placed(Route.local(path), dict(settings or {}))
             row = session.execute(
                 select(
                     Service.host_id,
