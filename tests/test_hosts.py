@@ -6,6 +6,7 @@ states, and its silence turns them degraded; a host asks the gate only of its ow
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -18,9 +19,14 @@ from sqlalchemy import delete, update
 from keyhouse.backups import service as backups
 from keyhouse.cli import main
 from keyhouse.db import utcnow
+from keyhouse.engine.limits import QueryLimits
+from keyhouse.engine.protocol import ClickHouseError
 from keyhouse.hosts import service as hosts
+from keyhouse.hosts.remote import RemoteHosts
 from keyhouse.models import Backup, EngineHost, HostToken, Service, ServiceUsage
 from keyhouse.services import placement
+from keyhouse.services.engines import insert_request, query_request
+from keyhouse.services.service import RunGrant
 from keyhouse.services.states import Observed, State, on_report, on_silence
 from keyhouse.state import AppState
 from tests.conftest import (
@@ -83,6 +89,21 @@ def test_a_hosts_report_never_overrides_a_later_command() -> None:
     assert on_report(State.STOPPED, Observed.FAILED) is None
     assert on_silence(State.RUNNING) == State.DEGRADED
     assert on_silence(State.STOPPED) is None
+
+
+def test_a_moving_service_runs_queries_read_only_and_refuses_inserts() -> None:
+    """While a drain moves a service (``frozen``), nothing is written that its copy would
+    miss: every query runs with the engine's ``readonly``, and an insert is refused."""
+    grant = RunGrant(uuid.uuid4(), "running", False, 16)
+    limits = QueryLimits.from_settings(make_settings("sqlite://"))
+    assert query_request(grant, limits, None, sql="SELECT 1", fmt="TSV")["readonly"] is False
+    frozen = query_request(grant, limits, None, sql="SELECT 1", fmt="TSV", frozen=True)
+    assert frozen["readonly"] is True
+    assert "readonly" not in insert_request(grant, limits, None, sql="INSERT INTO t", fmt="TSV")
+    with pytest.raises(ClickHouseError) as refused:
+        insert_request(grant, limits, None, sql="INSERT INTO t", fmt="TSV", frozen=True)
+    assert refused.value.code == 164
+    assert "moving to another engine host" in refused.value.text
 
 
 # --- through the control plane's routes --------------------------------------------------
@@ -394,6 +415,35 @@ def test_a_report_on_an_older_version_of_what_a_host_was_told_moves_nothing(
     running = {service_id: {"state": "running", "generation": given["generation"]}}
     _sync(client, host, services=running)
     assert client.get(url, auth=org.auth).json()["result"]["state"] == "running"
+
+
+def test_every_process_sees_a_moving_or_restoring_service_as_such(
+    client: TestClient, hosts_state: AppState
+) -> None:
+    """The route an API process reads for a service on a host says whether it is moving (its
+    queries then run read-only) and whether its backup is still being restored (no query)."""
+    org = create_org(hosts_state)
+    hosts_joined = {_join(client, hosts_state)[0], _join(client, hosts_state, name="b")[0]}
+    service_id = uuid.UUID(_create(client, org).json()["result"]["service"]["id"])
+    with hosts_state.sessionmaker() as session:
+        placed_on = str(session.get(Service, service_id).host_id)  # type: ignore[union-attr]
+    [other] = hosts_joined - {placed_on}
+
+    def placed() -> Any:
+        async def read() -> Any:
+            return await RemoteHosts(hosts_state).placed(service_id)
+
+        return asyncio.run(read())
+
+    first = placed()
+    assert (str(first.route.host_id), first.frozen, first.restoring) == (placed_on, False, False)
+    with hosts_state.sessionmaker.begin() as session:
+        moving = session.get(Service, service_id)
+        assert moving is not None
+        moving.moving_to = uuid.UUID(other)
+        moving.restore_from = uuid.uuid4()
+    second = placed()
+    assert (second.frozen, second.restoring) == (True, True)
 
 
 def test_a_host_asks_the_gate_only_of_its_own_services(

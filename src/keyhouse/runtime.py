@@ -51,7 +51,6 @@ from keyhouse.service_settings import service as service_settings
 from keyhouse.services import leases
 from keyhouse.services.engines import (
     insert_request,
-    moving,
     not_running,
     query_request,
     restoring,
@@ -428,9 +427,8 @@ class Engines:
             session_id=session_id,
             extra_settings=extra_settings,
             session_timeout=session_timeout,
+            frozen=placed is not None and placed.frozen,
         )
-        if placed is not None and placed.frozen:
-            request["readonly"] = True  # moving between hosts: writes wait
         metrics, service_id = self.state.metrics, grant.service_id
         metrics.queries.labels(str(service_id)).inc()
         try:
@@ -490,8 +488,6 @@ class Engines:
         """Stream ``data`` (in ``fmt``) into ``sql`` (``INSERT INTO t (a, b)``) under the same
         limits as ``run``; the engine's write statistics."""
         placed, upstream = await self._where(grant)
-        if placed is not None and placed.frozen:
-            raise moving()
         request = insert_request(
             grant,
             self.limits,
@@ -502,6 +498,7 @@ class Engines:
             session_id=session_id,
             extra_settings=extra_settings,
             session_timeout=session_timeout,
+            frozen=placed is not None and placed.frozen,
         )
         self.state.metrics.queries.labels(str(grant.service_id)).inc()
         try:

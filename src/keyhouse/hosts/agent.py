@@ -48,7 +48,6 @@ from keyhouse.hosts import channel, transfer
 from keyhouse.hosts.channel import refusal
 from keyhouse.services.engines import (
     insert_request,
-    moving,
     not_running,
     query_request,
     restoring,
@@ -524,10 +523,12 @@ class AgentEngines:
             raise not_running()
         self.agent.used(grant.service_id)
         request = query_request(
-            grant, self.agent.limits, self._configured(grant.service_id), **asked
+            grant,
+            self.agent.limits,
+            self._configured(grant.service_id),
+            frozen=self._frozen(grant.service_id),
+            **asked,
         )
-        if self._frozen(grant.service_id):
-            request["readonly"] = True
         try:
             chunks = await self.agent.supervisor.query(grant.service_id, request)
             await anext(chunks)  # the engine accepted the query (or raised its error)
@@ -536,16 +537,18 @@ class AgentEngines:
         return chunks
 
     async def insert(self, grant: RunGrant, **asked: Any) -> dict[str, Any]:
-        if self._frozen(grant.service_id):
-            raise moving()
+        data = asked.pop("data")
+        request = insert_request(
+            grant,
+            self.agent.limits,
+            self._configured(grant.service_id),
+            frozen=self._frozen(grant.service_id),
+            **asked,
+        )
         self._check_restored(grant.service_id)
         if not await self.bring_up(grant.service_id):
             raise not_running()
         self.agent.used(grant.service_id)
-        data = asked.pop("data")
-        request = insert_request(
-            grant, self.agent.limits, self._configured(grant.service_id), **asked
-        )
         try:
             return await self.agent.supervisor.insert(grant.service_id, request, data)
         except EngineUnavailable:

@@ -86,17 +86,19 @@ def query_request(
     session_id: str | None = None,
     extra_settings: dict[str, Any] | None = None,
     session_timeout: float | None = None,
+    frozen: bool = False,
 ) -> dict[str, Any]:
     """A query's request to a worker (``keyhouse.engine.protocol``) for a caller the domain
     layer granted: under the operator's ``limits`` and the service's memory cap (the engine's
     constraint: a query may lower its cap, never raise it past the operator's), the engine's
-    ``readonly`` when the grant says so, and the service's own ``configured`` settings under
-    the caller's (which win)."""
+    ``readonly`` when the grant says so or the service is ``frozen`` (moving between engine
+    hosts: writes wait), and the service's own ``configured`` settings under the caller's
+    (which win)."""
     return {
         "sql": sql,
         "format": fmt,
         "database": database,
-        "readonly": grant.readonly,
+        "readonly": grant.readonly or frozen,
         "roles": list(grant.roles),
         "params": params or {},
         "session_id": session_id,
@@ -118,9 +120,12 @@ def insert_request(
     session_id: str | None = None,
     extra_settings: dict[str, Any] | None = None,
     session_timeout: float | None = None,
+    frozen: bool = False,
 ) -> dict[str, Any]:
     """An insert's request to a worker, under the same limits and settings as a query's (a
-    query's request without what only a query has)."""
+    query's request without what only a query has); a ``frozen`` service refuses it."""
+    if frozen:
+        raise moving()
     request = query_request(
         grant,
         limits,
