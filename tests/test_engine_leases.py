@@ -157,3 +157,27 @@ def test_one_process_holds_a_deployment_schedule_and_another_takes_it_over(
     session.commit()
     assert schedule(gone, 2)
     assert schedule(other, 4)  # its holder is gone from this machine: at once, before 32 s
+
+
+def test_a_service_held_by_another_live_process_here_is_reached_through_it() -> None:
+    """A query on a service another live process of this machine holds, in this data
+    directory, goes through that process; one held by this process, by a gone one, in
+    another data directory or past its lease is this process's (or ``take`` says why not)."""
+    now = utcnow()
+    me, other = leases.holder_name(), leases.holder_name()  # (both alive: this process)
+    later = now + dt.timedelta(seconds=SECONDS)
+
+    def nearby(holder: str, home: str = HOME, expires: dt.datetime = later) -> bool:
+        return leases.held_nearby(holder, home, expires, holder=me, home=HOME, now=now)
+
+    assert nearby(other)
+    assert not nearby(me)
+    assert not nearby(other, home="home-b")
+    assert not nearby(other, expires=now)
+    ended = subprocess.run(
+        [sys.executable, "-c", "from keyhouse.services.leases import holder_name as h; print(h())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert not nearby(ended)

@@ -90,11 +90,8 @@ class RemoteHosts:
             ).first()
             if local is not None:
                 settings, other, other_home, expires = local
-                if (
-                    other == holder
-                    or other_home != home
-                    or expires <= utcnow()
-                    or not leases.alive_here(other)
+                if not leases.held_nearby(
+                    other, other_home, expires, holder=holder, home=home, now=utcnow()
                 ):
                     return None  # ours, or ours to take
                 path = leases.channel_path(data_dir, other)

@@ -79,6 +79,27 @@ def alive_here(holder: str) -> bool:
     return machine == _machine() and machine != "unknown" and pid.isdigit() and not _gone(holder)
 
 
+def held_nearby(
+    lease_holder: str,
+    lease_home: str,
+    expires_at: dt.datetime,
+    *,
+    holder: str,
+    home: str,
+    now: dt.datetime,
+) -> bool:
+    """Whether a service's lease is another live process's of this machine, in this data
+    directory (``home``): that process runs it, and is reached through its channel
+    (``channel_path``). Otherwise the service is ``holder``'s, or ``holder``'s to take (or
+    ``take`` says why not)."""
+    return (
+        lease_holder != holder
+        and lease_home == home
+        and expires_at > now
+        and alive_here(lease_holder)
+    )
+
+
 def channels_dir(data_dir: Path) -> Path:
     """Where the server processes sharing ``data_dir`` listen for each other: a directory of
     the system's temporary one named by the data directory's id (a Unix socket's path must be
