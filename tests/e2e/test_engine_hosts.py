@@ -223,6 +223,19 @@ def test_services_on_engine_hosts(deployment: tuple[Server, Agent, Agent, Agent]
     _run(server, on_eu, "CREATE TABLE t (x UInt32) ENGINE = MergeTree ORDER BY x")
     _run(server, on_eu, "INSERT INTO t SELECT number FROM numbers(1000)")
     _run(server, on_us, "CREATE TABLE u (x UInt32) ENGINE = MergeTree ORDER BY x")
+    # SQL on a host is sandboxed as on the control plane: the agent's own secret, its TLS key
+    # and the other services' data are out of its reach.
+    secret = json.loads((eu.data_dir / "host.json").read_text())["secret"]
+    for path in (eu.data_dir / "host.json", eu.data_dir / "tls" / "server-key.pem", "/etc/shadow"):
+        reached = httpx.post(
+            f"{server.base_url}/service/{on_eu}/run?format=TabSeparated",
+            json={"sql": f"SELECT * FROM file('{path}', 'RawBLOB')"},  # noqa: S608 (the attack)
+            auth=server.auth,
+            timeout=90,
+        )
+        assert reached.status_code != 200, reached.text
+        assert secret not in reached.text
+        assert "PRIVATE KEY" not in reached.text
     [endpoint] = _service(server, on_eu)["endpoints"]
     assert endpoint["host"] == "127.0.0.1"
 
